@@ -1,0 +1,1 @@
+"""liqcore: the pure core of liquidation (filled in as modules land)."""

@@ -1,0 +1,138 @@
+"""Commands: what ``step`` asks the shell to do, as plain data, in execution order.
+
+Every command carries everything the shell needs and a deterministic request id
+(:func:`liqcore.machine.request_id`), so replaying a recorded log reproduces it byte for
+byte and two instances stepping the same observation agree.
+"""
+
+from __future__ import annotations
+
+import enum
+from decimal import Decimal
+from typing import TypeAlias
+
+import attrs
+
+from liqcore import _validators as v
+from liqcore.errors import InvalidInput
+from liqcore.inputs import MarginMode, Side, TimeInForce
+from liqcore.state import AccountState, LiquidationMode, PhaseTag
+
+__all__ = [
+    "Alert",
+    "AlertCode",
+    "CancelOrder",
+    "Command",
+    "PublishStateChange",
+    "StartAuction",
+    "StateChange",
+    "StopAuction",
+    "SubmitOrder",
+]
+
+
+@attrs.frozen(kw_only=True)
+class CancelOrder:
+    """Cancel one open order of ``wallet``."""
+
+    wallet: str = attrs.field(validator=v.text)
+    order_id: int = attrs.field(validator=v.non_negative_int)
+    client_id: str | None = attrs.field(default=None, validator=v.optional_text)
+    request_id: str = attrs.field(validator=v.text)
+
+
+def _buy(inst: SubmitOrder, attribute: attrs.Attribute[Side], value: object) -> None:
+    if value is not Side.BUY:
+        raise InvalidInput(f"SubmitOrder.side must be Side.BUY (closing shorts), was {value!r}")
+
+
+def _reduce_only(inst: SubmitOrder, attribute: attrs.Attribute[bool], value: object) -> None:
+    if value is not True:
+        raise InvalidInput(f"SubmitOrder.reduce_only must be True, was {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class SubmitOrder:
+    """Place a reduce-only BUY that closes part of a short option.
+
+    ``size`` is in human units; the adapter converts to contract units.
+    """
+
+    wallet: str = attrs.field(validator=v.text)
+    symbol: str = attrs.field(validator=v.text)
+    side: Side = attrs.field(default=Side.BUY, validator=_buy)
+    price: Decimal = attrs.field(validator=v.positive)
+    size: Decimal = attrs.field(validator=v.positive)
+    client_id: str = attrs.field(validator=v.text)
+    request_id: str = attrs.field(validator=v.text)
+    reduce_only: bool = attrs.field(default=True, validator=_reduce_only)
+    tif: TimeInForce = attrs.field(default=TimeInForce.GTC, validator=v.instance_of(TimeInForce))
+
+
+@attrs.frozen(kw_only=True)
+class StartAuction:
+    """Request a full on-chain auction of ``wallet``."""
+
+    wallet: str = attrs.field(validator=v.text)
+    request_id: str = attrs.field(validator=v.text)
+
+
+@attrs.frozen(kw_only=True)
+class StopAuction:
+    """Stop ``wallet``'s running auction (the account recovered)."""
+
+    wallet: str = attrs.field(validator=v.text)
+    auction_id: str = attrs.field(validator=v.text)
+    chain_start_time: int = attrs.field(validator=v.integer)
+    request_id: str = attrs.field(validator=v.text)
+
+
+@attrs.frozen(kw_only=True)
+class StateChange:
+    """The seed's ``LiquidationStateMessage``: a projection of one state change."""
+
+    wallet: str = attrs.field(validator=v.text)
+    previous_phase: PhaseTag
+    new_phase: PhaseTag
+    previous_mode: LiquidationMode | None
+    mode: LiquidationMode | None
+    margin_mode: MarginMode = attrs.field(validator=v.instance_of(MarginMode))
+    equity: Decimal = attrs.field(validator=v.decimal)
+    mm_required: Decimal = attrs.field(validator=v.decimal)
+    maintenance_margin: Decimal = attrs.field(validator=v.decimal)
+    shortfall: Decimal = attrs.field(validator=v.decimal)
+    previous_auction_id: str | None = attrs.field(validator=v.optional_text)
+    auction_id: str | None = attrs.field(validator=v.optional_text)
+    projection_changed: bool = attrs.field(validator=v.boolean)
+    state: AccountState = attrs.field(validator=v.instance_of(AccountState))
+    timestamp: int = attrs.field(validator=v.integer)
+
+
+@attrs.frozen(kw_only=True)
+class PublishStateChange:
+    """Publish ``change`` to the exchange's event stream."""
+
+    change: StateChange = attrs.field(validator=v.instance_of(StateChange))
+
+
+class AlertCode(enum.Enum):
+    """Why an :class:`Alert` was raised."""
+
+    PLANNING_FAILED = "planning_failed"
+    NO_HELPFUL_CLOSE = "no_helpful_close"
+    MARGIN_MODEL_MISMATCH = "margin_model_mismatch"
+
+
+@attrs.frozen(kw_only=True)
+class Alert:
+    """A diagnostic for the shell to log and count; the core never logs."""
+
+    wallet: str = attrs.field(validator=v.text)
+    code: AlertCode = attrs.field(validator=v.instance_of(AlertCode))
+    message: str = attrs.field(validator=v.text)
+
+
+Command: TypeAlias = (
+    CancelOrder | SubmitOrder | StartAuction | StopAuction | PublishStateChange | Alert
+)
+"""The closed union of commands."""

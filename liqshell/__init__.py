@@ -1,0 +1,1 @@
+"""liqshell: the asyncio shell around liqcore."""
