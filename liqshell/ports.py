@@ -1,0 +1,349 @@
+"""The shell's ports: what the watcher needs from the world, as ``typing.Protocol``\\s.
+
+Adapters (SQLite, PostgreSQL, NATS, JSON Lines, the simulator, the in-memory fakes of
+:mod:`liqshell.testing`) implement them; the watcher sees nothing else. Adapter exceptions
+are translated at this boundary into the three errors below, so the watcher can tell an
+effect that provably never happened (:class:`NotSent`) from one that may have
+(:class:`OutcomeUnknown`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from decimal import Decimal
+from typing import Protocol, TypeAlias, TypeVar
+
+import attrs
+
+from liqcore import (
+    AccountState,
+    CancelOrder,
+    Command,
+    Event,
+    Health,
+    MarginMode,
+    OpenOrder,
+    Portfolio,
+    Quote,
+    StartAuction,
+    StateChange,
+    StopAuction,
+    SubmitOrder,
+)
+
+__all__ = [
+    "RECORD_SCHEMA",
+    "AnswerStatus",
+    "AuctionExecutor",
+    "AuctionFeed",
+    "AuctionReceipt",
+    "Clock",
+    "Conflict",
+    "Cursor",
+    "EventSink",
+    "FeedItem",
+    "LiqshellError",
+    "MarginReport",
+    "MarginSource",
+    "NotSent",
+    "OrderAnswer",
+    "OrderGateway",
+    "OrderSnapshot",
+    "OutcomeUnknown",
+    "PollReport",
+    "PortfolioSource",
+    "QuoteSource",
+    "Record",
+    "RecordKind",
+    "Recorder",
+    "StateStore",
+    "Stored",
+    "Unfinished",
+]
+
+T = TypeVar("T")
+
+Cursor: TypeAlias = int | str
+"""A position in the auction feed: any ordered, JSON-storable value the feed chooses."""
+
+RECORD_SCHEMA = 1
+"""Version of the :class:`Record` layout written to replay logs."""
+
+
+class LiqshellError(Exception):
+    """Base class of the shell's errors."""
+
+
+class NotSent(LiqshellError):
+    """The request provably never left (connection refused before sending, …)."""
+
+
+class OutcomeUnknown(LiqshellError):
+    """The request may have been acted on (timeout, connection lost after sending)."""
+
+
+class Conflict(LiqshellError):
+    """A compare-and-set commit lost: another instance committed this wallet first."""
+
+
+@attrs.frozen(kw_only=True)
+class MarginReport:
+    """The exchange margin engine's verdict on one account."""
+
+    margin_mode: MarginMode
+    equity: Decimal
+    mm_required: Decimal
+    is_liquidatable: bool
+
+
+class AnswerStatus(enum.Enum):
+    """How the order engine answered a submit or a cancel."""
+
+    ACKED = "acked"
+    REJECTED = "rejected"
+    CANCELED = "canceled"
+
+
+@attrs.frozen(kw_only=True)
+class OrderAnswer:
+    """The order engine's answer; ``order_id`` is the engine's id of an acked order."""
+
+    status: AnswerStatus
+    reason: str = ""
+    order_id: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class AuctionReceipt:
+    """The auction executor's answer to ``StartAuction``."""
+
+    auction_id: str
+    tx_hash: str | None = None
+    margin_needed: Decimal | None = None
+
+
+@attrs.frozen(kw_only=True)
+class FeedItem:
+    """One chain or operator observation, at ``cursor`` in the feed, deduplicated by ``event_id``."""
+
+    cursor: Cursor
+    event_id: str
+    wallet: str
+    event: Event
+
+
+@attrs.frozen(kw_only=True)
+class Unfinished:
+    """A command of a committed decision whose outcome was never recorded.
+
+    ``version`` is the committed version of that decision and ``index`` the command's
+    position in it: together with the wallet they are the publish key.
+    """
+
+    version: int
+    index: int
+    command: Command
+
+
+class RecordKind(enum.Enum):
+    """What a :class:`Record` records."""
+
+    DECISION = "decision"
+    """An observation and ``step``'s decision (commands and new state)."""
+    OUTCOMES = "outcomes"
+    """The outcomes of a decision's commands, folded in with ``apply``."""
+    FEED = "feed"
+    """A feed item: applied, a duplicate, a no-op, or for an unknown wallet."""
+    RESTART = "restart"
+    """Unfinished commands found at start-up (reported, never replayed)."""
+
+
+@attrs.frozen(kw_only=True)
+class Record:
+    """One entry of the replay log.
+
+    A ``DECISION`` holds everything ``step`` was given (``previous``, ``health``,
+    ``orders``, ``now``) and what it returned (``commands``, ``state``), so
+    ``step(previous, health, orders, now, config)`` reproduces it exactly. ``executed`` is
+    false in shadow mode. ``pending`` is what the store keeps as the wallet's unfinished
+    commands after this record is committed.
+    """
+
+    kind: RecordKind
+    wallet: str
+    now: int
+    version: int = 0
+    previous: AccountState | None = None
+    health: Health | None = None
+    orders: tuple[OpenOrder, ...] = ()
+    commands: tuple[Command, ...] = ()
+    state: AccountState | None = None
+    events: tuple[Event, ...] = ()
+    pending: tuple[Unfinished, ...] = ()
+    event_id: str | None = None
+    cursor: Cursor | None = None
+    executed: bool = True
+    note: str = ""
+    schema: int = RECORD_SCHEMA
+
+
+@attrs.frozen(kw_only=True)
+class Stored:
+    """A wallet's committed state, its version (compare-and-set) and unfinished commands."""
+
+    state: AccountState
+    version: int
+    unfinished: tuple[Unfinished, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class PollReport:
+    """What one poll did."""
+
+    stepped: int = 0
+    skipped: int = 0
+    conflicts: int = 0
+    commands: int = 0
+
+
+class PortfolioSource(Protocol):
+    """Executed positions, cash and spot of every account."""
+
+    async def portfolios(self) -> Mapping[str, Portfolio]:
+        """All accounts with a portfolio."""
+        ...
+
+    async def portfolio(self, wallet: str) -> Portfolio | None:
+        """One account's portfolio; ``None``: the snapshot is unavailable."""
+        ...
+
+
+class MarginSource(Protocol):
+    """The exchange's margin engine."""
+
+    async def margin(self, wallet: str, portfolio: Portfolio | None) -> MarginReport:
+        """Its verdict on ``wallet``."""
+        ...
+
+
+class QuoteSource(Protocol):
+    """Best bid/offer and theoretical prices."""
+
+    async def quotes(self, symbols: Sequence[str]) -> Mapping[str, Quote]:
+        """Quotes of ``symbols``; missing symbols are allowed."""
+        ...
+
+
+class OrderSnapshot(Protocol):
+    """The order engine's open orders."""
+
+    async def open_orders(self, wallet: str) -> Sequence[OpenOrder]:
+        """Open orders of ``wallet``."""
+        ...
+
+
+class OrderGateway(Protocol):
+    """Submits and cancels orders; raises :class:`NotSent` or :class:`OutcomeUnknown`."""
+
+    async def submit(self, command: SubmitOrder) -> OrderAnswer:
+        """``ACKED`` or ``REJECTED``."""
+        ...
+
+    async def cancel(self, command: CancelOrder) -> OrderAnswer:
+        """``CANCELED`` or ``REJECTED``."""
+        ...
+
+
+class AuctionExecutor(Protocol):
+    """Starts and stops on-chain auctions; idempotent per wallet.
+
+    While an auction of the wallet is pending or running, ``start`` returns that
+    auction's receipt — never a second auction.
+    """
+
+    async def start(self, command: StartAuction) -> AuctionReceipt:
+        """Request the wallet's auction."""
+        ...
+
+    async def stop(self, command: StopAuction) -> None:
+        """Stop the wallet's auction."""
+        ...
+
+
+class AuctionFeed(Protocol):
+    """Chain observations and operator events, replayable from a cursor."""
+
+    def events(self, after: Cursor | None) -> AsyncIterator[FeedItem]:
+        """The items after ``after`` that are available now, in cursor order; then it ends."""
+        ...
+
+
+class StateStore(Protocol):
+    """Committed account states: one transaction per call, compare-and-set on version."""
+
+    async def load(self) -> Mapping[str, Stored]:
+        """Every stored wallet."""
+        ...
+
+    async def cursor(self) -> Cursor | None:
+        """The committed feed cursor."""
+        ...
+
+    async def applied(self, event_id: str) -> bool:
+        """Whether a feed item with ``event_id`` was already committed."""
+        ...
+
+    async def commit(
+        self,
+        wallet: str,
+        state: AccountState,
+        record: Record,
+        *,
+        expected_version: int,
+        cursor: Cursor | None = None,
+    ) -> int:
+        """Store ``state`` and ``record`` (and ``cursor``, and ``record.event_id`` as applied)
+        in one transaction if the stored version is ``expected_version`` (0: none stored);
+        return the new version. Raises :class:`Conflict` otherwise."""
+        ...
+
+    async def commit_cursor(self, cursor: Cursor, record: Record) -> None:
+        """Move the feed cursor past an item that changes no state, with its record."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class EventSink(Protocol):
+    """Publishes state changes at least once; consumers dedupe by ``key``."""
+
+    async def publish(self, change: StateChange, *, key: tuple[str, int, int]) -> None:
+        """``key = (wallet, version, index)``."""
+        ...
+
+
+class Recorder(Protocol):
+    """The replay log."""
+
+    async def append(self, record: Record) -> None:
+        """Append one record."""
+        ...
+
+
+class Clock(Protocol):
+    """Time, virtual in the simulator and tests."""
+
+    def now_ms(self) -> int:
+        """Milliseconds since the Unix epoch."""
+        ...
+
+    async def sleep_until(self, ms: int) -> None:
+        """Return at ``ms`` (at once if it has passed)."""
+        ...
+
+    async def wait_for(self, awaitable: Awaitable[T], timeout_ms: int) -> T:
+        """Await with a timeout on this clock; raises ``TimeoutError``."""
+        ...
