@@ -48,3 +48,17 @@ def docs(session: nox.Session) -> None:
     """Build the Sphinx site with warnings as errors."""
     session.install(".[docs]")
     session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Throughput benchmarks: writes docs/benchmarks/throughput.md and its plots."""
+    session.install(".[bench]")
+    session.run("python", "-m", "bench.throughput", *session.posargs)
+
+
+@nox.session(name="bench-plan")
+def bench_plan(session: nox.Session) -> None:
+    """Plan quality against the optimum: writes docs/benchmarks/planning.md."""
+    session.install(".[bench]")
+    session.run("python", "-m", "bench.planning", *session.posargs)
