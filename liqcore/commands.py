@@ -16,7 +16,7 @@ import attrs
 from liqcore import _validators as v
 from liqcore.errors import InvalidInput
 from liqcore.inputs import MarginMode, Side, TimeInForce
-from liqcore.state import AccountState, LiquidationMode, PhaseTag
+from liqcore.state import PHASE_TAGS, AccountState, LiquidationMode, PhaseTag
 
 __all__ = [
     "Alert",
@@ -87,15 +87,35 @@ class StopAuction:
     request_id: str = attrs.field(validator=v.text)
 
 
+_PHASE_TAG_VALUES: tuple[str, ...] = tuple(PHASE_TAGS.values())
+_MODES: tuple[str, ...] = ("partial", "full")
+
+
+def _phase_tag(inst: StateChange, attribute: attrs.Attribute[PhaseTag], value: object) -> None:
+    if type(value) is not str or value not in _PHASE_TAG_VALUES:
+        raise InvalidInput(
+            f"StateChange.{attribute.name} must be a phase tag {_PHASE_TAG_VALUES}, was {value!r}"
+        )
+
+
+def _mode(
+    inst: StateChange, attribute: attrs.Attribute[LiquidationMode | None], value: object
+) -> None:
+    if value is not None and (type(value) is not str or value not in _MODES):
+        raise InvalidInput(
+            f"StateChange.{attribute.name} must be 'partial', 'full' or None, was {value!r}"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class StateChange:
     """The seed's ``LiquidationStateMessage``: a projection of one state change."""
 
     wallet: str = attrs.field(validator=v.text)
-    previous_phase: PhaseTag
-    new_phase: PhaseTag
-    previous_mode: LiquidationMode | None
-    mode: LiquidationMode | None
+    previous_phase: PhaseTag = attrs.field(validator=_phase_tag)
+    new_phase: PhaseTag = attrs.field(validator=_phase_tag)
+    previous_mode: LiquidationMode | None = attrs.field(validator=_mode)
+    mode: LiquidationMode | None = attrs.field(validator=_mode)
     margin_mode: MarginMode = attrs.field(validator=v.instance_of(MarginMode))
     equity: Decimal = attrs.field(validator=v.decimal)
     mm_required: Decimal = attrs.field(validator=v.decimal)

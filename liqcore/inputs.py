@@ -30,7 +30,6 @@ __all__ = [
     "TimeInForce",
 ]
 
-K = TypeVar("K")
 T = TypeVar("T")
 
 
@@ -54,12 +53,25 @@ class TimeInForce(enum.Enum):
     GTC = "gtc"
 
 
-def _frozen_mapping(value: Mapping[K, T]) -> Mapping[K, T]:
+def _read_only(value: Mapping[str, T], field: str) -> Mapping[str, T]:
     if isinstance(value, MappingProxyType):
         return value
     if not isinstance(value, Mapping):
-        raise InvalidInput(f"expected a mapping, was {value!r}")
+        raise InvalidInput(f"{field} must be a mapping, was {value!r}")
     return MappingProxyType(dict(value))
+
+
+# One converter per field, with concrete types, so typed callers may pass plain dicts.
+def _positions(value: Mapping[str, Position]) -> Mapping[str, Position]:
+    return _read_only(value, "Portfolio.positions")
+
+
+def _spot(value: Mapping[str, Decimal]) -> Mapping[str, Decimal]:
+    return _read_only(value, "Portfolio.spot")
+
+
+def _quotes(value: Mapping[str, Quote]) -> Mapping[str, Quote]:
+    return _read_only(value, "Health.quotes")
 
 
 @attrs.frozen(kw_only=True)
@@ -76,7 +88,7 @@ class Position:
     @property
     def mark_price(self) -> Decimal:
         """``entry_price + unrealized_pnl / amount`` (seed ``derive_portfolio_mark_price``)."""
-        if abs(self.amount) <= MIN_SIZE:
+        if self.amount.copy_abs() <= MIN_SIZE:
             raise InvalidInput(
                 f"Position.amount of {self.symbol} is too small to derive a mark price: "
                 f"{self.amount}"
@@ -120,10 +132,10 @@ class Portfolio:
 
     cash: Decimal = attrs.field(default=ZERO, validator=v.decimal)
     positions: Mapping[str, Position] = attrs.field(
-        factory=dict, converter=_frozen_mapping, validator=_positions_valid
+        factory=dict, converter=_positions, validator=_positions_valid
     )
     spot: Mapping[str, Decimal] = attrs.field(
-        factory=dict, converter=_frozen_mapping, validator=_spot_valid
+        factory=dict, converter=_spot, validator=_spot_valid
     )
 
 
@@ -180,7 +192,7 @@ class Health:
         default=None, validator=attrs.validators.optional(v.instance_of(Portfolio))
     )
     quotes: Mapping[str, Quote] = attrs.field(
-        factory=dict, converter=_frozen_mapping, validator=_quotes_valid
+        factory=dict, converter=_quotes, validator=_quotes_valid
     )
 
     @property

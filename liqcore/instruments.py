@@ -57,7 +57,7 @@ class OptionSymbol:
     def format(self) -> str:
         """The canonical text of this symbol."""
         return (
-            f"{self.underlying}-{self.expiry:%Y%m%d}-{tidy(self.strike)}-{self.kind.value}"
+            f"{self.underlying}-{self.expiry:%Y%m%d}-{tidy(self.strike):f}-{self.kind.value}"
         )
 
     @property

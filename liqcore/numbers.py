@@ -91,7 +91,9 @@ def quantize_down(value: Decimal, step: Decimal) -> Decimal:
 
 
 def tidy(value: Decimal) -> Decimal:
-    """The same number without trailing zeros and never in exponent form (``100``, not ``1E+2``)."""
+    """The same number without trailing zeros and without a positive exponent (``100``, not
+    ``1E+2``). Print it with ``format(value, "f")``: ``str`` of any Decimal below 1e-6 is in
+    exponent form whatever its exponent."""
     if not value:
         return ZERO
     normal = value.normalize(CONTEXT)

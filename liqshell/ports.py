@@ -125,7 +125,8 @@ class AuctionReceipt:
 
 @attrs.frozen(kw_only=True)
 class FeedItem:
-    """One chain or operator observation, at ``cursor`` in the feed, deduplicated by ``event_id``."""
+    """One chain or operator observation, at ``cursor`` in the feed, deduplicated by
+    ``event_id``."""
 
     cursor: Cursor
     event_id: str
@@ -305,11 +306,14 @@ class StateStore(Protocol):
     ) -> int:
         """Store ``state`` and ``record`` (and ``cursor``, and ``record.event_id`` as applied)
         in one transaction if the stored version is ``expected_version`` (0: none stored);
-        return the new version. Raises :class:`Conflict` otherwise."""
+        return the new version, ``expected_version + 1`` (the watcher keys publishes and
+        ``Record.version`` by it). ``record.pending`` becomes the wallet's ``unfinished``.
+        Raises :class:`Conflict` otherwise."""
         ...
 
     async def commit_cursor(self, cursor: Cursor, record: Record) -> None:
-        """Move the feed cursor past an item that changes no state, with its record."""
+        """Move the feed cursor past an item that changes no state, with its record (and
+        ``record.event_id`` as applied, if set), in one transaction."""
         ...
 
     async def close(self) -> None:

@@ -41,7 +41,7 @@ class StandardMargin:
         equity = portfolio.cash
         mm = ZERO
         for position in portfolio.positions.values():
-            if abs(position.amount) <= MIN_SIZE:
+            if position.amount.copy_abs() <= MIN_SIZE:
                 continue
             equity = CONTEXT.add(equity, CONTEXT.multiply(position.amount, position.mark_price))
             mm = CONTEXT.add(mm, self.position_mm(position, portfolio.spot))
@@ -50,7 +50,7 @@ class StandardMargin:
     def position_mm(self, position: Position, spot: Mapping[str, Decimal]) -> Decimal:
         """Maintenance margin of one position (0 for a long option or dust)."""
         amount = position.amount
-        if abs(amount) <= MIN_SIZE:
+        if amount.copy_abs() <= MIN_SIZE:
             return ZERO
         option = option_symbol(position.symbol)
         if option is not None:
@@ -65,8 +65,8 @@ class StandardMargin:
                 CONTEXT.subtract(CONTEXT.multiply(self.rate, s), otm),
                 CONTEXT.multiply(self.floor_rate, s),
             )
-            return CONTEXT.multiply(-amount, per_unit)
+            return CONTEXT.multiply(amount.copy_negate(), per_unit)
         if is_perp_symbol(position.symbol):
             s = spot_of(spot, position.symbol[: -len("-PERP")])
-            return CONTEXT.multiply(CONTEXT.multiply(abs(amount), s), self.perp_rate)
+            return CONTEXT.multiply(CONTEXT.multiply(amount.copy_abs(), s), self.perp_rate)
         raise PlanningError(f"standard margin cannot value {position.symbol!r}")

@@ -1,0 +1,597 @@
+"""JSON for every public liqcore type — the one module that imports cattrs.
+
+Wire rules (a recorded log must stay readable across releases):
+
+* Decimals travel as strings both ways (``"120.6"``), written without trailing zeros and
+  without exponent for ordinary magnitudes, so equal values give identical bytes. A JSON
+  number, ``"NaN"`` or ``"Infinity"`` for a Decimal field is refused.
+* Phases, commands, events and the reference margin models are tagged objects
+  ``{"type": "<tag>", ...}``; the tags come from the explicit tables below
+  (:data:`~liqcore.state.PHASE_TAGS`, :data:`COMMAND_TAGS`, :data:`EVENT_TAGS`,
+  :data:`MARGIN_MODEL_TAGS`), never from class names, so a rename cannot break a log. A
+  member of such a union carries its tag also when serialized on its own.
+* Enums travel by value, dates as ISO text (``"2026-12-31"``), mappings as JSON objects,
+  tuples as arrays. :func:`to_json` sorts keys and uses compact separators: its output is
+  deterministic byte for byte.
+* Structuring is strict: unknown fields, unknown tags, missing required fields, wrong JSON
+  types (a string for an int, an int for a bool, …) raise :class:`InvalidInput` whose
+  message names the path (``Health.portfolio.positions['BTC-PERP'].amount: …``). A
+  validator's error from a constructor keeps its class (an ``InvalidConfig`` stays one) and
+  gains the path. Fields with defaults may be omitted.
+
+cattrs' errors are translated here, at this one boundary; nothing else in liqcore sees them.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import datetime
+import enum
+import json
+import re
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from decimal import Decimal
+from types import MappingProxyType, UnionType
+from typing import Literal, TypeAlias, TypeVar, cast, get_args, get_origin, overload
+
+import attrs
+import cattrs
+from cattrs.cols import homogenous_tuple_structure_factory, mapping_structure_factory
+from cattrs.errors import (
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+    StructureHandlerNotFoundError,
+)
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
+
+from liqcore.commands import (
+    Alert,
+    CancelOrder,
+    Command,
+    PublishStateChange,
+    StartAuction,
+    StopAuction,
+    SubmitOrder,
+)
+from liqcore.errors import InvalidInput
+from liqcore.events import (
+    AccountReset,
+    AuctionRequested,
+    AuctionRequestFailed,
+    AuctionSettled,
+    AuctionStarted,
+    AuctionStopped,
+    Event,
+    OrderFailed,
+    OrderRejected,
+    StopRequestFailed,
+)
+from liqcore.margin.base import MarginModel
+from liqcore.margin.portfolio import PortfolioMargin
+from liqcore.margin.standard import StandardMargin
+from liqcore.state import PHASE_TAGS, Phase
+
+__all__ = [
+    "COMMAND_TAGS",
+    "EVENT_TAGS",
+    "MARGIN_MODEL_TAGS",
+    "TAG_KEY",
+    "JSONValue",
+    "command_from_json",
+    "converter",
+    "event_from_json",
+    "from_json",
+    "phase_from_json",
+    "structure",
+    "to_json",
+    "unstructure",
+]
+
+T = TypeVar("T")
+
+JSONValue: TypeAlias = "dict[str, JSONValue] | list[JSONValue] | str | int | bool | None"
+"""What :func:`unstructure` returns and :func:`structure` reads: plain JSON data."""
+
+TAG_KEY = "type"
+"""The key of the tag in a tagged object."""
+
+COMMAND_TAGS: Mapping[type[Command], str] = MappingProxyType(
+    {
+        CancelOrder: "cancel_order",
+        SubmitOrder: "submit_order",
+        StartAuction: "start_auction",
+        StopAuction: "stop_auction",
+        PublishStateChange: "publish_state_change",
+        Alert: "alert",
+    }
+)
+"""Stable wire tags of the commands."""
+
+EVENT_TAGS: Mapping[type[Event], str] = MappingProxyType(
+    {
+        OrderRejected: "order_rejected",
+        OrderFailed: "order_failed",
+        AuctionRequested: "auction_requested",
+        AuctionRequestFailed: "auction_request_failed",
+        AuctionStarted: "auction_started",
+        StopRequestFailed: "stop_request_failed",
+        AuctionStopped: "auction_stopped",
+        AuctionSettled: "auction_settled",
+        AccountReset: "account_reset",
+    }
+)
+"""Stable wire tags of the events."""
+
+MARGIN_MODEL_TAGS: Mapping[type, str] = MappingProxyType(
+    {StandardMargin: "standard", PortfolioMargin: "portfolio"}
+)
+"""Stable wire tags of the reference margin models (a user's own model has none)."""
+
+# Every tagged class, and per union the class of each tag.
+_TAG_OF: dict[type, str] = {
+    **PHASE_TAGS,
+    **COMMAND_TAGS,
+    **EVENT_TAGS,
+    **MARGIN_MODEL_TAGS,
+}
+_UNIONS: dict[object, tuple[str, dict[str, type]]] = {
+    Phase: ("Phase", {tag: cls for cls, tag in PHASE_TAGS.items()}),
+    Command: ("Command", {tag: cls for cls, tag in COMMAND_TAGS.items()}),
+    Event: ("Event", {tag: cls for cls, tag in EVENT_TAGS.items()}),
+    MarginModel: ("MarginModel", {tag: cls for cls, tag in MARGIN_MODEL_TAGS.items()}),
+}
+
+
+class _WireError(InvalidInput):
+    """A wire value of the wrong shape; reported with its path (as plain InvalidInput)."""
+
+
+converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+"""The configured cattrs converter (hooks for every liqcore type; see the module docs)."""
+
+
+# --- scalars -------------------------------------------------------------------------------
+
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,6})?", re.ASCII)
+_NON_FINITE = re.compile(r"\s*[+-]?(?:s?nan\d*|inf|infinity)\s*", re.IGNORECASE)
+_DATE_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+_PLAIN_LIMIT = 40  # beyond 10**±40 a Decimal is written in exponent form (bounded size)
+
+
+def _kind(value: object) -> str:
+    """The JSON name of a value's type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list | tuple):
+        return "array"
+    return type(value).__name__
+
+
+def _decimal_text(value: Decimal) -> str:
+    """The canonical text of a finite Decimal: equal values give equal text.
+
+    No trailing zeros, no ``-0``, plain notation unless the magnitude is extreme.
+    """
+    text = str(value)
+    if "E" not in text and (("." not in text) or text[-1] != "0") and text != "-0":
+        return text  # the common case: already canonical
+    if not value:
+        return "0"
+    if not value.is_finite():
+        raise InvalidInput(f"a Decimal must be finite to be serialized, was {value!r}")
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    end = len(digits)
+    while digits[end - 1] == 0:
+        end -= 1
+    exponent += len(digits) - end
+    normal = Decimal((sign, digits[:end], exponent))
+    if exponent >= -_PLAIN_LIMIT and normal.adjusted() <= _PLAIN_LIMIT:
+        return format(normal, "f")
+    return str(normal)
+
+
+def _structure_decimal(value: object, _: object) -> Decimal:
+    if type(value) is str:
+        if _DECIMAL_TEXT.fullmatch(value) is not None:
+            return Decimal(value)
+        if _NON_FINITE.fullmatch(value) is not None:
+            raise _WireError(f"must be a finite decimal string, was {value!r}")
+        raise _WireError(f'must be a decimal string such as "12.5", was {value!r}')
+    if type(value) is Decimal and value.is_finite():
+        return value
+    raise _WireError(
+        f"must be a decimal string (Decimals never travel as JSON numbers), "
+        f"was {_kind(value)} {value!r}"
+    )
+
+
+def _structure_str(value: object, _: object) -> str:
+    if type(value) is str:
+        return value
+    raise _WireError(f"must be a string, was {_kind(value)} {value!r}")
+
+
+def _structure_int(value: object, _: object) -> int:
+    if type(value) is int:
+        return value
+    raise _WireError(f"must be an integer, was {_kind(value)} {value!r}")
+
+
+def _structure_bool(value: object, _: object) -> bool:
+    if type(value) is bool:
+        return value
+    raise _WireError(f"must be true or false, was {_kind(value)} {value!r}")
+
+
+def _structure_date(value: object, _: object) -> datetime.date:
+    if type(value) is str and _DATE_TEXT.fullmatch(value) is not None:
+        try:
+            return datetime.date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise _WireError(f"must be an ISO date YYYY-MM-DD, was {value!r}")
+
+
+def _unstructure_date(value: datetime.date) -> str:
+    return value.isoformat()
+
+
+def _is_enum(t: object) -> bool:
+    return isinstance(t, type) and issubclass(t, enum.Enum)
+
+
+def _enum_structure_factory(t: type[enum.Enum]) -> Callable[[object, object], enum.Enum]:
+    members = {member.value: member for member in t}
+    allowed = ", ".join(repr(v) for v in members)
+
+    def structure_enum(value: object, _: object) -> enum.Enum:
+        if type(value) is str or type(value) is int:
+            member = members.get(value)
+            if member is not None and type(member.value) is type(value):
+                return member
+        raise _WireError(f"must be one of {allowed}, was {value!r}")
+
+    return structure_enum
+
+
+def _is_literal(t: object) -> bool:
+    return get_origin(t) is Literal
+
+
+def _literal_structure_factory(t: object) -> Callable[[object, object], object]:
+    values = get_args(t)
+    allowed = ", ".join(repr(v) for v in values)
+
+    def structure_literal(value: object, _: object) -> object:
+        for candidate in values:
+            if type(candidate) is type(value) and candidate == value:
+                return candidate
+        raise _WireError(f"must be one of {allowed}, was {value!r}")
+
+    return structure_literal
+
+
+# --- containers ----------------------------------------------------------------------------
+
+
+def _is_homogeneous_tuple(t: object) -> bool:
+    args = get_args(t)
+    return get_origin(t) is tuple and len(args) == 2 and args[1] is Ellipsis
+
+
+def _tuple_structure_factory(t: object) -> Callable[[object, object], tuple[object, ...]]:
+    inner = homogenous_tuple_structure_factory(cast(type, t), converter)
+
+    def structure_tuple(value: object, _: object) -> tuple[object, ...]:
+        if type(value) is not list and type(value) is not tuple:
+            raise _WireError(f"must be an array, was {_kind(value)} {value!r}")
+        result: tuple[object, ...] = inner(value, t)
+        return result
+
+    return structure_tuple
+
+
+def _tuple_unstructure_factory(t: object) -> Callable[[tuple[object, ...]], list[object]]:
+    element: Callable[[object], object] = converter.get_unstructure_hook(get_args(t)[0])
+
+    def unstructure_tuple(value: tuple[object, ...]) -> list[object]:
+        return [element(item) for item in value]
+
+    return unstructure_tuple
+
+
+def _is_mapping(t: object) -> bool:
+    return get_origin(t) in (collections.abc.Mapping, dict) and len(get_args(t)) == 2
+
+
+def _mapping_structure_factory(t: object) -> Callable[[object, object], dict[object, object]]:
+    inner = mapping_structure_factory(cast("type[dict[object, object]]", t), converter)
+
+    def structure_mapping(value: object, _: object) -> dict[object, object]:
+        if type(value) is not dict:
+            raise _WireError(f"must be an object, was {_kind(value)} {value!r}")
+        result: dict[object, object] = inner(value, t)
+        return result
+
+    return structure_mapping
+
+
+def _mapping_unstructure_factory(
+    t: object,
+) -> Callable[[Mapping[str, object]], dict[str, object]]:
+    item: Callable[[object], object] = converter.get_unstructure_hook(get_args(t)[1])
+
+    def unstructure_mapping(value: Mapping[str, object]) -> dict[str, object]:
+        return {key: item(value[key]) for key in sorted(value)}
+
+    return unstructure_mapping
+
+
+# --- attrs classes and tagged unions -------------------------------------------------------
+
+
+def _is_attrs(t: object) -> bool:
+    return isinstance(t, type) and attrs.has(t)
+
+
+def _attrs_structure_factory(cls: type[T]) -> Callable[[object, object], T]:
+    inner = make_dict_structure_fn(cls, converter, _cattrs_forbid_extra_keys=False)
+    tag = _TAG_OF.get(cls)
+    fields = frozenset(a.name for a in attrs.fields(cast(type[attrs.AttrsInstance], cls)) if a.init)
+    allowed = fields if tag is None else fields | {TAG_KEY}
+
+    def structure_attrs(value: object, _: object) -> T:
+        if type(value) is not dict:
+            raise _WireError(f"must be an object, was {_kind(value)} {value!r}")
+        if tag is not None and value.get(TAG_KEY) != tag:
+            if TAG_KEY not in value:
+                raise _WireError(f"missing the {TAG_KEY!r} tag {tag!r}")
+            raise _WireError(f"{TAG_KEY!r} must be {tag!r}, was {value[TAG_KEY]!r}")
+        if not allowed.issuperset(value):
+            extra = ", ".join(sorted(repr(k) for k in value if k not in allowed))
+            raise _WireError(f"unknown field(s) {extra}")
+        return inner(value, cls)
+
+    return structure_attrs
+
+
+def _attrs_unstructure_factory(cls: type[T]) -> Callable[[T], dict[str, object]]:
+    inner: Callable[[T], dict[str, object]] = make_dict_unstructure_fn(cls, converter)
+    tag = _TAG_OF.get(cls)
+    if tag is None:
+        return inner
+
+    def unstructure_tagged(value: T) -> dict[str, object]:
+        return {TAG_KEY: tag, **inner(value)}
+
+    return unstructure_tagged
+
+
+def _is_tagged_union(t: object) -> bool:
+    try:
+        return t in _UNIONS
+    except TypeError:  # unhashable type objects
+        return False
+
+
+def _union_structure_factory(t: object) -> Callable[[object, object], object]:
+    name, by_tag = _UNIONS[t]
+    expected = ", ".join(repr(tag) for tag in by_tag)
+    hooks: dict[str, Callable[[object, type], object]] = {}
+
+    def structure_union(value: object, _: object) -> object:
+        if type(value) is not dict:
+            raise _WireError(f"must be an object, was {_kind(value)} {value!r}")
+        tag = value.get(TAG_KEY)
+        if not isinstance(tag, str) or tag not in by_tag:
+            if TAG_KEY not in value:
+                raise _WireError(f"missing the {TAG_KEY!r} tag of a {name} ({expected})")
+            raise _WireError(f"unknown {name} {TAG_KEY} {tag!r}; expected one of {expected}")
+        cls = by_tag[tag]
+        hook = hooks.get(tag)
+        if hook is None:
+            hook = hooks[tag] = converter.get_structure_hook(cls)
+        return hook(value, cls)
+
+    return structure_union
+
+
+def _margin_model_unstructure(value: object) -> object:
+    cls = type(value)
+    if cls not in MARGIN_MODEL_TAGS:
+        raise InvalidInput(
+            f"cannot serialize the margin model {value!r}: only the reference models "
+            f"({', '.join(c.__name__ for c in MARGIN_MODEL_TAGS)}) have wire tags; "
+            "keep a custom model out of the serialized Config"
+        )
+    return converter.unstructure(value, cls)
+
+
+converter.register_structure_hook(Decimal, _structure_decimal)
+converter.register_unstructure_hook(Decimal, _decimal_text)
+converter.register_structure_hook(str, _structure_str)
+converter.register_structure_hook(int, _structure_int)
+converter.register_structure_hook(bool, _structure_bool)
+converter.register_structure_hook(datetime.date, _structure_date)
+converter.register_unstructure_hook(datetime.date, _unstructure_date)
+converter.register_structure_hook_factory(_is_enum, _enum_structure_factory)
+converter.register_structure_hook_factory(_is_literal, _literal_structure_factory)
+converter.register_structure_hook_factory(_is_homogeneous_tuple, _tuple_structure_factory)
+converter.register_unstructure_hook_factory(_is_homogeneous_tuple, _tuple_unstructure_factory)
+converter.register_structure_hook_factory(_is_mapping, _mapping_structure_factory)
+converter.register_unstructure_hook_factory(_is_mapping, _mapping_unstructure_factory)
+converter.register_structure_hook_factory(_is_attrs, _attrs_structure_factory)
+converter.register_unstructure_hook_factory(_is_attrs, _attrs_unstructure_factory)
+converter.register_structure_hook_factory(_is_tagged_union, _union_structure_factory)
+converter.register_unstructure_hook_func(lambda t: t is MarginModel, _margin_model_unstructure)
+
+
+# --- error translation ---------------------------------------------------------------------
+
+_MAX_REPORTED = 8
+
+
+def _leaves(error: BaseException, path: str) -> Iterator[tuple[str, BaseException]]:
+    """Each underlying error with the path of the value it is about."""
+    if isinstance(error, ClassValidationError):
+        with_notes, without = error.group_exceptions()
+        for sub, note in with_notes:
+            yield from _leaves(sub, f"{path}.{note.name}")
+        for sub in without:
+            yield from _leaves(sub, path)
+    elif isinstance(error, IterableValidationError):
+        items, others = error.group_exceptions()
+        for sub, item_note in items:
+            yield from _leaves(sub, f"{path}[{item_note.index!r}]")
+        for sub in others:
+            yield from _leaves(sub, path)
+    else:
+        yield path, error
+
+
+def _describe(path: str, error: BaseException, root: str) -> str:
+    if isinstance(error, _WireError):
+        return f"{path}: {error}"
+    if isinstance(error, InvalidInput):  # a constructor's validator: it names its field
+        return str(error) if path == root else f"{path}: {error}"
+    if isinstance(error, KeyError):
+        return f"{path}: missing required field"
+    if isinstance(error, ForbiddenExtraKeysError):
+        return f"{path}: unknown field(s) {', '.join(sorted(error.extra_fields))}"
+    if isinstance(error, RecursionError):
+        return f"{path}: nested too deeply"
+    return f"{path}: {type(error).__name__}: {error}"
+
+
+def _translate(error: BaseException, root: str) -> InvalidInput:
+    leaves = list(_leaves(error, root))
+    kinds = {type(leaf) for _, leaf in leaves}
+    kind: type[InvalidInput] = InvalidInput
+    if len(kinds) == 1:
+        only = kinds.pop()
+        if issubclass(only, InvalidInput) and only is not _WireError:
+            kind = only
+    messages = [_describe(path, leaf, root) for path, leaf in leaves[:_MAX_REPORTED]]
+    if len(leaves) > _MAX_REPORTED:
+        messages.append(f"and {len(leaves) - _MAX_REPORTED} more")
+    return kind("; ".join(messages))
+
+
+def _root_name(cls: object, data: object) -> str:
+    entry = _UNIONS.get(cls) if _is_tagged_union(cls) else None
+    if entry is not None:
+        name, by_tag = entry
+        tag = data.get(TAG_KEY) if isinstance(data, dict) else None
+        member = by_tag.get(tag) if type(tag) is str else None
+        return member.__name__ if member is not None else name
+    return getattr(cls, "__name__", None) or repr(cls)
+
+
+# --- public API ----------------------------------------------------------------------------
+
+
+def unstructure(obj: object) -> JSONValue:
+    """``obj`` as plain JSON data (dicts with str keys, lists, str, int, bool, None).
+
+    Raises :class:`InvalidInput` for a value that has no wire form (a custom margin model).
+    """
+    return cast("JSONValue", converter.unstructure(obj))
+
+
+@overload
+def structure(data: object, cls: type[T]) -> T: ...
+@overload
+def structure(data: object, cls: UnionType) -> object: ...
+def structure(data: object, cls: type[T] | UnionType) -> T | object:
+    """Build a ``cls`` from plain JSON data, or raise :class:`InvalidInput` naming the path.
+
+    ``cls`` may also be one of the unions :data:`~liqcore.state.Phase`,
+    :data:`~liqcore.commands.Command` or :data:`~liqcore.events.Event` (then the result is
+    typed ``object``; :func:`phase_from_json` and friends are typed precisely).
+    """
+    try:
+        hook = converter.get_structure_hook(cls)
+        result: T | object = hook(data, cls)
+    except StructureHandlerNotFoundError:
+        raise InvalidInput(f"liqcore.codec cannot build a {cls!r}") from None
+    except Exception as error:
+        raise _translate(error, _root_name(cls, data)) from error
+    return result
+
+
+def to_json(obj: object) -> str:
+    """Compact JSON with sorted keys: equal inputs give identical text."""
+    data = unstructure(obj)
+    try:
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise InvalidInput(f"cannot serialize {type(obj).__name__}: {error}") from None
+
+
+def _reject_constant(name: str) -> object:
+    raise InvalidInput(f"JSON must not contain {name}")
+
+
+def _unique_object(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        counts = collections.Counter(key for key, _ in pairs)
+        duplicates = sorted(key for key, count in counts.items() if count > 1)
+        raise InvalidInput(f"JSON object has duplicate keys {duplicates}")
+    return result
+
+
+def _loads(text: str | bytes) -> object:
+    if not isinstance(text, str | bytes | bytearray):
+        raise InvalidInput(f"JSON text must be str or bytes, was {type(text).__name__}")
+    try:
+        data: object = json.loads(
+            text, parse_constant=_reject_constant, object_pairs_hook=_unique_object
+        )
+    except RecursionError:
+        raise InvalidInput("JSON nested too deeply") from None
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, huge ints
+        if isinstance(error, InvalidInput):
+            raise
+        raise InvalidInput(f"not valid JSON: {error}") from None
+    return data
+
+
+@overload
+def from_json(text: str | bytes, cls: type[T]) -> T: ...
+@overload
+def from_json(text: str | bytes, cls: UnionType) -> object: ...
+def from_json(text: str | bytes, cls: type[T] | UnionType) -> T | object:
+    """Parse ``text`` into a ``cls``: the inverse of :func:`to_json`.
+
+    Raises :class:`InvalidInput` (or the validator's subclass of it) naming the path.
+    """
+    return structure(_loads(text), cls)
+
+
+def phase_from_json(text: str | bytes) -> Phase:
+    """Parse a tagged phase (``{"type": "pre_liquidation", ...}``)."""
+    return typing.cast(Phase, from_json(text, Phase))
+
+
+def command_from_json(text: str | bytes) -> Command:
+    """Parse a tagged command (``{"type": "submit_order", ...}``)."""
+    return typing.cast(Command, from_json(text, Command))
+
+
+def event_from_json(text: str | bytes) -> Event:
+    """Parse a tagged event (``{"type": "auction_started", ...}``)."""
+    return typing.cast(Event, from_json(text, Event))

@@ -1,0 +1,177 @@
+"""Which open orders may stay while an account is liquidated, and which are cancelled.
+
+An order may stay only if it is *reduce-only*: filled, it shrinks its position towards zero
+without crossing it. Orders are judged one after another against what the earlier ones
+leave of the position, so two orders that each close the whole position are not both
+kept. The wallet's own tracked liquidation orders are judged first, so a user's
+overlapping order is the one cancelled — judged purely by age (as the seed does), our
+order, sized against the whole position, would be cancelled and replaced on every reprice.
+
+A *liquidation order* carries a client id we track or one we would have minted
+(``liq-{wallet}-…``); one we do not track is an *orphan* (its submit answer was lost, or an
+older set's cancel failed) and is always cancelled, so an account never has two live sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from decimal import Decimal
+
+import attrs
+
+from liqcore import _validators as v
+from liqcore.inputs import OpenOrder, Side
+from liqcore.numbers import CONTEXT, ZERO
+
+__all__ = [
+    "CancelTarget",
+    "cancel_targets",
+    "is_benign_cancel_rejection",
+    "is_liquidation_order",
+    "is_position_reduce_only",
+    "liquidation_client_id",
+    "reduce_only_order_ids",
+]
+
+_BENIGN_CANCEL_REASONS = (
+    "already been completed",
+    "already filled",
+    "already cancelled",
+    "already canceled",
+    "not found",
+)
+
+
+def is_position_reduce_only(current: Decimal, new: Decimal) -> bool:
+    """True iff ``current != 0``, ``new`` does not cross zero and ``|new| < |current|``."""
+    if current == 0:
+        return False
+    if (current > 0 and new < 0) or (current < 0 and new > 0):
+        return False
+    # copy_abs is exact; abs() would round in the caller's decimal context.
+    return new.copy_abs() < current.copy_abs()
+
+
+def _age(order: OpenOrder) -> tuple[int, int]:
+    return (order.created_at, order.order_id)
+
+
+def _signed_size(order: OpenOrder) -> Decimal:
+    return order.remaining_size if order.side is Side.BUY else order.remaining_size.copy_negate()
+
+
+def reduce_only_order_ids(
+    positions: Mapping[str, Decimal],
+    orders: Iterable[OpenOrder],
+    *,
+    first: Collection[str] = (),
+) -> frozenset[int]:
+    """Ids of the orders that are reduce-only when filled one after another.
+
+    The orders whose client id is in ``first`` are walked first, then all others, each
+    group oldest first (``(created_at, order_id)``). An order that is reduce-only against
+    what remains of its symbol's position (missing symbols count as 0) is kept and moves
+    that remainder; one that is not leaves it untouched. Perp orders count like any other.
+    """
+    chosen = frozenset(first)
+
+    def walk_key(order: OpenOrder) -> tuple[bool, tuple[int, int]]:
+        is_first = order.client_id is not None and order.client_id in chosen
+        return (not is_first, _age(order))
+
+    walk = sorted(orders, key=walk_key)
+    remaining = dict(positions)
+    kept: set[int] = set()
+    for order in walk:
+        current = remaining.get(order.symbol, ZERO)
+        new = CONTEXT.add(current, _signed_size(order))
+        if is_position_reduce_only(current, new):
+            remaining[order.symbol] = new
+            kept.add(order.order_id)
+    return frozenset(kept)
+
+
+def liquidation_client_id(wallet: str, now: int, index: int) -> str:
+    """The client id of the ``index``-th liquidation order submitted at ``now``."""
+    return f"liq-{wallet}-{now}-{index}"
+
+
+def is_liquidation_order(order: OpenOrder, *, wallet: str, tracked: Collection[str]) -> bool:
+    """True iff the order's client id is tracked or starts with ``liq-{wallet}-``."""
+    client_id = order.client_id
+    if client_id is None:
+        return False
+    return client_id in tracked or client_id.startswith(f"liq-{wallet}-")
+
+
+@attrs.frozen(kw_only=True)
+class CancelTarget:
+    """An open order to cancel (seed ``CancelTarget``)."""
+
+    order_id: int = attrs.field(validator=v.non_negative_int)
+    client_id: str | None = attrs.field(default=None, validator=v.optional_text)
+
+
+def cancel_targets(
+    open_orders: Sequence[OpenOrder],
+    positions: Mapping[str, Decimal] | None,
+    tracked_ids: Sequence[str],
+    cancel_liquidation_orders: bool,
+    *,
+    wallet: str,
+) -> tuple[tuple[CancelTarget, ...], tuple[str, ...]]:
+    """The orders to cancel, and the client ids of the wallet's open liquidation orders.
+
+    [sync_and_cancel_orders] The open liquidation ids come in snapshot order, each once.
+    ``positions is None`` (portfolio unavailable): nothing is cancelled — without positions
+    no order can be judged. Otherwise cancel every order that is not reduce-only (tracked
+    liquidation orders walked first), every orphan, and every liquidation order when
+    ``cancel_liquidation_orders``; one target per liquidation client id and per other
+    order id, oldest first.
+    """
+    tracked = frozenset(tracked_ids)
+    open_ids: dict[str, None] = {}
+    for order in open_orders:
+        if order.client_id is not None and is_liquidation_order(
+            order, wallet=wallet, tracked=tracked
+        ):
+            open_ids[order.client_id] = None
+    open_liquidation_ids = tuple(open_ids)
+    if positions is None:
+        return (), open_liquidation_ids
+
+    reduce_only = reduce_only_order_ids(positions, open_orders, first=tracked)
+    targets: list[CancelTarget] = []
+    seen: set[tuple[str, str | int]] = set()
+    for order in sorted(open_orders, key=_age):
+        is_liquidation = is_liquidation_order(order, wallet=wallet, tracked=tracked)
+        is_orphan = is_liquidation and order.client_id not in tracked
+        cancel = (
+            order.order_id not in reduce_only
+            or is_orphan
+            or (cancel_liquidation_orders and is_liquidation)
+        )
+        if not cancel:
+            continue
+        # Tagged keys: a client id can never collide with an order id.
+        client_key = order.client_id if is_liquidation else None
+        key: tuple[str, str | int] = (
+            ("client", client_key) if client_key is not None else ("order", order.order_id)
+        )
+        if key not in seen:
+            seen.add(key)
+            targets.append(CancelTarget(order_id=order.order_id, client_id=order.client_id))
+    return tuple(targets), open_liquidation_ids
+
+
+def is_benign_cancel_rejection(reason: str) -> bool:
+    """True iff a rejected cancel means the order is gone anyway (the shell counts it done).
+
+    The reason contains, case-insensitively, "already been completed", "already filled",
+    "already cancelled", "already canceled" or "not found". Engines word these messages
+    differently ("Order not found", "order has already been completed"), so a substring
+    match ignoring case is the safe reading; a false "benign" only delays a cancel to the
+    next step, which cancels again while the order is open.
+    """
+    text = reason.casefold()
+    return any(phrase in text for phrase in _BENIGN_CANCEL_REASONS)

@@ -1,0 +1,156 @@
+"""Real adapters of the shell's ports.
+
+* :mod:`liqshell.adapters.sqlite` — ``SqliteStore``: ``StateStore`` and ``Recorder`` in one
+  SQLite file (stdlib).
+* :mod:`liqshell.adapters.postgres` — ``PostgresStore``: ``StateStore`` and ``Recorder`` on
+  PostgreSQL (the ``postgres`` extra).
+* :mod:`liqshell.adapters.nats` — ``OrderGateway``, ``AuctionExecutor``, ``EventSink`` and
+  ``AuctionFeed`` over NATS (the ``nats`` extra).
+* :mod:`liqshell.adapters.jsonl` — ``Recorder`` and ``EventSink`` as JSON Lines files
+  (stdlib).
+
+This package imports nothing optional: import the adapter module you use. Every adapter
+serializes with :mod:`liqcore.codec` (records, states and commands as its JSON) and
+translates its library's exceptions at the port boundary: ``Conflict``, ``NotSent`` and
+``OutcomeUnknown`` of :mod:`liqshell.ports`, and :class:`ServiceUnavailable` /
+:class:`StoreUnavailable` below for a service that cannot be reached (retry later).
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+
+from liqcore import codec
+from liqcore.errors import InvalidInput
+from liqshell.ports import Cursor, LiqshellError, Record
+
+__all__ = [
+    "ServiceUnavailable",
+    "StoreUnavailable",
+    "cursor_from_json",
+    "cursor_to_json",
+    "read_records",
+    "record_from_data",
+    "record_from_json",
+    "record_to_json",
+]
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class ServiceUnavailable(LiqshellError):
+    """A service (database, message bus) could not be reached or failed; retry later."""
+
+
+class StoreUnavailable(ServiceUnavailable):
+    """The state store could not be reached or failed mid-call (connection lost, database
+    locked, server restarting).
+
+    Retriable. For a commit it means *not known to be committed*: the transaction was rolled
+    back, or the connection was lost while the commit was under way. A retry with the same
+    ``expected_version`` either commits or raises ``Conflict``; a ``Conflict`` after a
+    ``StoreUnavailable`` may be this instance's own earlier commit.
+    """
+
+
+def _reject_constant(name: str) -> object:
+    raise InvalidInput(f"JSON must not contain {name}")
+
+
+def _loads(text: str | bytes) -> object:
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        if isinstance(error, InvalidInput):
+            raise
+        raise InvalidInput(f"not valid JSON: {error}") from None
+
+
+def cursor_to_json(cursor: Cursor) -> str:
+    """A feed cursor as JSON text (an integer or a string)."""
+    return json.dumps(_checked_cursor(cursor, "cursor"))
+
+
+def _checked_cursor(value: object, where: str) -> Cursor:
+    if type(value) is int or type(value) is str:
+        return value
+    raise InvalidInput(f"{where} must be an integer or a string, was {value!r}")
+
+
+def cursor_from_json(text: str | bytes) -> Cursor:
+    """The inverse of :func:`cursor_to_json`; raises ``InvalidInput`` for anything else."""
+    return _checked_cursor(_loads(text), "cursor")
+
+
+def record_to_json(record: Record) -> str:
+    """One :class:`~liqshell.ports.Record` as the codec's compact, key-sorted JSON."""
+    return codec.to_json(record)
+
+
+def _record_fields() -> dict[str, tuple[object, bool]]:
+    hints = typing.get_type_hints(Record)
+    return {
+        field.name: (hints[field.name], field.default is attrs.NOTHING)
+        for field in attrs.fields(Record)
+    }
+
+
+_RECORD_FIELDS = _record_fields()
+
+
+def record_from_data(data: object) -> Record:
+    """A :class:`~liqshell.ports.Record` from parsed JSON data; raises ``InvalidInput``.
+
+    Field by field through :func:`liqcore.codec.structure`, except the feed cursor
+    (``int | str``), which is checked here: the codec has no hook for that union.
+    """
+    if not isinstance(data, dict):
+        raise InvalidInput(f"Record must be a JSON object, was {data!r:.80}")
+    unknown = sorted(str(key) for key in data if key not in _RECORD_FIELDS)
+    if unknown:
+        raise InvalidInput(f"Record: unknown field(s) {', '.join(unknown)}")
+    missing = sorted(
+        name for name, (_, required) in _RECORD_FIELDS.items() if required and name not in data
+    )
+    if missing:
+        raise InvalidInput(f"Record: missing required field(s) {', '.join(missing)}")
+    values: dict[str, object] = {}
+    for name, value in data.items():
+        if name == "cursor":
+            values[name] = None if value is None else _checked_cursor(value, "Record.cursor")
+            continue
+        try:
+            values[name] = codec.structure(value, _RECORD_FIELDS[name][0])  # type: ignore[call-overload]
+        except InvalidInput as error:
+            raise type(error)(f"Record.{name}: {error}") from None
+    try:
+        return Record(**values)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as error:
+        raise InvalidInput(f"Record: {error}") from None
+
+
+def record_from_json(text: str | bytes) -> Record:
+    """The inverse of :func:`record_to_json`; raises ``InvalidInput`` naming the field."""
+    return record_from_data(_loads(text))
+
+
+def read_records(path: str | Path) -> Iterator[Record]:
+    """The records of a recording in order: a SQLite store's log or a JSON Lines file.
+
+    The kind is told from the file's first bytes. Raises ``FileNotFoundError``,
+    ``sqlite3.DatabaseError`` or ``InvalidInput`` (naming the line) for a bad file.
+    """
+    with Path(path).open("rb") as handle:
+        head = handle.read(len(SQLITE_MAGIC))
+    if head == SQLITE_MAGIC:
+        from liqshell.adapters import sqlite
+
+        return sqlite.read_records(path)
+    from liqshell.adapters import jsonl
+
+    return jsonl.read_records(path)

@@ -1,0 +1,379 @@
+"""``StateStore`` and ``Recorder`` on PostgreSQL (psycopg 3 async with a connection pool).
+
+Install the ``postgres`` extra (``psycopg[binary,pool]``). The tables live in their own
+PostgreSQL schema (``liqshell`` unless told otherwise, created if missing), so several
+stores — a live one and a shadow one — can share a database. The schema is created on
+first use and versioned (table ``schema_migrations``); concurrent first uses are serialized
+by an advisory lock. Tables, as in :mod:`liqshell.adapters.sqlite`:
+``states(wallet PK, version, state_json, unfinished_json, updated_at)``,
+``records(seq PK bigserial, wallet, kind, version, now, body_json)``,
+``feed(id = 1, cursor_json)``, ``applied_events(event_id PK)``; JSON is kept as ``text``
+exactly as :mod:`liqcore.codec` wrote it (cast to ``jsonb`` to query it).
+
+A commit is one transaction: ``UPDATE states … WHERE wallet = %s AND version = %s`` (an
+``INSERT … ON CONFLICT DO NOTHING`` for ``expected_version == 0``), the record, the cursor
+and the applied event id; no row changed → :class:`~liqshell.ports.Conflict`. Under READ
+COMMITTED a concurrent commit on the same wallet waits for the row lock and then finds the
+version moved, so of two instances racing on one version exactly one wins. Records of one
+wallet are in commit order; across wallets ``seq`` follows insertion.
+
+Connections come from a ``psycopg_pool.AsyncConnectionPool`` opened on first use; each is
+checked when taken from the pool, so after a PostgreSQL restart the first call reconnects.
+Connection loss, a server shutting down, a pool timeout — ``psycopg.OperationalError`` and
+``InterfaceError`` — become :class:`~liqshell.adapters.StoreUnavailable` (retriable; for a
+commit: *not known to be committed*). The pool belongs to the event loop that opened it:
+:meth:`PostgresStore.close` it before driving the store from another loop (if you do not,
+a new pool is opened there and the old one's connections are abandoned).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Mapping
+from types import MappingProxyType
+from typing import LiteralString
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from liqcore import AccountState, codec
+from liqshell.adapters import (
+    StoreUnavailable,
+    cursor_from_json,
+    cursor_to_json,
+    record_from_json,
+    record_to_json,
+)
+from liqshell.ports import Conflict, Cursor, LiqshellError, Record, Stored, Unfinished
+
+__all__ = ["SCHEMA_VERSION", "PostgresStore"]
+
+SCHEMA_VERSION = 1
+"""The schema version this module writes (table ``schema_migrations``)."""
+
+_MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
+    (  # 1
+        """CREATE TABLE {schema}.states (
+            wallet text PRIMARY KEY,
+            version bigint NOT NULL CHECK (version > 0),
+            state_json text NOT NULL,
+            unfinished_json text NOT NULL,
+            updated_at bigint NOT NULL
+        )""",
+        """CREATE TABLE {schema}.records (
+            seq bigserial PRIMARY KEY,
+            wallet text NOT NULL,
+            kind text NOT NULL,
+            version bigint NOT NULL,
+            now bigint NOT NULL,
+            body_json text NOT NULL
+        )""",
+        "CREATE INDEX records_by_wallet ON {schema}.records (wallet, seq)",
+        """CREATE TABLE {schema}.feed (
+            id smallint PRIMARY KEY CHECK (id = 1),
+            cursor_json text NOT NULL
+        )""",
+        "CREATE TABLE {schema}.applied_events (event_id text PRIMARY KEY)",
+    ),
+)
+assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_PAGE = 1_000
+
+
+class _Queries:
+    """The statements of one schema, composed once."""
+
+    def __init__(self, schema: str) -> None:
+        name = sql.Identifier(schema)
+
+        def q(text: LiteralString) -> sql.Composed:
+            return sql.SQL(text).format(schema=name)
+
+        self.create_schema = q("CREATE SCHEMA IF NOT EXISTS {schema}")
+        self.create_migrations = q(
+            "CREATE TABLE IF NOT EXISTS {schema}.schema_migrations ("
+            "version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        self.current_version = q("SELECT coalesce(max(version), 0) FROM {schema}.schema_migrations")
+        self.add_migration = q("INSERT INTO {schema}.schema_migrations (version) VALUES (%s)")
+        self.migrations = tuple(tuple(q(text) for text in step) for step in _MIGRATIONS)
+        self.load = q(
+            "SELECT wallet, version, state_json, unfinished_json FROM {schema}.states "
+            "ORDER BY wallet"
+        )
+        self.cursor = q("SELECT cursor_json FROM {schema}.feed WHERE id = 1")
+        self.applied = q("SELECT 1 FROM {schema}.applied_events WHERE event_id = %s")
+        self.insert_state = q(
+            "INSERT INTO {schema}.states "
+            "(wallet, version, state_json, unfinished_json, updated_at) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (wallet) DO NOTHING"
+        )
+        self.update_state = q(
+            "UPDATE {schema}.states SET version = %s, state_json = %s, unfinished_json = %s, "
+            "updated_at = %s WHERE wallet = %s AND version = %s"
+        )
+        self.version_of = q("SELECT version FROM {schema}.states WHERE wallet = %s")
+        self.insert_record = q(
+            "INSERT INTO {schema}.records (wallet, kind, version, now, body_json) "
+            "VALUES (%s, %s, %s, %s, %s)"
+        )
+        self.set_cursor = q(
+            "INSERT INTO {schema}.feed (id, cursor_json) VALUES (1, %s) "
+            "ON CONFLICT (id) DO UPDATE SET cursor_json = excluded.cursor_json"
+        )
+        self.mark_applied = q(
+            "INSERT INTO {schema}.applied_events (event_id) VALUES (%s) ON CONFLICT DO NOTHING"
+        )
+        self.records = q(
+            "SELECT seq, body_json FROM {schema}.records WHERE seq > %s ORDER BY seq LIMIT %s"
+        )
+        self.wallet_records = q(
+            "SELECT seq, body_json FROM {schema}.records WHERE wallet = %s AND seq > %s "
+            "ORDER BY seq LIMIT %s"
+        )
+
+
+class PostgresStore:
+    """``StateStore`` and ``Recorder`` in PostgreSQL schema ``schema`` of the database at ``dsn``.
+
+    ``pool_size`` bounds the connections; ``timeout_ms`` is how long a call waits for a
+    connection (e.g. while the server restarts) before it raises
+    :class:`~liqshell.adapters.StoreUnavailable`. Nothing connects until the first call.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "liqshell",
+        pool_size: int = 4,
+        timeout_ms: int = 10_000,
+    ) -> None:
+        if _SCHEMA_NAME.fullmatch(schema) is None:
+            raise ValueError(
+                f"PostgresStore schema must be a lower-case SQL identifier, was {schema!r}"
+            )
+        if type(pool_size) is not int or pool_size < 1:
+            raise ValueError(f"PostgresStore pool_size must be an int >= 1, was {pool_size!r}")
+        if type(timeout_ms) is not int or timeout_ms <= 0:
+            raise ValueError(f"PostgresStore timeout_ms must be an int > 0, was {timeout_ms!r}")
+        self.dsn = dsn
+        self.schema = schema
+        self.pool_size = pool_size
+        self.timeout_ms = timeout_ms
+        self._q = _Queries(schema)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock: asyncio.Lock | None = None
+        self._pool: AsyncConnectionPool | None = None
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"PostgresStore(schema={self.schema!r})"
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def _connections(self) -> AsyncConnectionPool:
+        """The pool of the running event loop, opened and with the schema in place."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop, self._lock, self._pool = loop, asyncio.Lock(), None
+        if self._pool is not None and self._ready:
+            return self._pool
+        assert self._lock is not None
+        async with self._lock:
+            if self._pool is None:
+                pool = AsyncConnectionPool(
+                    self.dsn,
+                    min_size=1,
+                    max_size=self.pool_size,
+                    open=False,
+                    kwargs={"autocommit": True},
+                    check=AsyncConnectionPool.check_connection,
+                    timeout=self.timeout_ms / 1000,
+                    name=f"liqshell-{self.schema}",
+                )
+                await pool.open(wait=False)
+                self._pool = pool
+            if not self._ready:
+                await self._migrate(self._pool)
+                self._ready = True
+            return self._pool
+
+    async def _migrate(self, pool: AsyncConnectionPool) -> None:
+        q = self._q
+        async with pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"liqshell.schema:{self.schema}",)
+            )
+            await conn.execute(q.create_schema)
+            await conn.execute(q.create_migrations)
+            row = await (await conn.execute(q.current_version)).fetchone()
+            current = 0 if row is None else int(row[0])
+            if current > SCHEMA_VERSION:
+                raise LiqshellError(
+                    f"PostgreSQL schema {self.schema!r} has version {current}; this liqshell "
+                    f"knows versions up to {SCHEMA_VERSION} (upgrade liqshell)"
+                )
+            for version, statements in enumerate(q.migrations[current:], start=current + 1):
+                for statement in statements:
+                    await conn.execute(statement)
+                await conn.execute(q.add_migration, (version,))
+
+    @contextlib.asynccontextmanager
+    async def _translated(self, what: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+            raise StoreUnavailable(f"PostgreSQL store {self.schema!r}, {what}: {error}") from error
+
+    # ------------------------------------------------------------------ StateStore
+
+    async def load(self) -> Mapping[str, Stored]:
+        """Every stored wallet, sorted by wallet."""
+        async with self._translated("load"):
+            pool = await self._connections()
+            async with pool.connection() as conn:
+                rows = await (await conn.execute(self._q.load)).fetchall()
+        return MappingProxyType(
+            {
+                wallet: Stored(
+                    state=codec.from_json(state, AccountState),
+                    version=int(version),
+                    unfinished=codec.from_json(unfinished, tuple[Unfinished, ...]),
+                )
+                for wallet, version, state, unfinished in rows
+            }
+        )
+
+    async def cursor(self) -> Cursor | None:
+        """The committed feed cursor."""
+        async with self._translated("cursor"):
+            pool = await self._connections()
+            async with pool.connection() as conn:
+                row = await (await conn.execute(self._q.cursor)).fetchone()
+        return None if row is None else cursor_from_json(row[0])
+
+    async def applied(self, event_id: str) -> bool:
+        """Whether a feed item with ``event_id`` was committed."""
+        async with self._translated("applied"):
+            pool = await self._connections()
+            async with pool.connection() as conn:
+                row = await (await conn.execute(self._q.applied, (event_id,))).fetchone()
+        return row is not None
+
+    async def commit(
+        self,
+        wallet: str,
+        state: AccountState,
+        record: Record,
+        *,
+        expected_version: int,
+        cursor: Cursor | None = None,
+    ) -> int:
+        """Compare-and-set ``state`` with ``record`` (its ``pending`` as the unfinished
+        commands), ``cursor`` and ``record.event_id``, in one transaction; returns
+        ``expected_version + 1``. Raises :class:`~liqshell.ports.Conflict`."""
+        if state.wallet != wallet:
+            raise ValueError(f"commit of wallet {wallet!r} got a state of {state.wallet!r}")
+        if type(expected_version) is not int or expected_version < 0:
+            raise ValueError(f"expected_version must be an int >= 0, was {expected_version!r}")
+        q = self._q
+        version = expected_version + 1
+        state_json = codec.to_json(state)
+        unfinished_json = codec.to_json(record.pending)
+        body = record_to_json(record)
+        cursor_json = None if cursor is None else cursor_to_json(cursor)
+        async with self._translated("commit"):
+            pool = await self._connections()
+            async with pool.connection() as conn, conn.transaction():
+                if expected_version == 0:
+                    written = await conn.execute(
+                        q.insert_state,
+                        (wallet, version, state_json, unfinished_json, state.updated_at),
+                    )
+                else:
+                    written = await conn.execute(
+                        q.update_state,
+                        (
+                            version,
+                            state_json,
+                            unfinished_json,
+                            state.updated_at,
+                            wallet,
+                            expected_version,
+                        ),
+                    )
+                if written.rowcount != 1:
+                    row = await (await conn.execute(q.version_of, (wallet,))).fetchone()
+                    raise Conflict(
+                        f"wallet {wallet!r} is at version {0 if row is None else row[0]}, "
+                        f"expected {expected_version}"
+                    )
+                await conn.execute(
+                    q.insert_record, (wallet, record.kind.value, version, record.now, body)
+                )
+                if cursor_json is not None:
+                    await conn.execute(q.set_cursor, (cursor_json,))
+                if record.event_id is not None:
+                    await conn.execute(q.mark_applied, (record.event_id,))
+        return version
+
+    async def commit_cursor(self, cursor: Cursor, record: Record) -> None:
+        """Move the cursor with ``record`` (and ``record.event_id`` as applied), atomically."""
+        q = self._q
+        cursor_json = cursor_to_json(cursor)
+        body = record_to_json(record)
+        async with self._translated("commit_cursor"):
+            pool = await self._connections()
+            async with pool.connection() as conn, conn.transaction():
+                await conn.execute(
+                    q.insert_record,
+                    (record.wallet, record.kind.value, record.version, record.now, body),
+                )
+                await conn.execute(q.set_cursor, (cursor_json,))
+                if record.event_id is not None:
+                    await conn.execute(q.mark_applied, (record.event_id,))
+
+    async def close(self) -> None:
+        """Close the pool (the next call opens a new one)."""
+        pool, self._pool = self._pool, None
+        if pool is not None and self._loop is asyncio.get_running_loop():
+            await pool.close()
+
+    # ------------------------------------------------------------------ Recorder
+
+    async def append(self, record: Record) -> None:
+        """Append ``record`` to the log on its own (no state changes)."""
+        body = record_to_json(record)
+        async with self._translated("append"):
+            pool = await self._connections()
+            async with pool.connection() as conn:
+                await conn.execute(
+                    self._q.insert_record,
+                    (record.wallet, record.kind.value, record.version, record.now, body),
+                )
+
+    # ------------------------------------------------------------------ reading the log
+
+    async def records(self, *, wallet: str | None = None) -> AsyncIterator[Record]:
+        """The log in ``seq`` order (only ``wallet``'s if given), read page by page."""
+        after = 0
+        while True:
+            async with self._translated("records"):
+                pool = await self._connections()
+                async with pool.connection() as conn:
+                    if wallet is None:
+                        cur = await conn.execute(self._q.records, (after, _PAGE))
+                    else:
+                        cur = await conn.execute(self._q.wallet_records, (wallet, after, _PAGE))
+                    rows = await cur.fetchall()
+            if not rows:
+                return
+            for seq, body in rows:
+                yield record_from_json(body)
+                after = seq

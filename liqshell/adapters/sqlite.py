@@ -1,0 +1,381 @@
+"""``StateStore`` and ``Recorder`` in one SQLite file (stdlib ``sqlite3``): the embedded default.
+
+The file is opened in WAL mode with ``synchronous=FULL``: a commit that returned is on disk
+and survives a crash of the process or the machine. The schema is created on first use and
+versioned (table ``schema_version``); other tables in the same file (the simulator's
+``sim_*``) are left alone. Tables:
+
+``states(wallet PK, version, state_json, unfinished_json, updated_at)``
+    one row per wallet: the codec JSON of its :class:`~liqcore.AccountState`, the codec JSON
+    of its unfinished commands (``Record.pending`` of the last commit) and the state's
+    ``updated_at``.
+``records(seq PK autoincrement, wallet, kind, version, now, body_json)``
+    the replay log, in commit order; ``version`` is the version a commit created (for a
+    record appended on its own, ``Record.version``), ``body_json`` the codec JSON of the
+    :class:`~liqshell.ports.Record`.
+``feed(id = 1, cursor_json)``
+    the committed feed cursor.
+``applied_events(event_id PK)``
+    feed event ids committed with a state or a cursor.
+
+A commit is one ``BEGIN IMMEDIATE`` transaction: ``UPDATE states … WHERE wallet = ? AND
+version = ?`` (an ``INSERT … ON CONFLICT DO NOTHING`` for ``expected_version == 0``), the
+record, the cursor and the applied event id; no row changed → :class:`~liqshell.ports.Conflict`.
+The compare-and-set holds across connections and processes on the same file.
+
+``sqlite3`` blocks, so every call runs in a worker thread (``asyncio.to_thread``) on the
+store's one connection, guarded by a lock: the event loop never waits on the disk, calls
+are serialized, and the store holds nothing bound to an event loop (use it from several
+loops in turn). ``sqlite3.OperationalError`` (database locked past ``timeout_ms``, I/O
+error, disk full) becomes :class:`~liqshell.adapters.StoreUnavailable`.
+
+:func:`read_records` (and :meth:`SqliteStore.records`) read the log synchronously, for
+replay and notebooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import TypeVar
+
+from liqcore import AccountState, codec
+from liqshell.adapters import (
+    StoreUnavailable,
+    cursor_from_json,
+    cursor_to_json,
+    record_from_json,
+    record_to_json,
+)
+from liqshell.ports import Conflict, Cursor, LiqshellError, Record, Stored, Unfinished
+
+__all__ = ["SCHEMA_VERSION", "SqliteStore", "read_records"]
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+"""The schema version this module writes (table ``schema_version``)."""
+
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (  # 1
+        """CREATE TABLE states (
+            wallet TEXT PRIMARY KEY,
+            version INTEGER NOT NULL CHECK (version > 0),
+            state_json TEXT NOT NULL,
+            unfinished_json TEXT NOT NULL,
+            updated_at INTEGER NOT NULL
+        )""",
+        """CREATE TABLE records (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            wallet TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            now INTEGER NOT NULL,
+            body_json TEXT NOT NULL
+        )""",
+        "CREATE INDEX records_by_wallet ON records (wallet, seq)",
+        """CREATE TABLE feed (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            cursor_json TEXT NOT NULL
+        )""",
+        "CREATE TABLE applied_events (event_id TEXT PRIMARY KEY)",
+    ),
+)
+assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+_INSERT_STATE = (
+    "INSERT INTO states (wallet, version, state_json, unfinished_json, updated_at) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (wallet) DO NOTHING"
+)
+_UPDATE_STATE = (
+    "UPDATE states SET version = ?, state_json = ?, unfinished_json = ?, updated_at = ? "
+    "WHERE wallet = ? AND version = ?"
+)
+_INSERT_RECORD = (
+    "INSERT INTO records (wallet, kind, version, now, body_json) VALUES (?, ?, ?, ?, ?)"
+)
+_SET_CURSOR = (
+    "INSERT INTO feed (id, cursor_json) VALUES (1, ?) "
+    "ON CONFLICT (id) DO UPDATE SET cursor_json = excluded.cursor_json"
+)
+_MARK_APPLIED = "INSERT INTO applied_events (event_id) VALUES (?) ON CONFLICT DO NOTHING"
+_PAGE = 1_000
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction: the write lock is taken up front, so two writers never
+    deadlock upgrading a read lock; rolled back on any error."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _migrate(db: sqlite3.Connection, path: str) -> None:
+    with _transaction(db):
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version "
+            "(id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)"
+        )
+        row = db.execute("SELECT version FROM schema_version WHERE id = 1").fetchone()
+        current = 0 if row is None else int(row[0])
+        if current > SCHEMA_VERSION:
+            raise LiqshellError(
+                f"SQLite store {path} has schema version {current}; this liqshell knows "
+                f"versions up to {SCHEMA_VERSION} (upgrade liqshell)"
+            )
+        for statements in _MIGRATIONS[current:]:
+            for statement in statements:
+                db.execute(statement)
+        db.execute(
+            "INSERT INTO schema_version (id, version) VALUES (1, ?) "
+            "ON CONFLICT (id) DO UPDATE SET version = excluded.version",
+            (SCHEMA_VERSION,),
+        )
+
+
+def _check_commit(wallet: str, state: AccountState, expected_version: int) -> None:
+    if state.wallet != wallet:
+        raise ValueError(f"commit of wallet {wallet!r} got a state of {state.wallet!r}")
+    if type(expected_version) is not int or expected_version < 0:
+        raise ValueError(f"expected_version must be an int >= 0, was {expected_version!r}")
+
+
+def _stored(version: int, state_json: str, unfinished_json: str) -> Stored:
+    return Stored(
+        state=codec.from_json(state_json, AccountState),
+        version=version,
+        unfinished=codec.from_json(unfinished_json, tuple[Unfinished, ...]),
+    )
+
+
+class SqliteStore:
+    """``StateStore`` and ``Recorder`` in the SQLite file at ``path`` (created if missing).
+
+    ``timeout_ms`` is how long a call waits for another connection's write lock before it
+    raises :class:`~liqshell.adapters.StoreUnavailable`. The connection opens on first use
+    and again after :meth:`close`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout_ms: int = 10_000) -> None:
+        self.path = os.fspath(path)
+        self.timeout_ms = timeout_ms
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path!r})"
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            db = sqlite3.connect(
+                self.path,
+                timeout=self.timeout_ms / 1000,
+                isolation_level=None,  # transactions are explicit
+                check_same_thread=False,  # used from worker threads, under self._lock
+            )
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+                _migrate(db, self.path)
+            except BaseException:
+                db.close()
+                raise
+            self._db = db
+        return self._db
+
+    def _locked(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            try:
+                return fn(self._connection())
+            except sqlite3.OperationalError as error:
+                raise StoreUnavailable(f"SQLite store {self.path}: {error}") from error
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.to_thread(self._locked, fn)
+
+    # ------------------------------------------------------------------ StateStore
+
+    async def load(self) -> Mapping[str, Stored]:
+        """Every stored wallet, sorted by wallet."""
+        rows = await self._call(
+            lambda db: db.execute(
+                "SELECT wallet, version, state_json, unfinished_json FROM states ORDER BY wallet"
+            ).fetchall()
+        )
+        return MappingProxyType(
+            {
+                wallet: _stored(version, state, unfinished)
+                for wallet, version, state, unfinished in rows
+            }
+        )
+
+    async def cursor(self) -> Cursor | None:
+        """The committed feed cursor."""
+        row = await self._call(
+            lambda db: db.execute("SELECT cursor_json FROM feed WHERE id = 1").fetchone()
+        )
+        return None if row is None else cursor_from_json(row[0])
+
+    async def applied(self, event_id: str) -> bool:
+        """Whether a feed item with ``event_id`` was committed."""
+        row = await self._call(
+            lambda db: db.execute(
+                "SELECT 1 FROM applied_events WHERE event_id = ?", (event_id,)
+            ).fetchone()
+        )
+        return row is not None
+
+    async def commit(
+        self,
+        wallet: str,
+        state: AccountState,
+        record: Record,
+        *,
+        expected_version: int,
+        cursor: Cursor | None = None,
+    ) -> int:
+        """Compare-and-set ``state`` with ``record`` (its ``pending`` as the unfinished
+        commands), ``cursor`` and ``record.event_id``, in one transaction; returns
+        ``expected_version + 1``. Raises :class:`~liqshell.ports.Conflict`."""
+        _check_commit(wallet, state, expected_version)
+        version = expected_version + 1
+        state_json = codec.to_json(state)
+        unfinished_json = codec.to_json(record.pending)
+        body = record_to_json(record)
+        cursor_json = None if cursor is None else cursor_to_json(cursor)
+
+        def run(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                if expected_version == 0:
+                    changed = db.execute(
+                        _INSERT_STATE,
+                        (wallet, version, state_json, unfinished_json, state.updated_at),
+                    ).rowcount
+                else:
+                    changed = db.execute(
+                        _UPDATE_STATE,
+                        (
+                            version,
+                            state_json,
+                            unfinished_json,
+                            state.updated_at,
+                            wallet,
+                            expected_version,
+                        ),
+                    ).rowcount
+                if changed != 1:
+                    row = db.execute(
+                        "SELECT version FROM states WHERE wallet = ?", (wallet,)
+                    ).fetchone()
+                    raise Conflict(
+                        f"wallet {wallet!r} is at version {0 if row is None else row[0]}, "
+                        f"expected {expected_version}"
+                    )
+                db.execute(_INSERT_RECORD, (wallet, record.kind.value, version, record.now, body))
+                if cursor_json is not None:
+                    db.execute(_SET_CURSOR, (cursor_json,))
+                if record.event_id is not None:
+                    db.execute(_MARK_APPLIED, (record.event_id,))
+
+        await self._call(run)
+        return version
+
+    async def commit_cursor(self, cursor: Cursor, record: Record) -> None:
+        """Move the cursor with ``record`` (and ``record.event_id`` as applied), atomically."""
+        cursor_json = cursor_to_json(cursor)
+        body = record_to_json(record)
+
+        def run(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                db.execute(
+                    _INSERT_RECORD,
+                    (record.wallet, record.kind.value, record.version, record.now, body),
+                )
+                db.execute(_SET_CURSOR, (cursor_json,))
+                if record.event_id is not None:
+                    db.execute(_MARK_APPLIED, (record.event_id,))
+
+        await self._call(run)
+
+    async def close(self) -> None:
+        """Close the connection (the next call opens it again)."""
+
+        def run() -> None:
+            with self._lock:
+                db, self._db = self._db, None
+                if db is not None:
+                    db.close()
+
+        await asyncio.to_thread(run)
+
+    # ------------------------------------------------------------------ Recorder
+
+    async def append(self, record: Record) -> None:
+        """Append ``record`` to the log on its own (no state changes)."""
+        body = record_to_json(record)
+
+        def run(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                db.execute(
+                    _INSERT_RECORD,
+                    (record.wallet, record.kind.value, record.version, record.now, body),
+                )
+
+        await self._call(run)
+
+    # ------------------------------------------------------------------ reading the log
+
+    def records(self, *, wallet: str | None = None) -> Iterator[Record]:
+        """The log in order, read synchronously on a connection of its own (see read_records)."""
+        return read_records(self.path, wallet=wallet)
+
+
+def read_records(path: str | os.PathLike[str], *, wallet: str | None = None) -> Iterator[Record]:
+    """The records of the SQLite store at ``path`` in commit order (only ``wallet``'s if given).
+
+    Opens the file read-only; raises ``FileNotFoundError`` if it is missing,
+    ``sqlite3.DatabaseError`` if it is not a store, ``InvalidInput`` for a bad record.
+    """
+    location = Path(path)
+    if not location.is_file():
+        raise FileNotFoundError(f"no SQLite store at {os.fspath(path)}")
+    return _read_records(location, wallet)
+
+
+def _read_records(location: Path, wallet: str | None) -> Iterator[Record]:
+    db = sqlite3.connect(f"{location.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        after = 0
+        while True:
+            if wallet is None:
+                rows = db.execute(
+                    "SELECT seq, body_json FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after, _PAGE),
+                ).fetchall()
+            else:
+                rows = db.execute(
+                    "SELECT seq, body_json FROM records WHERE wallet = ? AND seq > ? "
+                    "ORDER BY seq LIMIT ?",
+                    (wallet, after, _PAGE),
+                ).fetchall()
+            if not rows:
+                return
+            for seq, body in rows:
+                yield record_from_json(body)
+                after = seq
+    finally:
+        db.close()

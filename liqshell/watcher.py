@@ -1,0 +1,971 @@
+"""The watcher: observe → step → commit → execute → apply outcomes → commit (SPEC §9).
+
+It decides nothing — every decision is ``liqcore.step``'s or ``liqcore.apply``'s. Per
+wallet and poll it observes (portfolio, margin report, quotes of its symbols, open orders),
+computes ``now`` strictly after the stored state's ``updated_at``, steps, and commits the
+decision *before* acting (compare-and-set: a conflict or any failure executes nothing).
+Then the interpreter executes the commands in order, the outcomes are folded in with
+``apply`` and committed with the commands still unfinished. A wallet whose outcomes cannot
+be committed is quarantined until a restart reconciles it from the store: it is never
+stepped on an unknown state.
+
+Chain and operator events from the feed are applied under the same per-wallet lock as the
+polls and committed with the feed cursor; event ids already applied are skipped, and every
+item moves the cursor. At start-up the unfinished commands of each wallet's last decision
+are reported (never replayed) and unconfirmed publishes are published again with their key.
+
+In shadow mode (``Config.enabled = False``) decisions are recorded with
+``executed=False``; nothing is executed and nothing is committed to the store, whose
+contents are only read at start-up; states are kept in memory (:attr:`Watcher.states`).
+
+The watcher holds no event-loop resources between calls: its locks and semaphore are made
+afresh for each running loop, so it can be driven from several loops in turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from types import MappingProxyType
+from typing import TypeVar
+
+import attrs
+
+from liqcore import (
+    AccountReset,
+    AccountState,
+    Alert,
+    AuctionSettled,
+    AuctionStarted,
+    AuctionStopped,
+    CancelOrder,
+    Command,
+    Config,
+    Event,
+    Health,
+    InvalidInput,
+    OpenOrder,
+    Portfolio,
+    PreLiquidation,
+    PublishStateChange,
+    Quote,
+    StartAuction,
+    SubmitOrder,
+)
+from liqcore.machine import apply, next_wakeup, step, wallets_to_check
+from liqcore.reduce_only import is_liquidation_order
+from liqshell.interpreter import Execution, Interpreter, OutcomeStatus
+from liqshell.logs import command_request_id, fields, get_logger, state_phase
+from liqshell.metrics import NullMetrics, metrics_from
+from liqshell.ports import (
+    AuctionExecutor,
+    AuctionFeed,
+    Clock,
+    Conflict,
+    Cursor,
+    EventSink,
+    FeedItem,
+    MarginReport,
+    MarginSource,
+    OrderGateway,
+    OrderSnapshot,
+    PollReport,
+    PortfolioSource,
+    QuoteSource,
+    Record,
+    Recorder,
+    RecordKind,
+    StateStore,
+    Stored,
+    Unfinished,
+)
+
+__all__ = ["OUTCOME_COMMIT_ATTEMPTS", "Watcher"]
+
+T = TypeVar("T")
+
+OUTCOME_COMMIT_ATTEMPTS = 3
+"""How often the outcomes of a decision are committed before the wallet is quarantined."""
+
+_DEFAULT_CONFIG = Config()
+_log = get_logger("watcher")
+_feed_log = get_logger("watcher.feed")
+
+
+@attrs.define
+class _Tally:
+    stepped: int = 0
+    skipped: int = 0
+    conflicts: int = 0
+    commands: int = 0
+
+    def report(self) -> PollReport:
+        return PollReport(
+            stepped=self.stepped,
+            skipped=self.skipped,
+            conflicts=self.conflicts,
+            commands=self.commands,
+        )
+
+
+class _Stop(Exception):
+    """The feed item could not be committed: stop draining, retry from the cursor."""
+
+
+class Watcher:
+    """Polls accounts, steps them with ``liqcore.step`` and executes what it decides.
+
+    The keywords are the ports of SPEC §9 (one object may serve several). ``metrics`` is a
+    ``prometheus_client.CollectorRegistry`` (the metrics of :mod:`liqshell.metrics` are
+    created on it) or a :class:`~liqshell.metrics.Metrics`; ``None`` counts nothing.
+    ``concurrency`` bounds how many wallets are worked on at once; one wallet's steps never
+    overlap. When ``recorder`` is the store itself, records committed with a state are not
+    appended a second time.
+    """
+
+    def __init__(
+        self,
+        *,
+        portfolios: PortfolioSource,
+        margin: MarginSource,
+        quotes: QuoteSource,
+        orders: OrderSnapshot,
+        gateway: OrderGateway,
+        auctions: AuctionExecutor,
+        feed: AuctionFeed | None = None,
+        store: StateStore,
+        sink: EventSink,
+        recorder: Recorder,
+        clock: Clock,
+        config: Config = _DEFAULT_CONFIG,
+        concurrency: int = 32,
+        metrics: object = None,
+    ) -> None:
+        if not isinstance(config, Config):
+            raise TypeError(f"Watcher config must be a liqcore.Config, was {config!r}")
+        if type(concurrency) is not int or concurrency < 1:
+            raise ValueError(f"Watcher concurrency must be an int ≥ 1, was {concurrency!r}")
+        self._portfolios = portfolios
+        self._margin = margin
+        self._quotes = quotes
+        self._orders = orders
+        self._feed = feed
+        self._store = store
+        self._recorder = recorder
+        self._clock = clock
+        self._config = config
+        self._concurrency = concurrency
+        self._metrics: NullMetrics = metrics_from(metrics)
+        self._interpreter = Interpreter(
+            gateway=gateway,
+            auctions=auctions,
+            sink=sink,
+            clock=clock,
+            config=config,
+            metrics=self._metrics,
+        )
+        self._shadow = not config.enabled
+        self._started = False
+        self._stored: dict[str, Stored] = {}
+        self._cursor: Cursor | None = None
+        self._cursor_stale = False
+        self._shadow_applied: set[str] = set()
+        self._stale: dict[str, bool] = {}  # wallet → reconcile its unfinished after reload
+        self._quarantined: dict[str, str] = {}
+        self._wakeups: dict[str, int] = {}
+        self._active_orders: dict[str, int] = {}
+        self._stop: asyncio.Event | None = None
+        # Loop-bound resources, made afresh for each running loop.
+        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._start_lock = asyncio.Lock()
+        self._drain_lock = asyncio.Lock()
+        self._semaphore = asyncio.Semaphore(concurrency)
+
+    # ---------------------------------------------------------------- public
+
+    @property
+    def config(self) -> Config:
+        """The configuration."""
+        return self._config
+
+    @property
+    def shadow(self) -> bool:
+        """Whether this watcher runs in shadow mode (``config.enabled`` is false)."""
+        return self._shadow
+
+    @property
+    def states(self) -> Mapping[str, AccountState]:
+        """The states the watcher holds, by wallet (in shadow mode: its own)."""
+        return MappingProxyType({w: s.state for w, s in sorted(self._stored.items())})
+
+    @property
+    def quarantined(self) -> frozenset[str]:
+        """Wallets not stepped again until a restart (their outcomes could not be committed)."""
+        return frozenset(self._quarantined)
+
+    @property
+    def cursor(self) -> Cursor | None:
+        """The feed cursor of the last item handled."""
+        return self._cursor
+
+    @property
+    def wakeups(self) -> Mapping[str, int]:
+        """``next_wakeup`` of each liquidating wallet, by wallet."""
+        return MappingProxyType(dict(sorted(self._wakeups.items())))
+
+    async def run_once(self) -> PollReport:
+        """One poll of every wallet to check (SPEC §9, the poll)."""
+        await self._ensure_started()
+        started = time.perf_counter()
+        try:
+            try:
+                portfolios = await self._observe_call(self._portfolios.portfolios())
+                states = {wallet: stored.state for wallet, stored in self._stored.items()}
+                wallets = wallets_to_check(portfolios, states)
+            except Exception as error:
+                self._metrics.poll_skipped()
+                _log.warning(
+                    "poll skipped: listing portfolios failed: %r",
+                    error,
+                    extra=fields(phase=None),
+                )
+                return PollReport()
+            tally = _Tally()
+            await self._step_wallets(wallets, tally)
+            return tally.report()
+        finally:
+            self._metrics.poll_duration(time.perf_counter() - started)
+
+    async def drain_feed(self) -> int:
+        """Apply what the feed has now; returns how many events changed a state."""
+        await self._ensure_started()
+        if self._feed is None:
+            return 0
+        async with self._drain_lock:
+            if self._cursor_stale:
+                try:
+                    self._cursor = await self._store.cursor()
+                except Exception as error:
+                    _feed_log.warning("reading the feed cursor failed: %r", error, extra=fields())
+                    return 0
+                self._cursor_stale = False
+            applied = 0
+            iterator: AsyncIterator[FeedItem] = self._feed.events(self._cursor)
+            try:
+                async for item in iterator:
+                    applied += await self._feed_item(item)
+            except _Stop:
+                pass
+            except Exception as error:
+                self._metrics.feed_item("failed")
+                _feed_log.warning(
+                    "reading the feed after cursor %r failed: %r",
+                    self._cursor,
+                    error,
+                    extra=fields(cursor=self._cursor),
+                )
+            finally:
+                aclose = getattr(iterator, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            return applied
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll every ``poll_interval_ms``, step liquidating wallets at their wake-ups and
+        drain the feed, until ``stop`` is set; then finish the wallets in flight and close
+        the store (a shadow watcher leaves the store, which is not its own, open)."""
+        self._stop = stop
+        try:
+            await self._ensure_started()
+            next_poll = self._clock.now_ms()
+            while not stop.is_set():
+                now = self._clock.now_ms()
+                if now >= next_poll:
+                    next_poll = now + self._config.poll_interval_ms
+                    await self.run_once()
+                else:
+                    due = sorted(w for w, at in self._wakeups.items() if at <= now)
+                    for wallet in due:
+                        del self._wakeups[wallet]  # re-armed by a successful step
+                    if due:
+                        await self._step_wallets(due, _Tally())
+                if stop.is_set():
+                    break
+                await self.drain_feed()
+                if stop.is_set():
+                    break
+                await self._sleep_until(min([next_poll, *self._wakeups.values()]), stop)
+        finally:
+            self._stop = None
+            if not self._shadow:
+                try:
+                    await self._store.close()
+                except Exception as error:
+                    _log.warning("closing the store failed: %r", error, extra=fields())
+
+    # ---------------------------------------------------------------- loop and start-up
+
+    def _bind(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is None or self._loop() is not loop:
+            self._loop = weakref.ref(loop)
+            self._locks = {}
+            self._start_lock = asyncio.Lock()
+            self._drain_lock = asyncio.Lock()
+            self._semaphore = asyncio.Semaphore(self._concurrency)
+
+    def _lock(self, wallet: str) -> asyncio.Lock:
+        lock = self._locks.get(wallet)
+        if lock is None:
+            lock = self._locks[wallet] = asyncio.Lock()
+        return lock
+
+    async def _ensure_started(self) -> None:
+        self._bind()
+        if self._started:
+            return
+        async with self._start_lock:
+            if self._is_started():  # another caller started it while we waited
+                return
+            loaded = await self._store.load()
+            self._cursor = await self._store.cursor()
+            self._stored = dict(loaded)
+            for wallet in sorted(self._stored):
+                self._track(wallet)
+                if self._stored[wallet].unfinished:
+                    await self._reconcile(wallet, "restart")
+            self._started = True
+            _log.info(
+                "started with %d stored wallets, feed cursor %r%s",
+                len(self._stored),
+                self._cursor,
+                " (shadow mode)" if self._shadow else "",
+                extra=fields(cursor=self._cursor),
+            )
+
+    def _is_started(self) -> bool:
+        return self._started
+
+    async def _reconcile(self, wallet: str, note: str) -> None:
+        """Report a wallet's unfinished commands (never replayed) and publish again the
+        state changes whose publish was not confirmed, with their original key."""
+        stored = self._stored[wallet]
+        unfinished = stored.unfinished
+        self._metrics.unfinished(len(unfinished))
+        remaining: list[Unfinished] = []
+        for entry in unfinished:
+            _log.warning(
+                "wallet %s: %s found unfinished %s (version %d, index %d): not replayed",
+                wallet,
+                note,
+                type(entry.command).__name__,
+                entry.version,
+                entry.index,
+                extra=fields(
+                    wallet=wallet,
+                    phase=state_phase(stored.state),
+                    request_id=command_request_id(entry.command),
+                    version=entry.version,
+                    index=entry.index,
+                ),
+            )
+            if isinstance(entry.command, PublishStateChange):
+                if self._shadow:
+                    remaining.append(entry)
+                    continue
+                outcome = await self._interpreter.interpret(
+                    entry.command, version=entry.version, index=entry.index
+                )
+                if outcome.unfinished:
+                    remaining.append(entry)
+                else:
+                    self._metrics.publish("republished")
+        record = Record(
+            kind=RecordKind.RESTART,
+            wallet=wallet,
+            now=self._clock.now_ms(),
+            version=stored.version + 1,
+            previous=stored.state,
+            state=stored.state,
+            commands=tuple(entry.command for entry in unfinished),
+            pending=tuple(remaining),
+            executed=not self._shadow,
+            note=note,
+        )
+        if self._shadow:
+            await self._record(record, committed=False)
+            return
+        try:
+            version = await self._store.commit(
+                wallet, stored.state, record, expected_version=stored.version
+            )
+        except Conflict:
+            self._metrics.conflict()
+            self._stale[wallet] = False
+            await self._record(record, committed=False)
+            return
+        except Exception as error:
+            self._metrics.commit_failed(RecordKind.RESTART.value)
+            _log.warning(
+                "wallet %s: committing the %s report failed: %r",
+                wallet,
+                note,
+                error,
+                extra=fields(wallet=wallet, phase=state_phase(stored.state)),
+            )
+            self._stale[wallet] = False
+            await self._record(record, committed=False)
+            return
+        self._stored[wallet] = Stored(
+            state=stored.state, version=version, unfinished=record.pending
+        )
+        await self._record(record, committed=True)
+
+    async def _refresh(self, wallet: str) -> bool:
+        """Reload a wallet whose stored version is in doubt (a conflict or a failed commit);
+        false if the store cannot tell yet."""
+        if wallet not in self._stale:
+            return True
+        try:
+            loaded = await self._store.load()
+        except Exception as error:
+            _log.warning(
+                "wallet %s: reloading from the store failed: %r",
+                wallet,
+                error,
+                extra=fields(wallet=wallet),
+            )
+            return False
+        reconcile = self._stale.pop(wallet)
+        entry = loaded.get(wallet)
+        if entry is None:
+            self._stored.pop(wallet, None)
+        else:
+            self._stored[wallet] = entry
+            if reconcile and entry.unfinished:
+                await self._reconcile(wallet, "reload")
+        self._track(wallet)
+        return True
+
+    # ---------------------------------------------------------------- the poll
+
+    async def _step_wallets(self, wallets: list[str], tally: _Tally) -> None:
+        semaphore = self._semaphore
+
+        async def one(wallet: str) -> None:
+            async with semaphore:
+                if self._stop is not None and self._stop.is_set():
+                    return
+                try:
+                    await self._poll_wallet(wallet, tally)
+                except Exception:
+                    tally.skipped += 1
+                    self._metrics.skipped("error")
+                    _log.exception(
+                        "wallet %s: unexpected error; skipped this poll",
+                        wallet,
+                        extra=fields(wallet=wallet),
+                    )
+
+        await asyncio.gather(*(one(wallet) for wallet in wallets))
+
+    async def _poll_wallet(self, wallet: str, tally: _Tally) -> None:
+        async with self._lock(wallet):
+            if wallet in self._quarantined:
+                tally.skipped += 1
+                self._metrics.skipped("quarantined")
+                return
+            if not await self._refresh(wallet):
+                tally.skipped += 1
+                self._metrics.skipped("reload")
+                return
+            if await self._decide(wallet, tally):
+                # SPEC §9 step 7: the reprice's cancels all came back confirmed.
+                await self._decide(wallet, tally, again=True)
+
+    async def _decide(self, wallet: str, tally: _Tally, *, again: bool = False) -> bool:
+        """Observe, step, commit, execute, commit the outcomes. True when the wallet should
+        be stepped again at once (its liquidation orders were cancelled to reprice);
+        ``again`` marks that re-step (the poll report counts wallets, not steps)."""
+        stored = self._stored.get(wallet)
+        previous = None if stored is None else stored.state
+        try:
+            health, orders = await self._observe(wallet)
+        except Exception as error:
+            tally.skipped += 0 if again else 1
+            self._metrics.skipped("observation")
+            _log.warning(
+                "wallet %s: skipped this poll, observation failed: %r",
+                wallet,
+                error,
+                extra=fields(wallet=wallet, phase=state_phase(previous)),
+            )
+            return False
+        now = self._now(previous)
+        try:
+            state, commands = step(previous, health, orders, now, self._config)
+        except Exception:
+            tally.skipped += 1
+            self._metrics.skipped("step")
+            _log.exception(
+                "wallet %s: step failed; skipped this poll",
+                wallet,
+                extra=fields(wallet=wallet, phase=state_phase(previous)),
+            )
+            return False
+
+        expected = 0 if stored is None else stored.version
+        version = expected + 1
+        pending = tuple(
+            Unfinished(version=version, index=index, command=command)
+            for index, command in enumerate(commands)
+            if not isinstance(command, Alert)
+        )
+        record = Record(
+            kind=RecordKind.DECISION,
+            wallet=wallet,
+            now=now,
+            version=version,
+            previous=previous,
+            health=health,
+            orders=orders,
+            commands=commands,
+            state=state,
+            pending=pending,
+            executed=not self._shadow,
+        )
+        tally.commands += len(commands)
+        if self._shadow:
+            self._stored[wallet] = Stored(state=state, version=version)
+            self._track(wallet)
+            tally.stepped += 0 if again else 1
+            self._metrics.decision(executed=False)
+            await self._record(record, committed=False)
+            return False
+
+        try:
+            committed = await self._store.commit(wallet, state, record, expected_version=expected)
+        except Conflict as error:
+            tally.commands -= len(commands)
+            tally.conflicts += 1
+            self._metrics.conflict()
+            self._stale[wallet] = False
+            _log.warning(
+                "wallet %s: another instance committed first (%s); nothing executed",
+                wallet,
+                error,
+                extra=fields(wallet=wallet, phase=state_phase(previous), version=version),
+            )
+            return False
+        except Exception as error:
+            tally.commands -= len(commands)
+            tally.skipped += 1
+            self._metrics.commit_failed(RecordKind.DECISION.value)
+            self._metrics.skipped("commit")
+            self._stale[wallet] = True
+            _log.warning(
+                "wallet %s: committing the decision failed; nothing executed: %r",
+                wallet,
+                error,
+                extra=fields(wallet=wallet, phase=state_phase(previous), version=version),
+            )
+            return False
+        self._stored[wallet] = Stored(state=state, version=committed, unfinished=pending)
+        self._counted_transition(previous, state)
+        self._track(wallet)
+        tally.stepped += 0 if again else 1
+        self._metrics.decision(executed=True)
+        await self._record(record, committed=True)
+        log = _log.info if commands else _log.debug
+        log(
+            "wallet %s: %s → %s at %d, %d commands",
+            wallet,
+            state_phase(previous),
+            state_phase(state),
+            now,
+            len(commands),
+            extra=fields(wallet=wallet, phase=state_phase(state), version=committed),
+        )
+        if not commands:
+            return False
+
+        execution = await self._interpreter.execute(commands, version=version)
+        after = state
+        for event in execution.events:
+            after = apply(after, event, now)
+        remaining = execution.pending(version)
+        if (after != state or remaining != pending) and not await self._commit_outcomes(
+            wallet,
+            decided=state,
+            after=after,
+            commands=commands,
+            execution=execution,
+            pending=remaining,
+            now=now,
+        ):
+            return False
+        return _reprice_cancels_confirmed(
+            wallet,
+            previous=previous,
+            decided=state,
+            after=after,
+            orders=orders,
+            execution=execution,
+        )
+
+    async def _commit_outcomes(
+        self,
+        wallet: str,
+        *,
+        decided: AccountState,
+        after: AccountState,
+        commands: tuple[Command, ...],
+        execution: Execution,
+        pending: tuple[Unfinished, ...],
+        now: int,
+    ) -> bool:
+        """Commit the state after the outcomes with the commands still unfinished; after
+        :data:`OUTCOME_COMMIT_ATTEMPTS` failures (or a conflict) quarantine the wallet."""
+        stored = self._stored[wallet]
+        record = Record(
+            kind=RecordKind.OUTCOMES,
+            wallet=wallet,
+            now=now,
+            version=stored.version + 1,
+            previous=decided,
+            commands=commands,
+            state=after,
+            events=execution.events,
+            pending=pending,
+            note=" ".join(outcome.status.value for outcome in execution.outcomes),
+        )
+        failure: BaseException | None = None
+        for _attempt in range(OUTCOME_COMMIT_ATTEMPTS):
+            try:
+                version = await self._store.commit(
+                    wallet, after, record, expected_version=stored.version
+                )
+            except Conflict as error:
+                failure = error  # the store is ahead of us: the state is unknown
+                self._metrics.conflict()
+                break
+            except Exception as error:
+                failure = error
+                self._metrics.commit_failed(RecordKind.OUTCOMES.value)
+                continue
+            self._stored[wallet] = Stored(state=after, version=version, unfinished=pending)
+            self._counted_transition(decided, after)
+            self._track(wallet)
+            await self._record(record, committed=True)
+            return True
+        self._quarantined[wallet] = repr(failure)
+        self._wakeups.pop(wallet, None)
+        self._metrics.quarantined(len(self._quarantined))
+        await self._record(attrs.evolve(record, note=f"quarantined: {failure!r}"), committed=False)
+        _log.error(
+            "wallet %s: committing the outcomes failed (%r); not stepped again until a restart",
+            wallet,
+            failure,
+            extra=fields(wallet=wallet, phase=state_phase(after), version=stored.version),
+        )
+        return False
+
+    async def _observe(self, wallet: str) -> tuple[Health, tuple[OpenOrder, ...]]:
+        portfolio = await self._observe_call(self._portfolios.portfolio(wallet))
+        if portfolio is not None and not isinstance(portfolio, Portfolio):
+            raise InvalidInput(f"portfolio of {wallet!r} is not a Portfolio: {portfolio!r}")
+        report = await self._observe_call(self._margin.margin(wallet, portfolio))
+        if not isinstance(report, MarginReport):
+            raise InvalidInput(f"margin report of {wallet!r} is not a MarginReport: {report!r}")
+        symbols = sorted(portfolio.positions) if portfolio is not None else []
+        quotes = await self._observe_call(self._quotes.quotes(symbols)) if symbols else {}
+        orders = tuple(await self._observe_call(self._orders.open_orders(wallet)))
+        for order in orders:
+            if not isinstance(order, OpenOrder):
+                raise InvalidInput(f"open orders of {wallet!r} hold a non-OpenOrder: {order!r}")
+        wanted: dict[str, Quote] = {s: quotes[s] for s in symbols if s in quotes}
+        health = Health(
+            wallet=wallet,
+            margin_mode=report.margin_mode,
+            equity=report.equity,
+            mm_required=report.mm_required,
+            is_liquidatable=report.is_liquidatable,
+            portfolio=portfolio,
+            quotes=wanted,  # type: ignore[arg-type, unused-ignore]  # generic attrs converter
+        )
+        return health, orders
+
+    async def _observe_call(self, awaitable: Awaitable[T]) -> T:
+        return await self._clock.wait_for(awaitable, self._config.engine_response_timeout_ms)
+
+    def _now(self, previous: AccountState | None) -> int:
+        now = self._clock.now_ms()
+        return now if previous is None else max(now, previous.updated_at + 1)
+
+    # ---------------------------------------------------------------- the feed
+
+    async def _feed_item(self, item: FeedItem) -> int:
+        """Handle one item; 1 if it changed a state. Raises :class:`_Stop` when the item
+        could not be committed (the cursor stays before it)."""
+        if await self._already_applied(item.event_id):
+            await self._skip_item(item, "duplicate", None)
+            return 0
+        wallet = item.wallet
+        async with self._lock(wallet):  # serialized with the wallet's polls
+            if wallet not in self._stored and wallet not in self._stale:
+                await self._skip_item(item, "unknown_wallet", None)
+                return 0
+            if wallet in self._quarantined:
+                self._metrics.feed_item("blocked")
+                _feed_log.error(
+                    "wallet %s is quarantined: feed item %s waits for a restart",
+                    wallet,
+                    item.event_id,
+                    extra=fields(wallet=wallet, event_id=item.event_id, cursor=item.cursor),
+                )
+                raise _Stop
+            if not await self._refresh(wallet):
+                raise _Stop
+            stored = self._stored.get(wallet)
+            if stored is None:
+                await self._skip_item(item, "unknown_wallet", None)
+                return 0
+            now = self._now(stored.state)
+            try:
+                new = apply(stored.state, item.event, now)
+            except Exception as error:
+                _feed_log.warning(
+                    "wallet %s: feed item %s is invalid: %r",
+                    wallet,
+                    item.event_id,
+                    error,
+                    extra=fields(wallet=wallet, event_id=item.event_id, cursor=item.cursor),
+                )
+                await self._skip_item(item, "invalid", stored.state)
+                return 0
+            if new == stored.state:
+                await self._skip_item(item, "unchanged", stored.state)
+                return 0
+            await self._apply_item(item, stored, new, now)
+            return 1
+
+    async def _apply_item(
+        self, item: FeedItem, stored: Stored, new: AccountState, now: int
+    ) -> None:
+        wallet = item.wallet
+        record = Record(
+            kind=RecordKind.FEED,
+            wallet=wallet,
+            now=now,
+            version=stored.version + 1,
+            previous=stored.state,
+            state=new,
+            events=(item.event,),
+            pending=stored.unfinished,
+            event_id=item.event_id,
+            cursor=item.cursor,
+            executed=not self._shadow,
+            note="applied",
+        )
+        if self._shadow:
+            self._stored[wallet] = Stored(
+                state=new, version=stored.version + 1, unfinished=stored.unfinished
+            )
+            self._shadow_applied.add(item.event_id)
+            self._cursor = item.cursor
+            await self._record(record, committed=False)
+        else:
+            try:
+                version = await self._store.commit(
+                    wallet, new, record, expected_version=stored.version, cursor=item.cursor
+                )
+            except Exception as error:
+                conflict = isinstance(error, Conflict)
+                if conflict:
+                    self._metrics.conflict()
+                else:
+                    self._metrics.commit_failed(RecordKind.FEED.value)
+                self._stale[wallet] = False
+                self._cursor_stale = True
+                _feed_log.warning(
+                    "wallet %s: committing feed item %s failed (retried from the cursor): %r",
+                    wallet,
+                    item.event_id,
+                    error,
+                    extra=fields(wallet=wallet, event_id=item.event_id, cursor=item.cursor),
+                )
+                raise _Stop from error
+            self._stored[wallet] = Stored(state=new, version=version, unfinished=stored.unfinished)
+            self._cursor = item.cursor
+            await self._record(record, committed=True)
+        self._metrics.feed_item("applied")
+        self._metrics.auction_event(_event_kind(item.event))
+        self._counted_transition(stored.state, new)
+        self._track(wallet)
+        _feed_log.info(
+            "wallet %s: %s applied: %s → %s",
+            wallet,
+            type(item.event).__name__,
+            state_phase(stored.state),
+            state_phase(new),
+            extra=fields(
+                wallet=wallet, phase=state_phase(new), event_id=item.event_id, cursor=item.cursor
+            ),
+        )
+
+    async def _skip_item(self, item: FeedItem, result: str, state: AccountState | None) -> None:
+        """Record an item that changes no state and move the cursor past it."""
+        record = Record(
+            kind=RecordKind.FEED,
+            wallet=item.wallet,
+            now=self._clock.now_ms(),
+            previous=state,
+            state=state,
+            events=(item.event,),
+            event_id=item.event_id,
+            cursor=item.cursor,
+            executed=not self._shadow,
+            note=result,
+        )
+        if self._shadow:
+            self._shadow_applied.add(item.event_id)
+            self._cursor = item.cursor
+            await self._record(record, committed=False)
+        else:
+            try:
+                await self._store.commit_cursor(item.cursor, record)
+            except Exception as error:
+                self._metrics.commit_failed("cursor")
+                self._cursor_stale = True
+                _feed_log.warning(
+                    "moving the feed cursor past %r failed (retried): %r",
+                    item.cursor,
+                    error,
+                    extra=fields(wallet=item.wallet, event_id=item.event_id, cursor=item.cursor),
+                )
+                raise _Stop from error
+            self._cursor = item.cursor
+            await self._record(record, committed=True)
+        self._metrics.feed_item(result)
+        log = _feed_log.info if result == "duplicate" else _feed_log.warning
+        log(
+            "wallet %s: feed item %s (%s) skipped: %s",
+            item.wallet,
+            item.event_id,
+            type(item.event).__name__,
+            result.replace("_", " "),
+            extra=fields(
+                wallet=item.wallet,
+                phase=state_phase(state),
+                event_id=item.event_id,
+                cursor=item.cursor,
+            ),
+        )
+
+    async def _already_applied(self, event_id: str) -> bool:
+        if self._shadow:
+            return event_id in self._shadow_applied
+        return await self._store.applied(event_id)
+
+    # ---------------------------------------------------------------- bookkeeping
+
+    async def _record(self, record: Record, *, committed: bool) -> None:
+        """Append ``record`` to the recorder unless the store (being the recorder too)
+        already holds it."""
+        if committed and id(self._recorder) == id(self._store):
+            return
+        try:
+            await self._recorder.append(record)
+        except Exception as error:
+            self._metrics.commit_failed("recorder")
+            _log.warning(
+                "wallet %s: appending a %s record failed: %r",
+                record.wallet,
+                record.kind.value,
+                error,
+                extra=fields(wallet=record.wallet),
+            )
+
+    def _track(self, wallet: str) -> None:
+        """Refresh the wallet's wake-up and its count of active liquidation orders."""
+        stored = self._stored.get(wallet)
+        wakeup = None if stored is None else next_wakeup(stored.state, self._config)
+        if wakeup is None or wallet in self._quarantined:
+            self._wakeups.pop(wallet, None)
+        else:
+            self._wakeups[wallet] = wakeup
+        phase = None if stored is None else stored.state.phase
+        count = len(phase.active_order_client_ids) if isinstance(phase, PreLiquidation) else 0
+        if count:
+            self._active_orders[wallet] = count
+        else:
+            self._active_orders.pop(wallet, None)
+        self._metrics.active_orders(sum(self._active_orders.values()))
+
+    def _counted_transition(self, previous: AccountState | None, new: AccountState) -> None:
+        was = previous is not None and isinstance(previous.phase, PreLiquidation)
+        now = isinstance(new.phase, PreLiquidation)
+        if now and not was:
+            self._metrics.pre_liquidation_entry()
+        elif was and not now:
+            self._metrics.pre_liquidation_exit()
+
+    async def _sleep_until(self, instant: int, stop: asyncio.Event) -> None:
+        sleeper = asyncio.ensure_future(self._clock.sleep_until(instant))
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait((sleeper, stopper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, stopper):
+                task.cancel()
+            await asyncio.wait((sleeper, stopper))
+
+
+def _reprice_cancels_confirmed(
+    wallet: str,
+    *,
+    previous: AccountState | None,
+    decided: AccountState,
+    after: AccountState,
+    orders: tuple[OpenOrder, ...],
+    execution: Execution,
+) -> bool:
+    """Whether the decision cancelled liquidation orders in order to reprice (or to
+    recover) and every cancel came back confirmed: SPEC §9 step 7."""
+    if not isinstance(decided.phase, PreLiquidation) or not isinstance(after.phase, PreLiquidation):
+        return False
+    if decided.phase.pending_full_request_id is not None:
+        return False
+    commands = [outcome.command for outcome in execution.outcomes]
+    if any(isinstance(command, SubmitOrder | StartAuction) for command in commands):
+        return False
+    cancels = [o for o in execution.outcomes if isinstance(o.command, CancelOrder)]
+    if not cancels or any(o.status is not OutcomeStatus.CONFIRMED for o in cancels):
+        return False
+    tracked: tuple[str, ...] = ()
+    if previous is not None and isinstance(previous.phase, PreLiquidation):
+        tracked = previous.phase.active_order_client_ids
+    by_id = {order.order_id: order for order in orders}
+    return any(
+        (order := by_id.get(o.command.order_id)) is not None
+        and is_liquidation_order(order, wallet=wallet, tracked=tracked)
+        for o in cancels
+        if isinstance(o.command, CancelOrder)
+    )
+
+
+def _event_kind(event: Event) -> str:
+    match event:
+        case AuctionStarted():
+            return "started"
+        case AuctionStopped():
+            return "stopped"
+        case AuctionSettled():
+            return "settled"
+        case AccountReset():
+            return "reset"
+        case _:
+            return "other"

@@ -1,0 +1,963 @@
+"""Prices, candidates, the greedy plan and the whole partial plan (SPEC §5, §6)."""
+
+from __future__ import annotations
+
+import datetime
+import random
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from fractions import Fraction
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from liqcore.config import Config
+from liqcore.errors import InvalidInput, PlanningError
+from liqcore.inputs import MarginMode, Portfolio, Position, Quote
+from liqcore.instruments import InstrumentSpec, OptionSymbol, option_symbol
+from liqcore.margin.base import MarginFacts, MarginModel
+from liqcore.margin.standard import StandardMargin
+from liqcore.numbers import CONTEXT, MIN_SIZE, bps_fraction, quantize_up
+from liqcore.planning import (
+    PLAN_MAX_ROUNDS,
+    OrderPlan,
+    PartialPlan,
+    SliceCandidate,
+    close_short,
+    execution_prices,
+    greedy_plan,
+    merge_plan,
+    plan_partial_orders,
+    reference_price,
+    slice_candidates,
+)
+from liqcore.strategies import decimals
+from liqcore.targets import required_mm_relief
+
+# inputs.py types Portfolio's mapping converter with unbound type variables, which mypy
+# cannot match against a dict; this alias builds portfolios until that is fixed.
+PortfolioOf: Callable[..., Portfolio] = Portfolio
+
+SYMBOL = "BTC-20261231-100000-C"
+NOW = 10_000
+SEED_QUOTE = Quote(best_bid=Decimal(149), best_ask=Decimal(150), mid=Decimal("149.5"))
+SEED_ANCHOR = MarginFacts(equity=Decimal(100), mm_required=Decimal(300))
+SEED_CONFIG = Config(
+    partial_target_buffer_bps=500,
+    partial_bonus_start_bps=50,
+    partial_bonus_max_bps=500,
+    partial_bonus_ramp_ms=60_000,
+)
+STANDARD = StandardMargin()
+
+
+def position(
+    symbol: str = SYMBOL, amount: str = "-4", entry: str = "100", pnl: str = "0"
+) -> Position:
+    return Position(
+        symbol=symbol,
+        amount=Decimal(amount),
+        entry_price=Decimal(entry),
+        unrealized_pnl=Decimal(pnl),
+    )
+
+
+def portfolio(
+    *positions: Position, cash: str = "500", spot: Mapping[str, Decimal] | None = None
+) -> Portfolio:
+    return PortfolioOf(
+        cash=Decimal(cash),
+        positions={p.symbol: p for p in positions},
+        spot={"BTC": Decimal(105_000)} if spot is None else dict(spot),
+    )
+
+
+def seed_plan(
+    config: Config = SEED_CONFIG, anchor: MarginFacts = SEED_ANCHOR, amount: str = "-4"
+) -> PartialPlan:
+    return plan_partial_orders(
+        portfolio(position(amount=amount)),
+        {SYMBOL: SEED_QUOTE},
+        50,
+        config,
+        MarginMode.STANDARD,
+        NOW,
+        anchor=anchor,
+    )
+
+
+def candidate(
+    symbol: str, relief: str, cost: str, size: str = "1", price: str = "10"
+) -> SliceCandidate:
+    return SliceCandidate(
+        symbol=symbol,
+        max_close_size=Decimal(size),
+        expected_fill_price=Decimal(price),
+        mm_relief_per_unit=Decimal(relief),
+        equity_cost_per_unit=Decimal(cost),
+    )
+
+
+# --- reference_price ---------------------------------------------------------------------
+
+
+def test_reference_price_seed_ask_capped_by_band() -> None:
+    """Seed: ask 150, no theo, mark 100 → capped at 100 × 1.2 = 120."""
+    assert reference_price(SEED_QUOTE, position(), 2_000) == Decimal(120)
+
+
+def test_reference_price_theo_is_the_fair_value() -> None:
+    """With a theo the cap is theo × (1 + band): an ask inside it is taken as is."""
+    quote = attrs.evolve(SEED_QUOTE, theo=Decimal(140))
+    assert reference_price(quote, position(), 2_000) == Decimal(150)
+    assert reference_price(attrs.evolve(quote, best_ask=Decimal(200)), position(), 2_000) == 168
+
+
+@pytest.mark.parametrize(
+    ("ask", "mid", "bid", "theo", "expected"),
+    [
+        ("110", "105", "100", "101", "110"),
+        ("0", "105", "100", None, "105"),  # an empty ask side means no price
+        (None, "-3", "100", None, "100"),
+        (None, None, None, "90", "90"),
+        (None, None, None, None, "100"),  # the position's mark
+        (None, None, "0", "-1", "100"),  # a non-positive theo is no fair value either
+    ],
+)
+def test_reference_price_first_positive_source(
+    ask: str | None, mid: str | None, bid: str | None, theo: str | None, expected: str
+) -> None:
+    """Ask, else mid, else bid, else theo, else mark — the first positive one."""
+
+    def d(text: str | None) -> Decimal | None:
+        return None if text is None else Decimal(text)
+
+    quote = Quote(best_ask=d(ask), mid=d(mid), best_bid=d(bid), theo=d(theo))
+    assert reference_price(quote, position(), 2_000) == Decimal(expected)
+
+
+def test_reference_price_no_quote_uses_mark() -> None:
+    """Without a quote the mark is both price and fair value."""
+    assert reference_price(None, position(pnl="-40"), 2_000) == Decimal(110)
+
+
+def test_reference_price_no_positive_price_raises_planning_error() -> None:
+    """No book, no theo and a negative mark (entry 1, PnL 8 on −4 → −1): no price."""
+    with pytest.raises(PlanningError, match=SYMBOL):
+        reference_price(Quote(), position(entry="1", pnl="8"), 2_000)
+
+
+def test_reference_price_no_fair_value_raises_planning_error() -> None:
+    """An ask without theo or positive mark cannot be capped: no price."""
+    with pytest.raises(PlanningError, match="fair"):
+        reference_price(Quote(best_ask=Decimal(10)), position(entry="1", pnl="8"), 2_000)
+
+
+def test_reference_price_dust_position_raises_planning_error_not_invalid_input() -> None:
+    """A dust position has no mark; without a theo that is a PlanningError."""
+    dust = position(amount="-0.000000001")
+    assert reference_price(Quote(theo=Decimal(5)), dust, 0) == Decimal(5)
+    with pytest.raises(PlanningError):
+        reference_price(None, dust, 2_000)
+
+
+# --- execution_prices --------------------------------------------------------------------
+
+
+def test_execution_prices_seed_is_120_60() -> None:
+    """Seed: 120 + 50 bps = 120.60 (the seed would pay 150.75)."""
+    prices, unpriced = execution_prices(
+        portfolio(position()), {SYMBOL: SEED_QUOTE}, 50, SEED_CONFIG, NOW
+    )
+    assert dict(prices) == {SYMBOL: Decimal("120.60")}
+    assert dict(unpriced) == {}
+
+
+@pytest.mark.parametrize(("tick", "expected"), [("0.5", "121"), ("0.01", "120.6"), ("5", "125")])
+def test_execution_prices_round_up_to_price_tick(tick: str, expected: str) -> None:
+    """With an InstrumentSpec the price is rounded up to its tick."""
+    config = attrs.evolve(
+        SEED_CONFIG, instruments={"BTC": InstrumentSpec(price_tick=Decimal(tick))}
+    )
+    prices, _ = execution_prices(portfolio(position()), {SYMBOL: SEED_QUOTE}, 50, config, NOW)
+    assert prices[SYMBOL] == Decimal(expected)
+
+
+def test_execution_prices_round_up_to_min_size_without_spec() -> None:
+    """Without a spec the price is rounded up to MIN_SIZE: 100.00000001 × 1.0001."""
+    quote = Quote(theo=Decimal("100.00000001"))
+    prices, _ = execution_prices(portfolio(position()), {SYMBOL: quote}, 1, SEED_CONFIG, NOW)
+    # 100.00000001 × 1.0001 = 100.010000010001 → up to 8 places.
+    assert prices[SYMBOL] == Decimal("100.01000002")
+
+
+def test_execution_prices_only_live_shorts_and_names_unpriced() -> None:
+    """Longs, perps, dust and expired options are skipped; an unpriceable short is named."""
+    expired = "BTC-20240105-90000-P"
+    unpriceable = "BTC-20261231-120000-C"
+    book = portfolio(
+        position(),
+        position("BTC-20261231-90000-P", amount="2"),
+        position("BTC-PERP", amount="-1"),
+        position("BTC-20261231-95000-C", amount="-0.000000005"),
+        position(expired),
+        position(unpriceable, entry="1", pnl="8"),
+    )
+    now = OptionSymbol.parse(expired).expires_at
+    prices, unpriced = execution_prices(book, {SYMBOL: SEED_QUOTE}, 50, SEED_CONFIG, now)
+    assert list(prices) == [SYMBOL]
+    assert list(unpriced) == [unpriceable]
+    assert unpriceable in unpriced[unpriceable]
+
+
+def test_execution_prices_priced_until_expiry_instant() -> None:
+    """An option is priced up to the ms before its expiry."""
+    expiry = OptionSymbol.parse(SYMBOL).expires_at
+    prices, _ = execution_prices(portfolio(position()), {}, 0, SEED_CONFIG, expiry - 1)
+    assert list(prices) == [SYMBOL]
+
+
+def test_execution_prices_sorted_by_symbol() -> None:
+    """Both mappings come in symbol order whatever the portfolio's order."""
+    symbols = ["BTC-20261231-130000-C", "BTC-20261231-110000-C", "BTC-20261231-120000-P"]
+    book = portfolio(*(position(s) for s in symbols))
+    prices, _ = execution_prices(book, {}, 0, SEED_CONFIG, NOW)
+    assert list(prices) == sorted(symbols)
+
+
+# --- close_short -------------------------------------------------------------------------
+
+
+def test_close_short_hand_values() -> None:
+    """Closing 1 of −4 at 120.6: cash 500 − 120.6, amount −3, mark kept at 110."""
+    book = portfolio(position(pnl="-40"))
+    after = close_short(book, SYMBOL, Decimal(1), Decimal("120.6"))
+    remaining = after.positions[SYMBOL]
+    assert after.cash == Decimal("379.4")
+    assert remaining.amount == Decimal(-3)
+    assert remaining.unrealized_pnl == Decimal(-30)
+    assert remaining.mark_price == Decimal(110)
+    assert after.spot == book.spot
+
+
+def test_close_short_whole_position_disappears() -> None:
+    """Closing all of it (or up to MIN_SIZE more) removes the position."""
+    book = portfolio(position())
+    assert SYMBOL not in close_short(book, SYMBOL, Decimal(4), Decimal(1)).positions
+    assert SYMBOL not in close_short(book, SYMBOL, Decimal("4.00000001"), Decimal(1)).positions
+    assert SYMBOL not in close_short(book, SYMBOL, Decimal("3.99999999"), Decimal(1)).positions
+
+
+def test_close_short_min_size_is_a_no_op() -> None:
+    """A size at or below MIN_SIZE changes nothing."""
+    book = portfolio(position())
+    assert close_short(book, SYMBOL, MIN_SIZE, Decimal(100)) is book
+
+
+@pytest.mark.parametrize(
+    ("symbol", "size"),
+    [("BTC-20261231-1-C", "1"), ("BTC-20261231-90000-P", "1"), (SYMBOL, "4.00000002")],
+)
+def test_close_short_invalid_close_raises_planning_error(symbol: str, size: str) -> None:
+    """Unknown symbol, a long position, or more than the short → PlanningError."""
+    book = portfolio(position(), position("BTC-20261231-90000-P", amount="1"))
+    with pytest.raises(PlanningError):
+        close_short(book, symbol, Decimal(size), Decimal(100))
+
+
+# --- slice_candidates --------------------------------------------------------------------
+
+
+def test_slice_candidates_seed_values() -> None:
+    """Seed: one candidate, all 4 closable, 10 500 relief and 20.6 cost per unit."""
+    prices = {SYMBOL: Decimal("120.6")}
+    assert slice_candidates(portfolio(position()), prices, STANDARD, NOW, 500) == (
+        SliceCandidate(
+            symbol=SYMBOL,
+            max_close_size=Decimal(4),
+            expected_fill_price=Decimal("120.6"),
+            mm_relief_per_unit=Decimal(10_500),
+            equity_cost_per_unit=Decimal("20.6"),
+        ),
+    )
+
+
+def test_slice_candidates_in_symbol_order() -> None:
+    """Candidates come in symbol order whatever the order of the prices given."""
+    symbols = ["BTC-20261231-130000-C", "BTC-20261231-110000-C", "BTC-20261231-120000-P"]
+    book = portfolio(*(position(s) for s in symbols))
+    prices = {s: Decimal(100) for s in symbols}
+    found = slice_candidates(book, prices, STANDARD, NOW, 500)
+    assert [c.symbol for c in found] == sorted(symbols)
+
+
+def test_slice_candidates_no_harm_boundary() -> None:
+    """A cost per unit of (1 + buffer) × relief is dropped; a hair less is kept."""
+    boundary = Decimal(100) + Decimal(10_500) * Decimal("1.05")  # mark + 1.05 × relief
+    book = portfolio(position())
+    assert slice_candidates(book, {SYMBOL: boundary}, STANDARD, NOW, 500) == ()
+    kept = slice_candidates(book, {SYMBOL: boundary - MIN_SIZE}, STANDARD, NOW, 500)
+    assert [c.symbol for c in kept] == [SYMBOL]
+
+
+def test_slice_candidates_fractional_short_steps_by_its_size() -> None:
+    """A short below one unit is measured over its own size; relief per unit is the same."""
+    (only,) = slice_candidates(
+        portfolio(position(amount="-0.4")), {SYMBOL: Decimal(120)}, STANDARD, NOW, 500
+    )
+    assert only.max_close_size == Decimal("0.4")
+    assert only.mm_relief_per_unit == Decimal(10_500)
+
+
+def test_slice_candidates_skip_what_cannot_or_need_not_be_closed() -> None:
+    """Longs, perps, unpriced, expired and zero-relief shorts are no candidates."""
+    expired = "BTC-20240105-90000-P"
+    book = portfolio(
+        position("BTC-20261231-90000-P", amount="2"),
+        position("BTC-PERP", amount="-1"),
+        position("BTC-20261231-95000-C"),
+        position(expired),
+    )
+    prices = {s: Decimal(100) for s in ("BTC-20261231-90000-P", "BTC-PERP", expired, "BTC-X")}
+    assert slice_candidates(book, prices, STANDARD, OptionSymbol.parse(expired).expires_at, 0) == ()
+    free = StandardMargin(rate=Decimal(0), floor_rate=Decimal(0), perp_rate=Decimal(0))
+    assert slice_candidates(book, {"BTC-20261231-95000-C": Decimal(1)}, free, NOW, 0) == ()
+
+
+def test_slice_candidates_missing_spot_raises_planning_error() -> None:
+    """The model cannot value a portfolio without spot: PlanningError."""
+    with pytest.raises(PlanningError):
+        slice_candidates(portfolio(position(), spot={}), {SYMBOL: Decimal(1)}, STANDARD, NOW, 0)
+
+
+# --- greedy_plan -------------------------------------------------------------------------
+
+
+def test_greedy_plan_best_relief_per_equity_first() -> None:
+    """B frees 50 per unit of cost, A 10: B is closed fully first, A covers the rest."""
+    a = candidate("A-20261231-1-C", relief="100", cost="10")
+    b = candidate("B-20261231-1-C", relief="50", cost="1")
+    plans = greedy_plan([a, b], Decimal(75))
+    assert plans == (
+        OrderPlan(
+            symbol=b.symbol,
+            close_size=Decimal(1),
+            limit_price=Decimal(10),
+            expected_mm_relief=Decimal(50),
+        ),
+        OrderPlan(
+            symbol=a.symbol,
+            close_size=Decimal("0.25"),
+            limit_price=Decimal(10),
+            expected_mm_relief=Decimal(25),
+        ),
+    )
+
+
+def test_greedy_plan_free_closes_first_by_relief() -> None:
+    """A close that costs nothing (or pays) ranks first, the larger relief before."""
+    paying = candidate("A-20261231-1-C", relief="5", cost="-1")
+    free = candidate("B-20261231-1-C", relief="8", cost="0")
+    efficient = candidate("C-20261231-1-C", relief="1000", cost="1")
+    plans = greedy_plan([efficient, paying, free], Decimal(1_000))
+    assert [p.symbol for p in plans] == [free.symbol, paying.symbol, efficient.symbol]
+
+
+def test_greedy_plan_ties_broken_by_symbol() -> None:
+    """Equal ranks are taken in symbol order."""
+    later = candidate("B-20261231-1-C", relief="10", cost="1")
+    earlier = candidate("A-20261231-1-C", relief="10", cost="1")
+    assert [p.symbol for p in greedy_plan([later, earlier], Decimal(15))] == [
+        earlier.symbol,
+        later.symbol,
+    ]
+
+
+def test_greedy_plan_rounds_up_to_size_step_never_above_max() -> None:
+    """0.25 rounds up to the 0.1 step (0.3); a step above the position is capped at it."""
+    specs = {
+        "A": InstrumentSpec(size_step=Decimal("0.1")),
+        "B": InstrumentSpec(size_step=Decimal(5)),
+    }
+    a = candidate("A-20261231-1-C", relief="100", cost="1")
+    assert greedy_plan([a], Decimal(25), specs)[0].close_size == Decimal("0.3")
+    b = candidate("B-20261231-1-C", relief="100", cost="1", size="2")
+    assert greedy_plan([b], Decimal(25), specs)[0].close_size == Decimal(2)
+
+
+def test_greedy_plan_nothing_required_plans_nothing() -> None:
+    """A required relief of zero (or less) plans nothing."""
+    a = candidate("A-20261231-1-C", relief="100", cost="1")
+    assert greedy_plan([a], Decimal(0)) == ()
+    assert greedy_plan([], Decimal(10)) == ()
+
+
+# --- merge_plan --------------------------------------------------------------------------
+
+
+def test_merge_plan_seed_same_symbol_and_price_accumulate() -> None:
+    """Seed: 1 @ 100 (relief 50) + 2 @ 100 (relief 75) → 3 @ 100 (relief 125)."""
+    first = OrderPlan(
+        symbol="BTC-20251231-100000-C",
+        close_size=Decimal(1),
+        limit_price=Decimal(100),
+        expected_mm_relief=Decimal(50),
+    )
+    second = attrs.evolve(first, close_size=Decimal(2), expected_mm_relief=Decimal(75))
+    assert merge_plan((first,), second) == (
+        attrs.evolve(first, close_size=Decimal(3), expected_mm_relief=Decimal(125)),
+    )
+
+
+def test_merge_plan_other_price_or_symbol_appends() -> None:
+    """A different limit price or symbol is a separate order, appended in place."""
+    base = OrderPlan(
+        symbol="A-20261231-1-C",
+        close_size=Decimal(1),
+        limit_price=Decimal(100),
+        expected_mm_relief=Decimal(1),
+    )
+    other_price = attrs.evolve(base, limit_price=Decimal(101))
+    other_symbol = attrs.evolve(base, symbol="B-20261231-1-C")
+    merged = merge_plan(merge_plan((base,), other_price), other_symbol)
+    assert merged == (base, other_price, other_symbol)
+    again = merge_plan(merged, attrs.evolve(other_price, close_size=Decimal(2)))
+    grown = attrs.evolve(other_price, close_size=Decimal(3), expected_mm_relief=Decimal(2))
+    assert again == (base, grown, other_symbol)
+
+
+# --- plan_partial_orders -----------------------------------------------------------------
+
+
+def test_plan_partial_orders_seed_hand_example() -> None:
+    """Seed: needs 4300/21 of relief; each unit frees 10 500 and costs 20.6 × 20/21 of it, so
+    ⌈(4300/21) / (10 500 − 412/21)⌉ = ⌈4300/220088⌉ = 0.01953764 at 120.6, in one round."""
+    plan = seed_plan()
+    exact = Fraction(4300, 21) / (Fraction(10_500) - Fraction(412, 21))
+    assert exact == Fraction(4300, 220_088)
+    assert plan.orders == (
+        OrderPlan(
+            symbol=SYMBOL,
+            close_size=Decimal("0.01953764"),
+            limit_price=Decimal("120.60"),
+            expected_mm_relief=Decimal("0.01953764") * 10_500,
+        ),
+    )
+    assert Fraction(plan.orders[0].close_size) - exact < Fraction(1, 10**8)
+    assert plan.rounds == 1
+    assert plan.evaluations == 2  # the original, and the simulated one at round 2
+    assert plan.model_facts == MarginFacts(equity=Decimal(100), mm_required=Decimal(42_000))
+    assert dict(plan.unpriced) == {}
+
+
+def test_plan_partial_orders_seed_reaches_target_just() -> None:
+    """After the seed plan, Health's numbers moved by the model's change are on target."""
+    size = seed_plan().orders[0].close_size
+    equity = Decimal(100) - size * Decimal("20.6")
+    mm = Decimal(300) - size * 10_500
+    assert required_mm_relief(equity, mm, 500) == 0
+    smaller = size - MIN_SIZE
+    assert required_mm_relief(100 - smaller * Decimal("20.6"), 300 - smaller * 10_500, 500) > 0
+
+
+def test_plan_partial_orders_costly_close_reaches_target_in_one_round() -> None:
+    """A fill 10 000 over the mark eats most of the 10 500 it frees; sizing by relief alone
+    would leave ~75 % of the need after three rounds, sizing by gain meets it at once."""
+    quote = Quote(best_ask=Decimal(10_100), theo=Decimal(10_100))
+    plan = plan_partial_orders(
+        portfolio(position()),
+        {SYMBOL: quote},
+        0,
+        SEED_CONFIG,
+        MarginMode.STANDARD,
+        NOW,
+        anchor=SEED_ANCHOR,
+    )
+    (order,) = plan.orders
+    assert plan.rounds == 1
+    equity = Decimal(100) - order.close_size * 10_000
+    mm = Decimal(300) - order.close_size * 10_500
+    assert required_mm_relief(equity, mm, 500) == 0
+
+
+def test_plan_partial_orders_above_target_plans_nothing() -> None:
+    """An account on target needs no orders and no rounds."""
+    plan = seed_plan(anchor=MarginFacts(equity=Decimal(315), mm_required=Decimal(300)))
+    assert plan.orders == ()
+    assert plan.rounds == 0
+
+
+def test_plan_partial_orders_dust_rule_closes_whole() -> None:
+    """Needing ~3.8 of 4 with min_size 0.5 would strand 0.2: the whole 4 is closed."""
+    anchor = MarginFacts(equity=Decimal("10683.75"), mm_required=Decimal(50_000))
+    assert seed_plan(anchor=anchor).orders[0].close_size < Decimal("3.9")
+    spec = InstrumentSpec(size_step=Decimal("0.1"), min_size=Decimal("0.5"))
+    config = attrs.evolve(SEED_CONFIG, instruments={"BTC": spec})
+    assert seed_plan(config, anchor).orders[0].close_size == Decimal(4)
+
+
+def test_plan_partial_orders_tiny_need_plans_smallest_nonzero_size() -> None:
+    """A need so small that MIN_SIZE would cover it still gets an order: of 2 × MIN_SIZE,
+    the smallest size that is not zero."""
+    anchor = MarginFacts(equity=Decimal("314.999999"), mm_required=Decimal(300))
+    assert required_mm_relief(anchor.equity, anchor.mm_required, 500) > MIN_SIZE
+    (order,) = seed_plan(anchor=anchor).orders
+    assert order.close_size == 2 * MIN_SIZE
+
+
+def test_plan_partial_orders_raised_to_min_order_size() -> None:
+    """A close below the exchange's minimum order size is raised to it."""
+    config = attrs.evolve(SEED_CONFIG, instruments={"BTC": InstrumentSpec(min_size=Decimal(1))})
+    assert seed_plan(config).orders[0].close_size == Decimal(1)
+
+
+def test_plan_partial_orders_position_below_one_lot_not_planned() -> None:
+    """A short smaller than the size step cannot be traded: nothing is planned."""
+    config = attrs.evolve(SEED_CONFIG, instruments={"BTC": InstrumentSpec(size_step=Decimal(1))})
+    assert seed_plan(config, amount="-0.3").orders == ()
+
+
+def test_plan_partial_orders_unpriced_named_others_planned() -> None:
+    """A short without a usable price is named; the priced one is still planned."""
+    unpriceable = "BTC-20261231-120000-C"
+    book = portfolio(position(), position(unpriceable, entry="1", pnl="8"))
+    plan = plan_partial_orders(
+        book, {SYMBOL: SEED_QUOTE}, 50, SEED_CONFIG, MarginMode.STANDARD, NOW, anchor=SEED_ANCHOR
+    )
+    assert [o.symbol for o in plan.orders] == [SYMBOL]
+    assert list(plan.unpriced) == [unpriceable]
+
+
+def test_plan_partial_orders_missing_spot_raises_planning_error() -> None:
+    """The model cannot value the portfolio: the plan as a whole fails."""
+    book = portfolio(position(), spot={})
+    with pytest.raises(PlanningError):
+        plan_partial_orders(
+            book,
+            {SYMBOL: SEED_QUOTE},
+            50,
+            SEED_CONFIG,
+            MarginMode.STANDARD,
+            NOW,
+            anchor=SEED_ANCHOR,
+        )
+
+
+def test_plan_max_rounds_is_the_seeds() -> None:
+    """Three rounds, as the seed's PARTIAL_PLAN_MAX_ROUNDS."""
+    assert PLAN_MAX_ROUNDS == 3
+
+
+# --- a non-linear (user) margin model ----------------------------------------------------
+
+
+def model_equity(portfolio: Portfolio) -> Decimal:
+    equity = portfolio.cash
+    for p in portfolio.positions.values():
+        equity = CONTEXT.add(equity, CONTEXT.multiply(p.amount, p.mark_price))
+    return equity
+
+
+@attrs.frozen
+class VShapedMargin:
+    """MM = 100 × |short − 2| + 10 on SYMBOL: closing helps until 2 remain, then hurts."""
+
+    def evaluate(self, portfolio: Portfolio, now: int) -> MarginFacts:
+        held = portfolio.positions.get(SYMBOL)
+        short = held.amount.copy_negate() if held is not None else Decimal(0)
+        distance = CONTEXT.subtract(short, Decimal(2)).copy_abs()
+        mm = CONTEXT.add(CONTEXT.multiply(Decimal(100), distance), Decimal(10))
+        return MarginFacts(equity=model_equity(portfolio), mm_required=mm)
+
+
+@attrs.define
+class CountingStandard:
+    """Standard margin behind an opaque class (the generic path), counting evaluations."""
+
+    calls: int = 0
+
+    def evaluate(self, portfolio: Portfolio, now: int) -> MarginFacts:
+        self.calls += 1
+        return STANDARD.evaluate(portfolio, now)
+
+
+def user_plan(model: MarginModel, anchor: MarginFacts) -> PartialPlan:
+    config = attrs.evolve(SEED_CONFIG, standard_margin=model)
+    return seed_plan(config, anchor)
+
+
+def test_plan_generic_model_stops_where_closing_stops_helping() -> None:
+    """Needing more than the model can give, the close stops at the MM minimum (2 of 4)."""
+    plan = user_plan(VShapedMargin(), MarginFacts(equity=Decimal(100), mm_required=Decimal(10_000)))
+    (order,) = plan.orders
+    assert Decimal("1.9999") <= order.close_size <= Decimal(2)
+    assert plan.evaluations < 300
+
+
+def test_plan_generic_model_meets_need_with_smallest_size() -> None:
+    """Needing 150 − 100/1.05 with 100 − 20.6 × 20/21 gained per unit before the kink: the
+    smallest size in MIN_SIZE steps that meets it, as computed by hand."""
+    plan = user_plan(VShapedMargin(), MarginFacts(equity=Decimal(100), mm_required=Decimal(150)))
+    needed = Fraction(150) - Fraction(100) * Fraction(20, 21)
+    per_unit = Fraction(100) - Fraction(412, 21)
+    units = -(-needed / per_unit * 10**8 // 1)  # ceiling
+    assert plan.orders[0].close_size == Decimal(int(units)) / 10**8
+
+
+def test_plan_generic_path_agrees_with_standard_fast_path() -> None:
+    """Standard margin behind an opaque class plans the same orders, and every evaluation
+    it made is counted."""
+    counting = CountingStandard()
+    generic = user_plan(counting, SEED_ANCHOR)
+    assert generic.orders == seed_plan().orders
+    assert generic.evaluations == counting.calls
+
+
+@attrs.frozen
+class CentsStandard:
+    """Standard margin as an engine reports it: equity and MM rounded to cents."""
+
+    def evaluate(self, portfolio: Portfolio, now: int) -> MarginFacts:
+        facts = STANDARD.evaluate(portfolio, now)
+        cent = Decimal("0.01")
+        return MarginFacts(
+            equity=facts.equity.quantize(cent, context=CONTEXT),
+            mm_required=facts.mm_required.quantize(cent, context=CONTEXT),
+        )
+
+
+def test_plan_generic_model_rounding_to_cents_still_plans() -> None:
+    """A model that rounds to cents (a tiny close changes nothing it reports) still gets
+    the fast path's size, to the cent of relief it can tell apart."""
+    plan = user_plan(CentsStandard(), SEED_ANCHOR)
+    (order,) = plan.orders
+    (fast,) = seed_plan().orders
+    assert abs(order.close_size - fast.close_size) <= Decimal("0.000002")
+    assert plan.evaluations < 200
+
+
+@attrs.frozen
+class ZeroMarkVShaped:
+    """The V-shaped model, valuing the option at 0: a buy-back costs its whole price in
+    equity, more than the 100 per unit of margin it frees."""
+
+    def evaluate(self, portfolio: Portfolio, now: int) -> MarginFacts:
+        return attrs.evolve(VShapedMargin().evaluate(portfolio, now), equity=portfolio.cash)
+
+
+def test_plan_generic_model_where_no_close_helps_plans_nothing() -> None:
+    """When every size costs more equity than the margin it frees, nothing is planned."""
+    plan = user_plan(ZeroMarkVShaped(), SEED_ANCHOR)
+    assert plan.orders == ()
+    assert plan.rounds == 0
+
+
+def test_plan_generic_model_forced_past_its_help_plans_nothing() -> None:
+    """When the minimum order forces a close past where it helps (the V bottoms at 2, the
+    minimum of 3 leaves 1, so the whole 4 goes), it is not planned."""
+    spec = InstrumentSpec(min_size=Decimal(3))
+    config = attrs.evolve(SEED_CONFIG, standard_margin=VShapedMargin(), instruments={"BTC": spec})
+    anchor = MarginFacts(equity=Decimal(100), mm_required=Decimal(150))
+    assert seed_plan(config, anchor).orders == ()
+
+
+@attrs.define
+class RequotingStandard:
+    """Standard margin from an engine that adds 1 000 to the MM of a portfolio each time it
+    is asked about it again: every round finds more to do."""
+
+    asked: dict[tuple[Decimal, tuple[tuple[str, Decimal], ...]], int] = attrs.field(factory=dict)
+
+    def evaluate(self, portfolio: Portfolio, now: int) -> MarginFacts:
+        key = (portfolio.cash, tuple(sorted((s, p.amount) for s, p in portfolio.positions.items())))
+        self.asked[key] = self.asked.get(key, -1) + 1
+        facts = STANDARD.evaluate(portfolio, now)
+        return attrs.evolve(facts, mm_required=facts.mm_required + 1_000 * self.asked[key])
+
+
+def test_plan_partial_orders_stops_after_max_rounds() -> None:
+    """However much more each round finds needed, planning stops after PLAN_MAX_ROUNDS."""
+    plan = user_plan(RequotingStandard(), SEED_ANCHOR)
+    assert plan.rounds == PLAN_MAX_ROUNDS
+    assert len(plan.orders) == 1
+
+
+def test_partial_plan_validates_its_fields() -> None:
+    """PartialPlan refuses orders that are not a tuple of OrderPlan and a non-mapping."""
+    facts = MarginFacts(equity=Decimal(0), mm_required=Decimal(0))
+    with pytest.raises(InvalidInput, match=r"PartialPlan\.orders"):
+        PartialPlan(orders=[], model_facts=facts, rounds=0, evaluations=0)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match=r"PartialPlan\.orders"):
+        PartialPlan(orders=("x",), model_facts=facts, rounds=0, evaluations=0)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match=r"PartialPlan\.unpriced"):
+        PartialPlan(orders=(), unpriced=[], model_facts=facts, rounds=0, evaluations=0)  # type: ignore[arg-type]
+    plan = PartialPlan(
+        orders=(), unpriced={"B": "b", "A": "a"}, model_facts=facts, rounds=0, evaluations=1
+    )
+    assert list(plan.unpriced) == ["A", "B"]
+
+
+# --- properties --------------------------------------------------------------------------
+
+TODAY = 1_735_689_600_000  # 2025-01-01T00:00:00Z
+UNDERLYINGS = ("BTC", "ETH")
+
+
+@st.composite
+def short_options(draw: st.DrawFn) -> Position:
+    underlying = draw(st.sampled_from(UNDERLYINGS))
+    expiry = draw(
+        st.dates(min_value=datetime.date(2024, 12, 1), max_value=datetime.date(2027, 12, 31))
+    )
+    strike = draw(decimals(min_value=1_000, max_value=150_000, places=0))
+    kind = draw(st.sampled_from("CP"))
+    symbol = f"{underlying}-{expiry:%Y%m%d}-{strike}-{kind}"
+    amount = draw(decimals(min_value="0.00000002", max_value=20, places=8))
+    entry = draw(decimals(min_value="0.01", max_value=20_000, places=2))
+    mark = draw(decimals(min_value="0.01", max_value=20_000, places=2))
+    return Position(
+        symbol=symbol,
+        amount=-amount,
+        entry_price=entry,
+        unrealized_pnl=CONTEXT.multiply(mark - entry, -amount),
+    )
+
+
+@st.composite
+def accounts(draw: st.DrawFn) -> tuple[Portfolio, dict[str, Quote], MarginFacts]:
+    """Portfolios of short options on two underlyings, quotes for some, and Health's facts."""
+    shorts = draw(st.lists(short_options(), min_size=1, max_size=4, unique_by=lambda p: p.symbol))
+    spot = {u: draw(decimals(min_value=1_000, max_value=120_000, places=2)) for u in UNDERLYINGS}
+    book = PortfolioOf(
+        cash=draw(decimals(min_value=-(10**6), max_value=10**6, places=2)),
+        positions={p.symbol: p for p in shorts},
+        spot=spot,
+    )
+    quotes = {}
+    for p in shorts:
+        if draw(st.booleans()):
+            bid = draw(decimals(min_value="0.01", max_value=20_000, places=2))
+            ask = bid + draw(decimals(min_value=0, max_value=500, places=2))
+            theo = draw(st.none() | decimals(min_value="0.01", max_value=20_000, places=2))
+            quotes[p.symbol] = Quote(best_bid=bid, best_ask=ask, mid=(bid + ask) / 2, theo=theo)
+    mm = draw(decimals(min_value=1, max_value=10**6, places=2))
+    equity = draw(decimals(min_value=-(10**5), max_value=mm, places=2))
+    return book, quotes, MarginFacts(equity=equity, mm_required=mm)
+
+
+configs = st.builds(
+    Config,
+    partial_target_buffer_bps=st.integers(0, 2_000),
+    reference_band_bps=st.integers(0, 5_000),
+    partial_bonus_start_bps=st.just(0),
+)
+bonuses = st.integers(0, 1_000)
+
+
+def plan_of(
+    account: tuple[Portfolio, dict[str, Quote], MarginFacts], bonus: int, config: Config
+) -> PartialPlan:
+    book, quotes, anchor = account
+    return plan_partial_orders(
+        book, quotes, bonus, config, MarginMode.STANDARD, TODAY, anchor=anchor
+    )
+
+
+def anchored_required(
+    book: Portfolio, after: Portfolio, anchor: MarginFacts, buffer_bps: int
+) -> Decimal:
+    before_facts, after_facts = STANDARD.evaluate(book, TODAY), STANDARD.evaluate(after, TODAY)
+    return required_mm_relief(
+        anchor.equity + after_facts.equity - before_facts.equity,
+        anchor.mm_required + after_facts.mm_required - before_facts.mm_required,
+        buffer_bps,
+    )
+
+
+@given(accounts(), bonuses, configs)
+def test_plan_orders_are_live_shorts_within_position(
+    account: tuple[Portfolio, dict[str, Quote], MarginFacts], bonus: int, config: Config
+) -> None:
+    """Every order closes a live short option, once per symbol, in (MIN_SIZE, |amount|]."""
+    book = account[0]
+    plan = plan_of(account, bonus, config)
+    assert len({o.symbol for o in plan.orders}) == len(plan.orders)
+    assert plan.rounds <= PLAN_MAX_ROUNDS
+    for order in plan.orders:
+        held = book.positions[order.symbol]
+        assert MIN_SIZE < order.close_size <= -held.amount
+        remainder = -held.amount - order.close_size
+        assert remainder == 0 or remainder > MIN_SIZE
+        option = option_symbol(order.symbol)
+        assert option is not None
+        assert option.expires_at > TODAY
+
+
+@given(accounts(), bonuses, configs)
+def test_plan_limit_prices_within_band_and_bonus(
+    account: tuple[Portfolio, dict[str, Quote], MarginFacts], bonus: int, config: Config
+) -> None:
+    """No limit price exceeds fair × (1 + band) × (1 + bonus), rounded up to MIN_SIZE."""
+    book, quotes, _ = account
+    for order in plan_of(account, bonus, config).orders:
+        quote = quotes.get(order.symbol)
+        theo = quote.theo if quote is not None else None
+        fair = theo if theo is not None and theo > 0 else book.positions[order.symbol].mark_price
+        ceiling = fair * bps_fraction(config.reference_band_bps) * bps_fraction(bonus)
+        assert order.limit_price <= quantize_up(ceiling, MIN_SIZE)
+
+
+@given(accounts(), bonuses, configs)
+def test_slice_candidates_never_harmful(
+    account: tuple[Portfolio, dict[str, Quote], MarginFacts], bonus: int, config: Config
+) -> None:
+    """No candidate costs (1 + buffer) × its relief per unit or more; every relief is positive."""
+    book, quotes, _ = account
+    prices, _ = execution_prices(book, quotes, bonus, config, TODAY)
+    buffer = config.partial_target_buffer_bps
+    for c in slice_candidates(book, prices, STANDARD, TODAY, buffer):
+        assert c.mm_relief_per_unit > 0
+        assert c.equity_cost_per_unit < bps_fraction(buffer) * c.mm_relief_per_unit
+
+
+@given(accounts(), bonuses, configs, st.randoms(use_true_random=False))
+def test_plan_independent_of_mapping_order(
+    account: tuple[Portfolio, dict[str, Quote], MarginFacts],
+    bonus: int,
+    config: Config,
+    rng: random.Random,
+) -> None:
+    """Shuffling the portfolio's positions and the quotes never changes the plan."""
+    book, quotes, anchor = account
+    items = list(book.positions.items())
+    rng.shuffle(items)
+    quote_items = list(quotes.items())
+    rng.shuffle(quote_items)
+    shuffled = PortfolioOf(
+        cash=book.cash, positions=dict(items), spot=dict(reversed(list(book.spot.items())))
+    )
+    assert plan_of((shuffled, dict(quote_items), anchor), bonus, config) == plan_of(
+        account, bonus, config
+    )
+
+
+@given(accounts(), bonuses, configs)
+def test_plan_reaches_target_whenever_closing_all_shorts_would(
+    account: tuple[Portfolio, dict[str, Quote], MarginFacts], bonus: int, config: Config
+) -> None:
+    """If buying back every priced short would put the account on target, the plan does
+    too (up to one MIN_SIZE of the best relief, the smallest size there is)."""
+    book, quotes, anchor = account
+    buffer = config.partial_target_buffer_bps
+    prices, _ = execution_prices(book, quotes, bonus, config, TODAY)
+    everything = book
+    for symbol, price in prices.items():
+        everything = close_short(everything, symbol, -book.positions[symbol].amount, price)
+    plan = plan_of(account, bonus, config)
+    after = book
+    for order in plan.orders:
+        after = close_short(after, order.symbol, order.close_size, order.limit_price)
+    best = max(
+        (c.mm_relief_per_unit for c in slice_candidates(book, prices, STANDARD, TODAY, buffer)),
+        default=Decimal(0),
+    )
+    if anchored_required(book, everything, anchor, buffer) <= 0:
+        assert anchored_required(book, after, anchor, buffer) <= MIN_SIZE * (1 + best)
+
+
+@given(accounts(), bonuses, configs)
+def test_plan_expected_relief_is_the_models_relief(
+    account: tuple[Portfolio, dict[str, Quote], MarginFacts], bonus: int, config: Config
+) -> None:
+    """The orders' expected reliefs add up to the model's MM cut when they all fill."""
+    book = account[0]
+    plan = plan_of(account, bonus, config)
+    after = book
+    for order in plan.orders:
+        after = close_short(after, order.symbol, order.close_size, order.limit_price)
+    cut = STANDARD.evaluate(book, TODAY).mm_required - STANDARD.evaluate(after, TODAY).mm_required
+    expected = sum((o.expected_mm_relief for o in plan.orders), Decimal(0))
+    assert abs(cut - expected) <= Decimal("1e-15") * max(Decimal(1), cut)
+
+
+specs = st.builds(
+    InstrumentSpec,
+    size_step=st.sampled_from([Decimal("0.01"), Decimal("0.1"), Decimal(1)]),
+    price_tick=st.sampled_from([Decimal("0.01"), Decimal("0.5"), Decimal(5)]),
+    min_size=st.sampled_from([Decimal(0), Decimal("0.1"), Decimal(1)]),
+)
+
+
+@given(accounts(), bonuses, configs, specs)
+def test_plan_orders_tradeable_under_instrument_spec(
+    account: tuple[Portfolio, dict[str, Quote], MarginFacts],
+    bonus: int,
+    config: Config,
+    spec: InstrumentSpec,
+) -> None:
+    """With an InstrumentSpec, prices sit on its tick; sizes are whole steps (or the whole
+    position), at least the minimum order, and never leave a remainder below it."""
+    book = account[0]
+    config = attrs.evolve(config, instruments=dict.fromkeys(UNDERLYINGS, spec))
+    for order in plan_of(account, bonus, config).orders:
+        available = -book.positions[order.symbol].amount
+        assert order.limit_price % spec.price_tick == 0
+        assert order.close_size == available or order.close_size % spec.size_step == 0
+        assert order.close_size >= min(spec.min_size, available)
+        assert order.close_size >= spec.size_step
+        remainder = available - order.close_size
+        assert remainder == 0 or remainder >= max(spec.min_size, MIN_SIZE)
+
+
+@st.composite
+def candidate_lists(draw: st.DrawFn) -> list[SliceCandidate]:
+    count = draw(st.integers(0, 5))
+    return [
+        SliceCandidate(
+            symbol=f"{underlying}-20261231-{index + 1}-C",
+            max_close_size=draw(decimals(min_value="0.01", max_value=50, places=4)),
+            expected_fill_price=draw(decimals(min_value="0.01", max_value=1_000, places=2)),
+            mm_relief_per_unit=draw(decimals(min_value="0.01", max_value=10_000, places=2)),
+            equity_cost_per_unit=draw(decimals(min_value=-100, max_value=1_000, places=2)),
+        )
+        for index, underlying in enumerate(
+            draw(st.lists(st.sampled_from(UNDERLYINGS), min_size=count, max_size=count))
+        )
+    ]
+
+
+steps = st.sampled_from([None, Decimal("0.01"), Decimal("0.5"), Decimal(1)])
+
+
+@given(candidate_lists(), decimals(min_value=0, max_value=10**6, places=4), steps)
+def test_greedy_plan_bounded_and_covers_what_is_available(
+    candidates: list[SliceCandidate], required: Decimal, step: Decimal | None
+) -> None:
+    """No size exceeds its candidate's max; the reliefs cover min(required, all there is)."""
+    instruments = {} if step is None else {u: InstrumentSpec(size_step=step) for u in UNDERLYINGS}
+    plans = greedy_plan(candidates, required, instruments)
+    by_symbol = {c.symbol: c for c in candidates}
+    for p in plans:
+        c = by_symbol[p.symbol]
+        assert 0 < p.close_size <= c.max_close_size
+        assert p.expected_mm_relief == p.close_size * c.mm_relief_per_unit
+        if step is not None and p.close_size != c.max_close_size:
+            assert p.close_size % step == 0
+    available = sum((c.max_close_size * c.mm_relief_per_unit for c in candidates), Decimal(0))
+    covered = sum((p.expected_mm_relief for p in plans), Decimal(0))
+    assert covered >= min(required, available) - Decimal("1e-20")
+
+
+@given(accounts(), bonuses, configs)
+def test_plan_generic_path_matches_fast_path_on_standard_margin(
+    account: tuple[Portfolio, dict[str, Quote], MarginFacts], bonus: int, config: Config
+) -> None:
+    """The model-searching path and the additive fast path plan the same sizes (to one
+    MIN_SIZE step) for standard margin."""
+    fast = plan_of(account, bonus, config)
+    generic = plan_of(account, bonus, attrs.evolve(config, standard_margin=CountingStandard()))
+    assert [o.symbol for o in generic.orders] == [o.symbol for o in fast.orders]
+    for g, f in zip(generic.orders, fast.orders, strict=True):
+        assert abs(g.close_size - f.close_size) <= MIN_SIZE

@@ -1,0 +1,356 @@
+"""SqliteStore: the store contract, the recorder, reading the log, and crash safety."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+import liqshell
+from liqshell.adapters import StoreUnavailable
+from liqshell.adapters import read_records as read_any_records
+from liqshell.adapters.sqlite import SCHEMA_VERSION, SqliteStore, read_records
+from liqshell.ports import LiqshellError, Record, RecordKind, StateStore
+from liqshell.testing import MemoryStore
+from tests.liqshell.adapters.store_contract import (
+    CONTRACT,
+    Step,
+    StoreHarness,
+    check_commit_plan,
+    commit_plans,
+    decision,
+    state_of,
+)
+
+_files = itertools.count(1)
+
+
+def sqlite_harness(folder: Path) -> StoreHarness:
+    """Stores on new files in ``folder``; ``again`` opens the same file anew."""
+
+    async def open_store() -> StateStore:
+        return SqliteStore(folder / f"store-{next(_files)}.sqlite", timeout_ms=20_000)
+
+    async def again(store: StateStore) -> StateStore:
+        assert isinstance(store, SqliteStore)
+        return SqliteStore(store.path, timeout_ms=20_000)
+
+    async def records(store: StateStore) -> list[Record]:
+        assert isinstance(store, SqliteStore)
+        return list(store.records())
+
+    return StoreHarness(open=open_store, again=again, read_records=records)
+
+
+@pytest.mark.parametrize("check", CONTRACT, ids=lambda check: check.__name__)
+async def test_sqlite_store_meets_the_store_contract(check, tmp_path: Path) -> None:
+    """SqliteStore satisfies every check of the StateStore contract."""
+    harness = sqlite_harness(tmp_path)
+    try:
+        await check(harness)
+    finally:
+        await harness.close_all()
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plan=commit_plans())
+async def test_sqlite_store_commit_plans_match_the_model(plan: list[Step]) -> None:
+    """Any sequence of commit attempts leaves SqliteStore equal to the model."""
+    with tempfile.TemporaryDirectory(prefix="liqshell-test-") as folder:
+        harness = sqlite_harness(Path(folder))
+        try:
+            await check_commit_plan(harness, plan)
+        finally:
+            await harness.close_all()
+
+
+def memory_harness() -> StoreHarness:
+    """MemoryStores; ``again`` is the same object (it has no second handle)."""
+
+    async def open_store() -> StateStore:
+        return MemoryStore()
+
+    async def again(store: StateStore) -> StateStore:
+        return store
+
+    async def records(store: StateStore) -> list[Record]:
+        assert isinstance(store, MemoryStore)
+        return list(store.records)
+
+    return StoreHarness(open=open_store, again=again, read_records=records)
+
+
+# MemoryStore is the reference fake: it must keep the contract the real stores keep. (Its
+# run lives here until a home in tests/liqshell/test_testing.py is agreed.)
+@pytest.mark.parametrize("check", CONTRACT, ids=lambda check: check.__name__)
+async def test_memory_store_meets_the_store_contract(check) -> None:
+    """liqshell.testing.MemoryStore satisfies every check of the StateStore contract."""
+    harness = memory_harness()
+    try:
+        await check(harness)
+    finally:
+        await harness.close_all()
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plan=commit_plans())
+async def test_memory_store_commit_plans_match_the_model(plan: list[Step]) -> None:
+    """Any sequence of commit attempts leaves MemoryStore equal to the model."""
+    await check_commit_plan(memory_harness(), plan)
+
+
+# --- the recorder and the log ---------------------------------------------------------------
+
+
+async def test_sqlite_store_appended_records_join_the_log_in_order(tmp_path: Path) -> None:
+    """Records appended on their own and records committed with a state form one log,
+    in call order, and append changes no state."""
+    store = SqliteStore(tmp_path / "s.sqlite")
+    restart = Record(kind=RecordKind.RESTART, wallet="0xa", now=1, note="restart")
+    first = decision(state_of("0xa", 1), 1)
+    shadow = Record(kind=RecordKind.DECISION, wallet="0xb", now=2, executed=False)
+    await store.append(restart)
+    await store.commit("0xa", state_of("0xa", 1), first, expected_version=0)
+    await store.append(shadow)
+    await store.close()
+    assert list(store.records()) == [restart, first, shadow]
+    assert list(read_records(tmp_path / "s.sqlite", wallet="0xb")) == [shadow]
+    assert list((await store.load()).keys()) == ["0xa"]
+
+
+async def test_sqlite_read_records_reads_a_store_in_use(tmp_path: Path) -> None:
+    """The synchronous reader sees every commit of a store that is still open."""
+    store = SqliteStore(tmp_path / "s.sqlite")
+    for n in range(3):
+        await store.commit(
+            "0xa", state_of("0xa", n), decision(state_of("0xa", n), n + 1), expected_version=n
+        )
+    assert [r.version for r in read_any_records(tmp_path / "s.sqlite")] == [1, 2, 3]
+    await store.close()
+
+
+def test_sqlite_read_records_of_a_missing_file_raises_file_not_found(tmp_path: Path) -> None:
+    """Reading a store that does not exist raises FileNotFoundError (and creates nothing)."""
+    with pytest.raises(FileNotFoundError):
+        list(read_records(tmp_path / "missing.sqlite"))
+    assert not (tmp_path / "missing.sqlite").exists()
+
+
+def test_sqlite_read_records_of_a_database_without_log_raises(tmp_path: Path) -> None:
+    """A SQLite file that is not a store raises sqlite3.DatabaseError."""
+    path = tmp_path / "other.sqlite"
+    sqlite3.connect(path).execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(sqlite3.DatabaseError):
+        list(read_records(path))
+
+
+# --- schema, settings, shared files ---------------------------------------------------------
+
+
+async def test_sqlite_store_creates_a_versioned_schema_in_wal_mode(tmp_path: Path) -> None:
+    """First use creates the tables, records the schema version and turns on WAL."""
+    path = tmp_path / "s.sqlite"
+    store = SqliteStore(path)
+    await store.load()
+    await store.close()
+    db = sqlite3.connect(path)
+    try:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"states", "records", "feed", "applied_events", "schema_version"} <= tables
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        db.close()
+
+
+async def test_sqlite_store_refuses_a_newer_schema(tmp_path: Path) -> None:
+    """A file written by a newer schema version is refused, not silently misread."""
+    path = tmp_path / "s.sqlite"
+    store = SqliteStore(path)
+    await store.load()
+    await store.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    db.close()
+    with pytest.raises(LiqshellError, match="schema version"):
+        await SqliteStore(path).load()
+
+
+async def test_sqlite_store_shares_a_file_with_other_tables(tmp_path: Path) -> None:
+    """Tables of others in the same file (the simulator's) are left as they were."""
+    path = tmp_path / "s.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE sim_world (id INTEGER PRIMARY KEY, body TEXT)")
+        db.execute("INSERT INTO sim_world VALUES (1, 'world')")
+    db.close()
+    store = SqliteStore(path)
+    await store.commit(
+        "0xa", state_of("0xa", 1), decision(state_of("0xa", 1), 1), expected_version=0
+    )
+    await store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT body FROM sim_world").fetchall() == [("world",)]
+    db.close()
+
+
+async def test_sqlite_store_locked_past_its_timeout_raises_store_unavailable(
+    tmp_path: Path,
+) -> None:
+    """A write lock held elsewhere longer than timeout_ms gives StoreUnavailable."""
+    path = tmp_path / "s.sqlite"
+    store = SqliteStore(path, timeout_ms=50)
+    await store.load()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.commit(
+                "0xa", state_of("0xa", 1), decision(state_of("0xa", 1), 1), expected_version=0
+            )
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert (
+        await store.commit(
+            "0xa", state_of("0xa", 1), decision(state_of("0xa", 1), 1), expected_version=0
+        )
+        == 1
+    )
+    await store.close()
+
+
+async def test_sqlite_store_waiting_for_a_lock_does_not_block_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """While a commit waits for another connection's write lock, other tasks keep running."""
+    path = tmp_path / "s.sqlite"
+    store = SqliteStore(path, timeout_ms=5_000)
+    await store.load()
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.3, lambda: blocker.execute("ROLLBACK"))
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    release.start()
+    try:
+        version = await store.commit(
+            "0xa", state_of("0xa", 1), decision(state_of("0xa", 1), 1), expected_version=0
+        )
+    finally:
+        task.cancel()
+        release.join()
+        blocker.close()
+    assert version == 1
+    assert ticks >= 10
+    await store.close()
+
+
+def test_sqlite_store_is_usable_from_several_event_loops(tmp_path: Path) -> None:
+    """One store object serves one asyncio.run after another (nothing is loop-bound)."""
+    store = SqliteStore(tmp_path / "s.sqlite")
+    for n in range(3):
+        state = state_of("0xa", n)
+        assert (
+            asyncio.run(store.commit("0xa", state, decision(state, n + 1), expected_version=n))
+            == n + 1
+        )
+    assert asyncio.run(store.load())["0xa"].version == 3
+    asyncio.run(store.close())
+
+
+# --- crash safety ---------------------------------------------------------------------------
+
+_WRITER = """
+import asyncio, sys
+from decimal import Decimal
+from liqcore import AccountState, MarginMode
+from liqshell.adapters.sqlite import SqliteStore
+from liqshell.ports import Record, RecordKind
+
+async def main() -> None:
+    store = SqliteStore(sys.argv[1])
+    loaded = await store.load()
+    version = loaded["0xk"].version if "0xk" in loaded else 0
+    while True:
+        n = version + 1
+        state = AccountState(
+            wallet="0xk", margin_mode=MarginMode.STANDARD, equity=Decimal(n), updated_at=n
+        )
+        record = Record(kind=RecordKind.DECISION, wallet="0xk", now=n, version=n, state=state)
+        version = await store.commit("0xk", state, record, expected_version=version, cursor=n)
+        print(version, flush=True)
+
+asyncio.run(main())
+"""
+
+
+def _kill_writer_after(path: Path, commits: int) -> int:
+    """Run the writer until it reported ``commits`` more commits, SIGKILL it; return the
+    last version it reported."""
+    root = Path(liqshell.__file__).resolve().parent.parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    assert process.stdout is not None
+    last = 0
+    try:
+        for _ in range(commits):
+            line = process.stdout.readline()
+            if not line:
+                raise AssertionError(
+                    f"writer died: {process.stderr.read() if process.stderr else ''}"
+                )
+            last = int(line)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        process.stdout.close()
+        if process.stderr is not None:
+            process.stderr.close()
+    return last
+
+
+@pytest.mark.slow
+async def test_sqlite_store_killed_mid_run_keeps_every_reported_commit(tmp_path: Path) -> None:
+    """A writer killed with SIGKILL at any instant loses no commit it reported, and what
+    the file holds is consistent: the state, its record and the cursor of one version."""
+    path = tmp_path / "killed.sqlite"
+    reported = 0
+    for _ in range(3):
+        reported = _kill_writer_after(path, 25)
+        store = SqliteStore(path)
+        stored = (await store.load())["0xk"]
+        assert stored.version >= reported
+        assert stored.state.equity == stored.version
+        assert stored.state.updated_at == stored.version
+        assert await store.cursor() == stored.version
+        assert [r.version for r in store.records()] == list(range(1, stored.version + 1))
+        await store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    db.close()

@@ -1,0 +1,195 @@
+"""The executable parts of the docs: the walkthrough notebook and the drawn phase diagram."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import xml.etree.ElementTree as ET
+from decimal import Decimal
+from pathlib import Path
+from types import ModuleType
+
+import jupytext  # type: ignore[import-untyped, unused-ignore]
+import nbclient
+import nbformat
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import liqcore
+from liqcore.commands import SubmitOrder
+from liqcore.state import PHASE_TAGS, TRANSITIONS
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+WALKTHROUGH = DOCS / "examples" / "walkthrough.py"
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def _load_renderer() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("liqrender", DOCS / "_ext" / "liqrender.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+render = _load_renderer()
+
+
+@pytest.fixture(scope="module")
+def executed() -> nbformat.NotebookNode:
+    """The walkthrough executed in a python3 Jupyter kernel importing this liqcore."""
+    notebook: nbformat.NotebookNode = jupytext.read(WALKTHROUGH, fmt="py:percent")
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    env = dict(os.environ)
+    source_root = str(Path(liqcore.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, env.get("PYTHONPATH")]))
+    client = nbclient.NotebookClient(
+        notebook,
+        kernel_name="python3",
+        timeout=300,
+        resources={"metadata": {"path": str(WALKTHROUGH.parent)}},
+    )
+    client.execute(env=env)
+    return notebook
+
+
+def _stream_text(cell: nbformat.NotebookNode) -> str:
+    return "".join(
+        str(output.get("text", "")) for output in cell.outputs if output.output_type == "stream"
+    )
+
+
+def test_walkthrough_executed_without_error(executed: nbformat.NotebookNode) -> None:
+    """Every code cell of the walkthrough ran and none produced an error output."""
+    code = [cell for cell in executed.cells if cell.cell_type == "code"]
+    assert code
+    assert all(cell.execution_count is not None for cell in code)
+    assert not [o for cell in code for o in cell.outputs if o.output_type == "error"]
+
+
+def test_walkthrough_entry_cell_submits_at_the_banded_price(
+    executed: nbformat.NotebookNode,
+) -> None:
+    """The cell tagged "entry" prints one SubmitOrder priced 120.6 (ask capped by the band)."""
+    (entry,) = [cell for cell in executed.cells if "entry" in cell.metadata.get("tags", [])]
+    submits = [line for line in _stream_text(entry).splitlines() if "SubmitOrder" in line]
+    assert len(submits) == 1
+    assert re.search(r"@ 120\.6\s", submits[0] + " ")
+
+
+def test_walkthrough_docs_executor_matches_the_kernel(executed: nbformat.NotebookNode) -> None:
+    """The docs build's in-process executor prints exactly what the Jupyter kernel printed."""
+    cells = render.parse_percent(WALKTHROUGH.read_text(encoding="utf-8"))
+    outputs = render.execute_cells(cells, str(WALKTHROUGH))
+    kernel_cells = [cell for cell in executed.cells if cell.cell_type in {"code", "markdown"}]
+    assert [cell.kind for cell in cells] == [cell.cell_type for cell in kernel_cells]
+    for cell, output, kernel_cell in zip(cells, outputs, kernel_cells, strict=True):
+        if cell.kind == "code":
+            assert output == _stream_text(kernel_cell)
+
+
+def _edges() -> list[object]:
+    return [render.Edge(source=t.source, target=t.target, cause=t.cause) for t in TRANSITIONS]
+
+
+def test_diagram_draws_every_transition_and_phase() -> None:
+    """The SVG has one arrow per TRANSITIONS entry, one node per phase, every cause's text."""
+    names = {tag: phase.__name__ for phase, tag in PHASE_TAGS.items()}
+    svg = render.transitions_svg(list(PHASE_TAGS.values()), names, _edges())
+    root = ET.fromstring(svg)
+    arrows = [p for p in root.iter(f"{SVG}path") if "liq-edge" in p.get("class", "")]
+    assert len(arrows) == len(TRANSITIONS)
+    assert len(list(root.iter(f"{SVG}ellipse"))) == len(PHASE_TAGS)
+    texts = [" ".join(t.itertext()) for t in root.iter(f"{SVG}text")]
+    for name in names.values():
+        assert name in texts
+    labels = " ".join(texts)
+    for transition in TRANSITIONS:
+        _, cause = render.cause_kind(transition.cause)
+        assert cause in labels
+
+
+def test_diagram_styles_step_and_apply_arrows_apart() -> None:
+    """Arrows caused by step and by apply carry distinct classes (solid vs dashed)."""
+    names = {tag: phase.__name__ for phase, tag in PHASE_TAGS.items()}
+    root = ET.fromstring(render.transitions_svg(list(PHASE_TAGS.values()), names, _edges()))
+    classes = [
+        p.get("class", "") for p in root.iter(f"{SVG}path") if "liq-edge" in p.get("class", "")
+    ]
+    kinds = [render.cause_kind(t.cause)[0] for t in TRANSITIONS]
+    assert [c.split()[-1] for c in classes] == [f"liq-edge-{kind or 'other'}" for kind in kinds]
+
+
+_TAGS = ["a", "b", "c", "d", "e", "f"]
+
+
+@given(
+    count=st.integers(min_value=2, max_value=6),
+    pairs=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5)), max_size=15, unique=True),
+)
+def test_layout_any_graph_renders_well_formed_with_distinct_nodes(
+    count: int, pairs: list[tuple[int, int]]
+) -> None:
+    """Any small directed graph lays out at distinct points and renders as well-formed SVG."""
+    tags = _TAGS[:count]
+    edges = [
+        render.Edge(source=tags[s], target=tags[t], cause=f"step: {s} to {t}")
+        for s, t in pairs
+        if s < count and t < count and s != t
+    ]
+    positions = render.layout(tags, edges)
+    points = {(round(x, 3), round(y, 3)) for x, y in positions.values()}
+    assert len(points) == count
+    root = ET.fromstring(render.transitions_svg(tags, {}, edges))
+    arrows = [p for p in root.iter(f"{SVG}path") if "liq-edge" in p.get("class", "")]
+    assert len(arrows) == len(edges)
+
+
+def test_parse_percent_cells_kinds_tags_and_uncommented_markdown() -> None:
+    """Percent cells split on '# %%', Markdown lines lose their '# ', tags are read."""
+    text = '# %% [markdown]\n# # Title\n#\n# text\n\n# %% tags=["x", "y"]\nprint(1)\n'
+    cells = render.parse_percent(text)
+    assert [(c.kind, c.source, c.tags) for c in cells] == [
+        ("markdown", "# Title\n\ntext", ()),
+        ("code", "print(1)", ("x", "y")),
+    ]
+
+
+def test_execute_cells_shows_trailing_expression_and_shares_namespace() -> None:
+    """Cells share one namespace; a trailing expression's repr is shown as in Jupyter."""
+    cells = render.parse_percent("# %%\nx = 2\n# %%\nprint(x)\nx * 3\n# %%\nNone\n")
+    assert render.execute_cells(cells, "t.py") == ["", "2\n6\n", ""]
+
+
+def test_api_page_lists_every_public_liqcore_module() -> None:
+    """Every public module of liqcore on disk is named in a liq-api block of docs/api.md."""
+    page = (DOCS / "api.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```\{liq-api\}\n(.*?)```", page, flags=re.S)
+    listed = {line.split("#")[0].strip() for block in blocks for line in block.splitlines()}
+    package = Path(liqcore.__file__).resolve().parent
+    on_disk = {
+        ".".join(("liqcore", *path.relative_to(package).with_suffix("").parts))
+        for path in package.rglob("*.py")
+        if not any(part.startswith("_") for part in path.relative_to(package).parts)
+    }
+    assert on_disk - listed == set()
+
+
+def test_index_quick_start_example_runs_and_prices_at_120_6() -> None:
+    """The home page's example runs as written and leaves a SubmitOrder at 120.6."""
+    page = (DOCS / "index.md").read_text(encoding="utf-8")
+    (code,) = re.findall(r"```python\n(.*?)```", page, flags=re.S)
+    namespace: dict[str, object] = {}
+    exec(compile(code, str(DOCS / "index.md"), "exec"), namespace)
+    commands = namespace["commands"]
+    assert isinstance(commands, tuple)
+    prices = [command.price for command in commands if isinstance(command, SubmitOrder)]
+    assert prices == [Decimal("120.6")]
