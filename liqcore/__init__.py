@@ -32,10 +32,49 @@ from liqcore.events import (
     OrderRejected,
     StopRequestFailed,
 )
-from liqcore.inputs import Health, MarginMode, OpenOrder, Portfolio, Position, Quote, Side, TimeInForce
+from liqcore.inputs import (
+    Health,
+    MarginMode,
+    OpenOrder,
+    Portfolio,
+    Position,
+    Quote,
+    Side,
+    TimeInForce,
+)
 from liqcore.instruments import InstrumentSpec, OptionKind, OptionSymbol
+from liqcore.machine import (
+    LIQCORE_NAMESPACE,
+    apply,
+    next_wakeup,
+    request_id,
+    step,
+    wallets_to_check,
+)
 from liqcore.margin import MarginFacts, MarginModel, PortfolioMargin, StandardMargin
 from liqcore.numbers import BPS, MIN_SIZE, to_decimal
+from liqcore.planning import (
+    PLAN_MAX_ROUNDS,
+    OrderPlan,
+    PartialPlan,
+    SliceCandidate,
+    close_short,
+    execution_prices,
+    greedy_plan,
+    merge_plan,
+    plan_partial_orders,
+    reference_price,
+    slice_candidates,
+)
+from liqcore.reduce_only import (
+    CancelTarget,
+    cancel_targets,
+    is_benign_cancel_rejection,
+    is_liquidation_order,
+    is_position_reduce_only,
+    liquidation_client_id,
+    reduce_only_order_ids,
+)
 from liqcore.state import (
     TRANSITIONS,
     AccountState,
@@ -56,7 +95,9 @@ from liqcore.targets import (
 
 __all__ = [
     "BPS",
+    "LIQCORE_NAMESPACE",
     "MIN_SIZE",
+    "PLAN_MAX_ROUNDS",
     "TRANSITIONS",
     "AccountReset",
     "AccountState",
@@ -68,6 +109,7 @@ __all__ = [
     "AuctionStarted",
     "AuctionStopped",
     "CancelOrder",
+    "CancelTarget",
     "Command",
     "Config",
     "Event",
@@ -87,7 +129,9 @@ __all__ = [
     "OptionKind",
     "OptionSymbol",
     "OrderFailed",
+    "OrderPlan",
     "OrderRejected",
+    "PartialPlan",
     "Phase",
     "PlanningError",
     "Portfolio",
@@ -97,6 +141,7 @@ __all__ = [
     "PublishStateChange",
     "Quote",
     "Side",
+    "SliceCandidate",
     "StandardMargin",
     "StartAuction",
     "StateChange",
@@ -104,11 +149,29 @@ __all__ = [
     "StopRequestFailed",
     "SubmitOrder",
     "TimeInForce",
+    "apply",
+    "cancel_targets",
+    "close_short",
+    "execution_prices",
+    "greedy_plan",
     "is_above_partial_target",
+    "is_benign_cancel_rejection",
+    "is_liquidation_order",
+    "is_position_reduce_only",
+    "liquidation_client_id",
     "liquidation_mode",
     "material_change",
+    "merge_plan",
+    "next_wakeup",
     "partial_bonus_bps",
+    "plan_partial_orders",
+    "reduce_only_order_ids",
+    "reference_price",
+    "request_id",
     "required_mm_relief",
+    "slice_candidates",
+    "step",
     "target_equity_from_mm",
     "to_decimal",
+    "wallets_to_check",
 ]

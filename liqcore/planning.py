@@ -172,8 +172,7 @@ def close_short(portfolio: Portfolio, symbol: str, size: Decimal, price: Decimal
             position, amount=remaining, unrealized_pnl=CONTEXT.multiply(pnl_per_unit, remaining)
         )
     cash = CONTEXT.subtract(portfolio.cash, CONTEXT.multiply(price, size))
-    # The ignore goes once inputs.py types its mapping converter concretely (reported).
-    return Portfolio(cash=cash, positions=positions, spot=portfolio.spot)  # type: ignore[arg-type, unused-ignore]
+    return Portfolio(cash=cash, positions=positions, spot=portfolio.spot)
 
 
 def _is_additive(model: MarginModel) -> TypeGuard[StandardMargin]:

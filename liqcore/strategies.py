@@ -14,9 +14,11 @@ their own ``conftest.py`` if they want ``st.from_type`` to use it).
 from __future__ import annotations
 
 import datetime
+import fractions
 import functools
+import math
 from collections.abc import Sequence
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import Decimal
 from typing import TypeAlias, assert_never
 
 from hypothesis import strategies as st
@@ -114,7 +116,7 @@ def _bound(value: Number, name: str) -> Decimal:
 
 
 def _units_to_decimal(units: int, places: int) -> Decimal:
-    """``units × 10**-places`` exactly, without trailing zeros or exponent form."""
+    """``units × 10**-places`` exactly, without trailing zeros."""
     while places > 0 and units % 10 == 0:
         units //= 10
         places -= 1
@@ -135,9 +137,9 @@ def decimals(
     if type(places) is not int or places < 0:
         raise ValueError(f"places must be an int ≥ 0, was {places!r}")
     low, high = _bound(min_value, "min_value"), _bound(max_value, "max_value")
-    scale = Decimal(10) ** places
-    low_units = int((low * scale).to_integral_value(rounding=ROUND_CEILING))
-    high_units = int((high * scale).to_integral_value(rounding=ROUND_FLOOR))
+    scale = 10**places  # exact rational arithmetic: no decimal context involved
+    low_units = math.ceil(fractions.Fraction(low) * scale)
+    high_units = math.floor(fractions.Fraction(high) * scale)
     if low_units > high_units:
         raise ValueError(f"no Decimal with {places} places lies in [{min_value}, {max_value}]")
     return _scaled_integers(low_units, high_units, places)

@@ -145,18 +145,35 @@ def _parser() -> _Parser:
 _LEVELS = ("debug", "info", "warning", "error")
 
 
+_LOGGERS = ("liqshell", "nats", "psycopg")
+"""Ours, and those of the client libraries the adapters use (the root logger is left alone)."""
+
+
+def _set_handler(handler: logging.Handler, level: str) -> None:
+    """Send the loggers of :data:`_LOGGERS` to ``handler`` only: ``liqshell.*`` at ``level``,
+    the client libraries at ``level`` but never below warning."""
+    handler._liqshell_cli = True  # type: ignore[attr-defined]
+    ours = logging.getLevelName(level.upper())
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            if getattr(old, "_liqshell_cli", False):
+                logger.removeHandler(old)
+        logger.addHandler(handler)
+        logger.propagate = False
+        logger.setLevel(ours if name == "liqshell" else max(ours, logging.WARNING))
+
+
 def _configure_logging(level: str, stream: TextIO) -> None:
-    """Log ``liqshell.*`` at ``level`` to ``stream`` (the root logger is left alone)."""
-    logger = logging.getLogger("liqshell")
-    logger.setLevel(level.upper())
-    for handler in list(logger.handlers):
-        if getattr(handler, "_liqshell_cli", False):
-            logger.removeHandler(handler)
+    """Log ``liqshell.*`` at ``level`` (client libraries at warning or above) to ``stream``."""
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler._liqshell_cli = True  # type: ignore[attr-defined]
-    logger.addHandler(handler)
-    logger.propagate = False
+    _set_handler(handler, level)
+
+
+def _quiet_logging() -> None:
+    """No log output at all (not even Python's last-resort handler)."""
+    _set_handler(logging.NullHandler(), "error")
 
 
 # --- paths ---------------------------------------------------------------------------------
@@ -236,7 +253,8 @@ def _run(args: argparse.Namespace) -> int:
     from liqshell.settings import run_watcher
 
     settings = load_settings(args.config)
-    _configure_logging(args.log_level, sys.stderr)
+    # Quiet until everything is connected: a failure to start is one line, not log noise.
+    _quiet_logging()
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -244,7 +262,9 @@ def _run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Unix
                 loop.add_signal_handler(sig, stop.set)
-        await run_watcher(settings, stop)
+        await run_watcher(
+            settings, stop, on_ready=lambda _: _configure_logging(args.log_level, sys.stderr)
+        )
 
     asyncio.run(main())
     return EXIT_OK
@@ -270,6 +290,7 @@ def describe(settings: Settings) -> str:
         if settings.metrics.enabled
         else "metrics off",
         "watcher enabled" if settings.config.enabled else "shadow mode",
+        f"exchange {settings.exchange.source}" if settings.exchange.source else "no [exchange]",
     ]
     return ", ".join(parts)
 

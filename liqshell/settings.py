@@ -1,13 +1,16 @@
 """The configuration file (TOML) → typed, validated settings → adapters (composition root).
 
-A file has five optional sections::
+A file has these optional sections::
 
     [liqcore]   Config fields (SPEC §3), plus [liqcore.standard_margin],
                 [liqcore.portfolio_margin] and [liqcore.instruments.<UNDERLYING>]
-    [store]     kind = "sqlite" (path) | "postgres" (dsn); record = optional JSON Lines log
-    [nats]      servers and subjects of the NATS adapters
+    [store]     kind = "sqlite" (path) | "postgres" (dsn); record = JSON Lines replay log;
+                changes = JSON Lines state-change log (the event sink when there is no NATS)
+    [nats]      servers, subjects and streams of the NATS adapters
     [metrics]   Prometheus endpoint (host, port)
-    [sim]       parameters of ``liqshell simulate`` (SimParams fields)
+    [sim]       parameters of the simulated exchange (SimParams fields)
+    [exchange]  what ``liqshell run`` observes: source = "sim" (the simulated exchange on
+                wall-clock time, ``speed`` × faster) or "package.module:factory"
 
 Parsing is strict — unknown sections and keys, wrong types and invalid values are errors —
 and never connects to anything (``liqshell check-config`` is exactly :func:`load_settings`).
@@ -17,20 +20,41 @@ the key. :func:`build` turns settings into the adapters of ``liqshell run``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import time
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import attrs
 
-from liqcore import Config, InstrumentSpec, PortfolioMargin, StandardMargin
+from liqcore import Config, InstrumentSpec, PortfolioMargin, StandardMargin, StateChange
 from liqcore.errors import InvalidConfig, InvalidInput, LiqcoreError
 from liqcore.numbers import to_decimal
+from liqshell.ports import (
+    AuctionExecutor,
+    AuctionFeed,
+    Clock,
+    EventSink,
+    FeedItem,
+    OrderGateway,
+    Recorder,
+    StateStore,
+)
 from liqshell.sim.world import SimParams
 
+if TYPE_CHECKING:
+    from liqshell.sim.persistence import WorldStore
+    from liqshell.watcher import Watcher
+
 __all__ = [
+    "ExchangeSettings",
     "MetricsSettings",
     "NatsSettings",
     "Settings",
@@ -38,7 +62,10 @@ __all__ = [
     "StoreSettings",
     "load_settings",
     "parse_settings",
+    "run_watcher",
 ]
+
+_log = logging.getLogger("liqshell.settings")
 
 
 _T = TypeVar("_T")
@@ -59,6 +86,9 @@ class StoreSettings:
     path: str = "liqshell.sqlite"
     dsn: str | None = None
     record: str | None = None
+    changes: str | None = None
+    timeout_ms: int = 10_000
+    """How long a store call waits for the database (a lock, a connection) before failing."""
 
 
 @attrs.frozen(kw_only=True)
@@ -74,6 +104,8 @@ class NatsSettings:
     chain_subject: str = "liq.chain.events"
     stream: str | None = None
     """JetStream stream for state changes (plain publish when unset)."""
+    chain_stream: str | None = None
+    """JetStream stream the chain events are read from (replayable from the cursor)."""
     request_timeout_ms: int = 5_000
     connect_timeout_ms: int = 2_000
 
@@ -88,6 +120,20 @@ class MetricsSettings:
 
 
 @attrs.frozen(kw_only=True)
+class ExchangeSettings:
+    """Where ``liqshell run`` observes accounts: ``"sim"`` or ``"package.module:factory"``.
+
+    A factory is called with the :class:`Settings` and returns one object serving
+    ``PortfolioSource``, ``MarginSource``, ``QuoteSource`` and ``OrderSnapshot`` (and, without
+    ``[nats]``, ``OrderGateway``, ``AuctionExecutor`` and ``AuctionFeed`` too). ``speed``
+    scales the simulated exchange's time (1: real time).
+    """
+
+    source: str | None = None
+    speed: Decimal = Decimal(1)
+
+
+@attrs.frozen(kw_only=True)
 class Settings:
     """A parsed configuration file."""
 
@@ -96,6 +142,7 @@ class Settings:
     nats: NatsSettings | None = None
     metrics: MetricsSettings = attrs.Factory(MetricsSettings)
     sim: SimParams = attrs.Factory(SimParams)
+    exchange: ExchangeSettings = attrs.Factory(ExchangeSettings)
     source: str = "<defaults>"
 
 
@@ -290,16 +337,18 @@ def _build(section: _Section, cls: Callable[..., _T], kwargs: Mapping[str, objec
 
 
 def _store(section: _Section) -> StoreSettings:
-    section.known = ("kind", "path", "dsn", "record")
+    section.known = ("kind", "path", "dsn", "record", "changes", "timeout_ms")
     kwargs: dict[str, object] = {}
     if section.has("kind"):
         kind = section.text("kind")
         if kind not in ("sqlite", "postgres"):
             raise section.error("kind", f'must be "sqlite" or "postgres", was {kind!r}')
         kwargs["kind"] = kind
-    for key in ("path", "dsn", "record"):
+    for key in ("path", "dsn", "record", "changes"):
         if section.has(key):
             kwargs[key] = section.text(key)
+    if section.has("timeout_ms"):
+        kwargs["timeout_ms"] = section.integer("timeout_ms", minimum=1)
     section.finish()
     settings = StoreSettings(**kwargs)  # type: ignore[arg-type]
     if settings.kind == "postgres" and settings.dsn is None:
@@ -364,7 +413,28 @@ def _sim(section: _Section) -> SimParams:
     return _build(section, SimParams, kwargs)
 
 
-SECTIONS = ("liqcore", "store", "nats", "metrics", "sim")
+def _exchange(section: _Section) -> ExchangeSettings:
+    section.known = ("source", "speed")
+    kwargs: dict[str, object] = {}
+    if section.has("source"):
+        source = section.text("source")
+        if source != "sim":
+            module, _, name = source.partition(":")
+            if not module or not name or not all(p.isidentifier() for p in module.split(".")):
+                raise section.error(
+                    "source", f'must be "sim" or "package.module:factory", was {source!r}'
+                )
+        kwargs["source"] = source
+    if section.has("speed"):
+        speed = section.number("speed")
+        if speed <= 0:
+            raise section.error("speed", f"must be > 0, was {speed}")
+        kwargs["speed"] = speed
+    section.finish()
+    return ExchangeSettings(**kwargs)  # type: ignore[arg-type]
+
+
+SECTIONS = ("liqcore", "store", "nats", "metrics", "sim", "exchange")
 
 
 def parse_settings(document: Mapping[str, object], *, source: str = "<config>") -> Settings:
@@ -387,6 +457,8 @@ def parse_settings(document: Mapping[str, object], *, source: str = "<config>") 
         kwargs["metrics"] = _metrics(_Section(source, "metrics", document["metrics"]))
     if "sim" in document:
         kwargs["sim"] = _sim(_Section(source, "sim", document["sim"]))
+    if "exchange" in document:
+        kwargs["exchange"] = _exchange(_Section(source, "exchange", document["exchange"]))
     return Settings(**kwargs)  # type: ignore[arg-type]
 
 
@@ -410,3 +482,314 @@ def load_settings(path: str | Path) -> Settings:
     except tomllib.TOMLDecodeError as error:
         raise SettingsError(f"{source}: invalid TOML: {error}") from None
     return parse_settings(document, source=source)
+
+
+# --- composition root ----------------------------------------------------------------------
+
+
+class SystemClock:
+    """The wall clock as a ``Clock``: milliseconds since the Unix epoch."""
+
+    def now_ms(self) -> int:
+        """Now."""
+        return time.time_ns() // 1_000_000
+
+    async def sleep_until(self, ms: int) -> None:
+        """Sleep until the instant ``ms``."""
+        delay = (ms - self.now_ms()) / 1000
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def wait_for(self, awaitable: Awaitable[_T], timeout_ms: int) -> _T:
+        """``awaitable`` within ``timeout_ms``; raises ``TimeoutError``."""
+        return await asyncio.wait_for(awaitable, timeout_ms / 1000)
+
+
+class _LogSink:
+    """The event sink when none is configured: each state change is logged at debug."""
+
+    async def publish(self, change: StateChange, *, key: tuple[str, int, int]) -> None:
+        _log.debug(
+            "state change %s -> %s", change.previous_phase, change.new_phase,
+            extra={"wallet": change.wallet, "phase": change.new_phase, "request_id": None,
+                   "key": key},
+        )  # fmt: skip
+
+
+_OBSERVATION_METHODS = ("portfolios", "portfolio", "margin", "quotes", "open_orders")
+_EFFECT_METHODS = ("submit", "cancel", "start", "stop", "events")
+
+
+def _problem(settings: Settings, where: str, message: str) -> SettingsError:
+    return SettingsError(f"{settings.source}: {where}: {message}")
+
+
+def _file_setting(settings: Settings, where: str, path: str) -> Path:
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise _problem(settings, where, f"{path} is a directory")
+    if not parent.is_dir():
+        raise _problem(settings, where, f"directory {parent} of {path} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise _problem(settings, where, f"{path} is not writable")
+    return target
+
+
+def _factory(settings: Settings, source: str) -> object:
+    module_name, _, attribute = source.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise _problem(
+            settings, "[exchange] source", f"cannot import {module_name}: {error}"
+        ) from None
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise _problem(settings, "[exchange] source", f"{source} is not a callable")
+    try:
+        exchange: object = factory(settings)
+    except Exception as error:
+        raise _problem(
+            settings, "[exchange] source", f"{source}() failed: {type(error).__name__}: {error}"
+        ) from None
+    missing = [m for m in _OBSERVATION_METHODS if not callable(getattr(exchange, m, None))]
+    if missing:
+        raise _problem(
+            settings,
+            "[exchange] source",
+            f"{source}() returned an object without {', '.join(missing)}",
+        )
+    return exchange
+
+
+async def _quietly(close: Callable[[], Awaitable[object]]) -> None:
+    with contextlib.suppress(Exception):
+        await close()
+
+
+async def run_watcher(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    on_ready: Callable[[Watcher], object] | None = None,
+) -> None:
+    """Build the adapters ``settings`` name, run the watcher until ``stop`` is set, release
+    everything.
+
+    Fails fast, before the first poll: :class:`SettingsError` for a setting that cannot
+    work (a path in a missing directory, an unknown factory, a port in use) and
+    :class:`~liqshell.adapters.ServiceUnavailable` for a store or NATS that cannot be
+    reached. ``on_ready`` is called with the watcher once everything is connected.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        watcher, background = await _compose(settings, stop, stack)
+        if on_ready is not None:
+            on_ready(watcher)
+        tasks = [asyncio.create_task(watcher.run(stop))]
+        tasks += [asyncio.create_task(job) for job in background]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    stop.set()
+        finally:
+            stop.set()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+
+async def _compose(
+    settings: Settings, stop: asyncio.Event, stack: contextlib.AsyncExitStack
+) -> tuple[Watcher, list[Coroutine[object, object, None]]]:
+    from liqshell.adapters.jsonl import JsonlEventSink, JsonlRecorder
+    from liqshell.watcher import Watcher
+
+    config = settings.config
+    stored = settings.store
+    store: StateStore
+    if stored.kind == "sqlite":
+        from liqshell.adapters.sqlite import SqliteStore
+
+        path = _file_setting(settings, "[store] path", stored.path)
+        store = SqliteStore(path, timeout_ms=stored.timeout_ms)
+    else:
+        from liqshell.adapters.postgres import PostgresStore
+
+        assert stored.dsn is not None
+        store = PostgresStore(stored.dsn, timeout_ms=stored.timeout_ms)
+    stack.push_async_callback(_quietly, store.close)
+    await store.cursor()  # reach the store now: an unreachable one fails before any poll
+    recorder: Recorder = store
+    if stored.record is not None:
+        jsonl = JsonlRecorder(_file_setting(settings, "[store] record", stored.record))
+        stack.push_async_callback(_quietly, jsonl.close)
+        recorder = jsonl
+
+    source = settings.exchange.source
+    if source is None:
+        raise _problem(
+            settings,
+            "[exchange] source",
+            'required by "liqshell run": "sim" or "package.module:factory"',
+        )
+    background: list[Coroutine[object, object, None]] = []
+    exchange: Any
+    worlds: WorldStore | None = None
+    clock: Clock
+    if source == "sim":
+        from liqshell.sim import SimExchange, WorldStore, new_world
+        from liqshell.sim.live import ScaledClock
+
+        if stored.kind == "sqlite":
+            worlds = WorldStore(stored.path)
+            stack.callback(worlds.close)
+        loaded = worlds.load() if worlds is not None else None
+        if loaded is None:
+            world, journal = new_world(settings.sim, config), list[dict[str, object]]()
+        else:
+            world, journal = loaded
+            if world.params != settings.sim:
+                raise _problem(
+                    settings, "[sim]", f"{stored.path} holds a simulation with other parameters"
+                )
+        exchange = SimExchange(world, config=config, store=worlds)
+        exchange.replay(journal)
+        if worlds is not None:
+            worlds.save(world)
+        clock = ScaledClock(world.now, float(settings.exchange.speed))
+    else:
+        exchange = _factory(settings, source)
+        clock = SystemClock()
+
+    gateway: OrderGateway
+    auctions: AuctionExecutor
+    feed: AuctionFeed
+    sink: EventSink
+    publish: Callable[[FeedItem], Awaitable[None]] | None = None
+    nats_settings = settings.nats
+    if nats_settings is not None:
+        from liqshell.adapters import nats as nats_adapters
+
+        connector = nats_adapters.NatsConnector(
+            list(nats_settings.servers), connect_timeout_ms=nats_settings.connect_timeout_ms
+        )
+        stack.push_async_callback(_quietly, connector.close)
+        await connector.client()  # fail fast: ServiceUnavailable names the servers
+        for stream, subject in (
+            (nats_settings.stream, nats_settings.state_subject),
+            (nats_settings.chain_stream, nats_settings.chain_subject),
+        ):
+            if stream is not None:
+                await nats_adapters.ensure_stream(connector, stream, [subject])
+        timeout = nats_settings.request_timeout_ms
+        gateway = nats_adapters.NatsOrderGateway(
+            connector,
+            submit_subject=nats_settings.submit_subject,
+            cancel_subject=nats_settings.cancel_subject,
+            timeout_ms=timeout,
+        )
+        auctions = nats_adapters.NatsAuctionExecutor(
+            connector,
+            start_subject=nats_settings.auction_start_subject,
+            stop_subject=nats_settings.auction_stop_subject,
+            timeout_ms=timeout,
+        )
+        sink = nats_adapters.NatsEventSink(
+            connector, subject=nats_settings.state_subject, stream=nats_settings.stream,
+            timeout_ms=timeout,
+        )  # fmt: skip
+        feed = nats_adapters.NatsAuctionFeed(
+            connector, subject=nats_settings.chain_subject, stream=nats_settings.chain_stream,
+            timeout_ms=timeout,
+        )  # fmt: skip
+        if source == "sim":
+            # The simulated exchange answers on NATS, as the real one would.
+            for responder in (
+                await nats_adapters.serve_orders(
+                    connector, submit=exchange.submit, cancel=exchange.cancel,
+                    submit_subject=nats_settings.submit_subject,
+                    cancel_subject=nats_settings.cancel_subject,
+                ),
+                await nats_adapters.serve_auctions(
+                    connector, start=exchange.start, stop=exchange.stop,
+                    start_subject=nats_settings.auction_start_subject,
+                    stop_subject=nats_settings.auction_stop_subject,
+                ),
+            ):  # fmt: skip
+                stack.push_async_callback(_quietly, responder.stop)
+            chain_subject, chain_stream = nats_settings.chain_subject, nats_settings.chain_stream
+
+            async def publish_item(item: FeedItem) -> None:
+                event = nats_adapters.ChainEvent(
+                    event_id=item.event_id, wallet=item.wallet, event=item.event
+                )
+                await nats_adapters.publish_chain_event(
+                    connector, event, subject=chain_subject, stream=chain_stream
+                )
+
+            publish = publish_item
+    else:
+        missing = [m for m in _EFFECT_METHODS if not callable(getattr(exchange, m, None))]
+        if missing:
+            raise _problem(
+                settings,
+                "[nats]",
+                f"required: the exchange source has no {', '.join(missing)} of its own",
+            )
+        gateway = auctions = feed = exchange
+        sink = exchange if callable(getattr(exchange, "publish", None)) else _LogSink()
+    if stored.changes is not None:
+        changes = JsonlEventSink(_file_setting(settings, "[store] changes", stored.changes))
+        stack.push_async_callback(_quietly, changes.close)
+        sink = changes if nats_settings is None else sink
+
+    metrics: object = None
+    if settings.metrics.enabled:
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        registry = CollectorRegistry()
+        host, port = settings.metrics.host, settings.metrics.port
+        try:
+            server, thread = start_http_server(port, addr=host, registry=registry)
+        except OSError as error:
+            raise _problem(
+                settings, "[metrics]", f"cannot listen on {host}:{port}: {error.strerror or error}"
+            ) from None
+        stack.callback(thread.join, 5)
+        stack.callback(server.server_close)
+        stack.callback(server.shutdown)
+        metrics = registry
+
+    if source == "sim":
+        background.append(_drive(exchange, clock, stop, worlds, publish))
+    watcher = Watcher(
+        portfolios=exchange,
+        margin=exchange,
+        quotes=exchange,
+        orders=exchange,
+        gateway=gateway,
+        auctions=auctions,
+        feed=feed,
+        store=store,
+        sink=sink,
+        recorder=recorder,
+        clock=clock,
+        config=config,
+        metrics=metrics,
+    )
+    return watcher, background
+
+
+async def _drive(
+    exchange: Any,
+    clock: Any,
+    stop: asyncio.Event,
+    worlds: WorldStore | None,
+    publish: Callable[[FeedItem], Awaitable[None]] | None,
+) -> None:
+    from liqshell.sim.live import drive
+
+    await drive(exchange, clock, stop, worlds=worlds, publish=publish)

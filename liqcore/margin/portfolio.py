@@ -348,7 +348,7 @@ class PortfolioMargin:
         spots: dict[str, Decimal] = {}
         for symbol in sorted(portfolio.positions):
             position = portfolio.positions[symbol]
-            if abs(position.amount) <= MIN_SIZE:
+            if position.amount.copy_abs() <= MIN_SIZE:
                 continue
             mark = position.mark_price
             option = option_symbol(symbol)
@@ -589,7 +589,7 @@ class PreparedPortfolioMargin:
             cash = CONTEXT.subtract(self.cash, CONTEXT.multiply(price, size))
             amount = CONTEXT.add(old.amount, size)
             new: _Line | None = None
-            if abs(amount) > MIN_SIZE:
+            if amount.copy_abs() > MIN_SIZE:
                 new = _line(
                     underlying=old.underlying,
                     amount=amount,

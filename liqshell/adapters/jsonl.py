@@ -199,8 +199,8 @@ class JsonlRecorder:
         await self._file.aclose()
 
     def records(self) -> Iterator[Record]:
-        """The records written so far (:func:`read_records`)."""
-        return read_records(self.path)
+        """The records written so far (:func:`read_records`; none before the first append)."""
+        return read_records(self.path) if os.path.exists(self.path) else iter(())
 
 
 class JsonlEventSink:
@@ -233,5 +233,5 @@ class JsonlEventSink:
         await self._file.aclose()
 
     def changes(self) -> Iterator[tuple[tuple[str, int, int], StateChange]]:
-        """What was published so far (:func:`read_state_changes`)."""
-        return read_state_changes(self.path)
+        """What was published so far (:func:`read_state_changes`; nothing before the first)."""
+        return read_state_changes(self.path) if os.path.exists(self.path) else iter(())

@@ -117,6 +117,7 @@ __all__ = [
     "publish_chain_event",
     "serve_auctions",
     "serve_orders",
+    "settle",
 ]
 
 log = logging.getLogger("liqshell.adapters.nats")
@@ -150,6 +151,17 @@ def _seconds(ms: int, name: str) -> float:
     if type(ms) is not int or ms <= 0:
         raise ValueError(f"{name} must be an int > 0 (ms), was {ms!r}")
     return ms / 1000
+
+
+async def settle(client: Client, timeout: float = 5.0) -> None:
+    """Return once the server has processed everything ``client`` sent before the call.
+
+    One ``flush()`` is not enough: nats-py puts its PING *ahead* of commands still queued,
+    so the PONG can come back before an earlier SUB or PUB was read. After the first round
+    trip those commands are on the wire; the second PING follows them.
+    """
+    await client.flush(timeout=timeout)  # type: ignore[arg-type]
+    await client.flush(timeout=timeout)  # type: ignore[arg-type]
 
 
 class NatsConnector:
@@ -459,7 +471,7 @@ async def serve_orders(
     async def do_cancel(command: CancelOrder) -> bytes:
         return codec.to_json(await cancel(command)).encode()
 
-    return Responder(
+    responder = Responder(
         [
             await client.subscribe(
                 submit_subject, queue=queue, cb=_handler(SubmitOrder, do_submit)
@@ -469,6 +481,8 @@ async def serve_orders(
             ),
         ]
     )
+    await settle(client)  # the server knows the subscriptions when this returns
+    return responder
 
 
 async def serve_auctions(
@@ -491,12 +505,14 @@ async def serve_auctions(
         await stop(command)
         return b"{}"
 
-    return Responder(
+    responder = Responder(
         [
             await client.subscribe(start_subject, queue=queue, cb=_handler(StartAuction, do_start)),
             await client.subscribe(stop_subject, queue=queue, cb=_handler(StopAuction, do_stop)),
         ]
     )
+    await settle(client)  # the server knows the subscriptions when this returns
+    return responder
 
 
 # --- JetStream -----------------------------------------------------------------------------
@@ -542,7 +558,7 @@ async def _publish(
     try:
         if stream is None:
             await client.publish(subject, payload, headers=headers)
-            await client.flush(timeout=timeout)  # type: ignore[arg-type]
+            await settle(client, timeout)
             return False
         ack = await client.jetstream(timeout=timeout).publish(
             subject, payload, stream=stream, headers=headers
@@ -729,6 +745,7 @@ class NatsAuctionFeed:
         client = await self.connector.client()
         if self._subscribed is not client:
             await client.subscribe(self.subject, cb=self._received)
+            await settle(client, self.timeout)  # from here on, what is published is seen
             self._subscribed = client
         if after is not None:
             self._buffer = [item for item in self._buffer if int(item.cursor) > after]

@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 
 from liqcore.commands import (
     Alert,
@@ -25,6 +25,11 @@ from liqcore.errors import InvalidInput, LiqcoreError
 from liqcore.inputs import MarginMode, Side, TimeInForce
 from liqcore.state import AccountState, liquidation_mode, phase_tag
 from liqcore.strategies import commands, state_changes
+
+# Properties of the strategies themselves (not of liqcore) run on a quarter of the examples.
+_PROFILE = settings.default
+assert _PROFILE is not None
+_STRATEGY_CHECK = settings(max_examples=max(10, _PROFILE.max_examples // 4))
 
 _SYMBOL = "BTC-20261231-100000-C"
 
@@ -83,6 +88,7 @@ def test_submit_order_defaults_are_a_reduce_only_gtc_buy() -> None:
     assert order.tif is TimeInForce.GTC
 
 
+@_STRATEGY_CHECK
 @given(command=commands(wallet="W"))
 def test_commands_strategy_are_valid_frozen_commands_of_the_wallet(command: Command) -> None:
     """Generated commands belong to the wallet and cannot be mutated."""
@@ -92,6 +98,7 @@ def test_commands_strategy_are_valid_frozen_commands_of_the_wallet(command: Comm
         command.wallet = "X"  # type: ignore[misc, union-attr]
 
 
+@_STRATEGY_CHECK
 @given(change=state_changes())
 def test_state_changes_strategy_projects_its_new_state(change: StateChange) -> None:
     """A generated change carries its new state's tag, mode, numbers and auction id."""

@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 
 from liqcore.config import Config
 from liqcore.errors import InvalidConfig, InvalidInput, LiqcoreError
@@ -17,6 +17,11 @@ from liqcore.margin.base import MarginFacts
 from liqcore.margin.portfolio import PortfolioMargin
 from liqcore.margin.standard import StandardMargin
 from liqcore.strategies import configs
+
+# Properties of the strategies themselves (not of liqcore) run on a quarter of the examples.
+_PROFILE = settings.default
+assert _PROFILE is not None
+_STRATEGY_CHECK = settings(max_examples=max(10, _PROFILE.max_examples // 4))
 
 _MS_FIELDS = [
     "poll_interval_ms",
@@ -188,6 +193,7 @@ def test_from_runtime_of_a_configs_runtime_keys_rebuilds_it(config: Config) -> N
     )
 
 
+@_STRATEGY_CHECK
 @given(config=configs())
 def test_configs_strategy_keeps_the_bonus_ramp_ordered(config: Config) -> None:
     """Every generated config is valid: bonus max ≥ start, positive intervals."""

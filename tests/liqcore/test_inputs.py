@@ -293,7 +293,7 @@ def test_health_seed_numbers() -> None:
     assert dict(health.quotes) == {}
 
 
-@given(health=lst.healths())
+@given(health=lst.healths(portfolio=st.none()))
 def test_health_shortfall_is_the_positive_part_of_minus_maintenance_margin(health: Health) -> None:
     """shortfall == max(0, −maintenance_margin) and is_liquidatable iff equity < mm (strategy)."""
     assert health.shortfall == max(ZERO, -health.maintenance_margin)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import decimal
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
 from fractions import Fraction
 
@@ -36,10 +37,6 @@ from liqcore.planning import (
 from liqcore.strategies import decimals
 from liqcore.targets import required_mm_relief
 
-# inputs.py types Portfolio's mapping converter with unbound type variables, which mypy
-# cannot match against a dict; this alias builds portfolios until that is fixed.
-PortfolioOf: Callable[..., Portfolio] = Portfolio
-
 SYMBOL = "BTC-20261231-100000-C"
 NOW = 10_000
 SEED_QUOTE = Quote(best_bid=Decimal(149), best_ask=Decimal(150), mid=Decimal("149.5"))
@@ -67,7 +64,7 @@ def position(
 def portfolio(
     *positions: Position, cash: str = "500", spot: Mapping[str, Decimal] | None = None
 ) -> Portfolio:
-    return PortfolioOf(
+    return Portfolio(
         cash=Decimal(cash),
         positions={p.symbol: p for p in positions},
         spot={"BTC": Decimal(105_000)} if spot is None else dict(spot),
@@ -545,6 +542,22 @@ def test_plan_partial_orders_missing_spot_raises_planning_error() -> None:
         )
 
 
+def test_plan_partial_orders_independent_of_caller_decimal_context() -> None:
+    """A caller's coarse decimal context (3 digits, rounding down, Inexact trapped) changes
+    nothing: liqcore computes in its own context."""
+    expected = seed_plan()
+    generic = user_plan(VShapedMargin(), MarginFacts(equity=Decimal(100), mm_required=Decimal(150)))
+    with decimal.localcontext() as context:
+        context.prec = 3
+        context.rounding = decimal.ROUND_DOWN
+        context.traps[decimal.Inexact] = True
+        assert seed_plan() == expected
+        assert (
+            user_plan(VShapedMargin(), MarginFacts(equity=Decimal(100), mm_required=Decimal(150)))
+            == generic
+        )
+
+
 def test_plan_max_rounds_is_the_seeds() -> None:
     """Three rounds, as the seed's PARTIAL_PLAN_MAX_ROUNDS."""
     assert PLAN_MAX_ROUNDS == 3
@@ -727,12 +740,25 @@ def short_options(draw: st.DrawFn) -> Position:
 
 @st.composite
 def accounts(draw: st.DrawFn) -> tuple[Portfolio, dict[str, Quote], MarginFacts]:
-    """Portfolios of short options on two underlyings, quotes for some, and Health's facts."""
+    """Portfolios of short options on two underlyings (with a long option or a perp that
+    the planner must leave alone), quotes for some shorts, and Health's facts."""
     shorts = draw(st.lists(short_options(), min_size=1, max_size=4, unique_by=lambda p: p.symbol))
+    others = draw(
+        st.lists(
+            st.builds(
+                Position,
+                symbol=st.sampled_from(["BTC-20261231-50000-C", "ETH-PERP"]),
+                amount=st.sampled_from([Decimal(-2), Decimal("0.5"), Decimal(3)]),
+                entry_price=decimals(min_value="0.01", max_value=5_000, places=2),
+            ).filter(lambda p: p.symbol.endswith("PERP") or p.amount > 0),
+            max_size=2,
+            unique_by=lambda p: p.symbol,
+        )
+    )
     spot = {u: draw(decimals(min_value=1_000, max_value=120_000, places=2)) for u in UNDERLYINGS}
-    book = PortfolioOf(
+    book = Portfolio(
         cash=draw(decimals(min_value=-(10**6), max_value=10**6, places=2)),
-        positions={p.symbol: p for p in shorts},
+        positions={p.symbol: p for p in (*others, *shorts)},
         spot=spot,
     )
     quotes = {}
@@ -835,7 +861,7 @@ def test_plan_independent_of_mapping_order(
     rng.shuffle(items)
     quote_items = list(quotes.items())
     rng.shuffle(quote_items)
-    shuffled = PortfolioOf(
+    shuffled = Portfolio(
         cash=book.cash, positions=dict(items), spot=dict(reversed(list(book.spot.items())))
     )
     assert plan_of((shuffled, dict(quote_items), anchor), bonus, config) == plan_of(

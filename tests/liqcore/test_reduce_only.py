@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import random
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
@@ -121,6 +122,18 @@ def test_reduce_only_order_ids_perp_counts_against_its_symbol() -> None:
     orders = [order(1, symbol=PERP, side=Side.SELL, size="2", is_perp=True)]
     assert reduce_only_order_ids({PERP: Decimal(3)}, orders) == frozenset({1})
     assert reduce_only_order_ids({PERP: Decimal(1)}, orders) == frozenset()
+
+
+def test_reduce_only_order_ids_independent_of_caller_decimal_context() -> None:
+    """A caller's 2-digit context cannot round −12.34 + 1.23 to −11 and so judge the exact
+    remainder 11.11 as crossing zero."""
+    orders = [order(1, size="1.23", created_at=1), order(2, size="11.11", created_at=2)]
+    expected = reduce_only_order_ids({CALL: Decimal("-12.34")}, orders)
+    assert expected == frozenset({1, 2})
+    with decimal.localcontext() as context:
+        context.prec = 2
+        context.traps[decimal.Inexact] = True
+        assert reduce_only_order_ids({CALL: Decimal("-12.34")}, orders) == expected
 
 
 def test_reduce_only_order_ids_first_group_walked_before_older_orders() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -217,3 +218,45 @@ def test_module_entry_point_bad_config_no_traceback(tmp_path: Path) -> None:
     assert result.stderr.count("\n") == 1
     assert "partial_bonus_max_bps" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_run_without_exchange_source_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``run`` on a config without [exchange]: one line naming it."""
+    path = tmp_path / "run.toml"
+    path.write_text(f'[store]\npath = "{tmp_path / "s.sqlite"}"\n')
+    assert main(["run", "--config", str(path)]) == 2
+    assert "[exchange] source" in one_line_error(capsys)
+
+
+def test_run_unreachable_nats_one_line_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``run`` with a NATS server that is not there: one line, exit 1, no log noise."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path = tmp_path / "run.toml"
+    path.write_text(
+        f'[store]\npath = "{tmp_path / "s.sqlite"}"\n[exchange]\nsource = "sim"\n'
+        f'[nats]\nservers = ["nats://127.0.0.1:{port}"]\nconnect_timeout_ms = 300\n'
+    )
+    assert main(["run", "--config", str(path)]) == 1
+    assert "cannot connect to NATS" in one_line_error(capsys)
+
+
+def test_check_config_describes_what_run_builds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check-config names the store, NATS, metrics and exchange it validated."""
+    path = tmp_path / "ok.toml"
+    path.write_text(
+        '[store]\nkind = "postgres"\ndsn = "postgresql://x@y/z"\n'
+        '[nats]\nservers = ["nats://n:4222"]\n[metrics]\nenabled = true\nport = 9999\n'
+        '[exchange]\nsource = "sim"\n'
+    )
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    for part in ("store postgres", "nats nats://n:4222", "metrics 127.0.0.1:9999", "exchange sim"):
+        assert part in out

@@ -2,23 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from decimal import Decimal
 from pathlib import Path
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from liqcore import Config, InstrumentSpec, PortfolioMargin, StandardMargin
+from liqcore import (
+    Config,
+    InstrumentSpec,
+    OrderFailed,
+    PortfolioMargin,
+    StandardMargin,
+    SubmitOrder,
+)
+from liqshell.adapters import ServiceUnavailable, read_records
+from liqshell.ports import RecordKind
 from liqshell.settings import (
+    ExchangeSettings,
     MetricsSettings,
     Settings,
     SettingsError,
     StoreSettings,
     load_settings,
     parse_settings,
+    run_watcher,
 )
 from liqshell.sim import SimParams
+from liqshell.watcher import Watcher
+from tests.liqshell.services import NatsServer
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "liqshell.toml"
 
@@ -40,9 +56,9 @@ def test_load_settings_example_file_parses_with_its_values() -> None:
     assert settings.config.standard_margin == StandardMargin()
     assert settings.config.portfolio_margin == PortfolioMargin()
     assert settings.store == StoreSettings()
-    assert settings.nats is not None
-    assert settings.nats.servers == ("nats://127.0.0.1:4222",)
+    assert settings.nats is None
     assert settings.sim == SimParams()
+    assert settings.exchange == ExchangeSettings(source="sim", speed=Decimal(10))
 
 
 def test_load_settings_empty_file_gives_defaults(tmp_path: Path) -> None:
@@ -146,3 +162,127 @@ def test_parse_settings_float_money_read_through_its_text() -> None:
     standard = settings.config.standard_margin
     assert isinstance(standard, StandardMargin)
     assert standard.rate == Decimal("0.1")
+
+
+def test_parse_settings_nats_and_exchange_sections_read() -> None:
+    """[nats] and [exchange] values reach their settings."""
+    settings = parse_settings(
+        {
+            "nats": {
+                "servers": ["nats://a:1", "nats://b:2"],
+                "stream": "S",
+                "chain_stream": "C",
+                "request_timeout_ms": 700,
+            },
+            "exchange": {"source": "my.exchange:sources", "speed": 2.5},
+            "store": {"changes": "c.jsonl", "timeout_ms": 50},
+        }
+    )
+    assert settings.nats is not None
+    assert settings.nats.servers == ("nats://a:1", "nats://b:2")
+    assert (settings.nats.stream, settings.nats.chain_stream) == ("S", "C")
+    assert settings.nats.request_timeout_ms == 700
+    assert settings.exchange == ExchangeSettings(source="my.exchange:sources", speed=Decimal("2.5"))
+    assert (settings.store.changes, settings.store.timeout_ms) == ("c.jsonl", 50)
+
+
+@pytest.mark.parametrize(
+    ("exchange", "fragment"),
+    [({"source": "not a path"}, "source"), ({"speed": 0}, "speed"), ({"sauce": "sim"}, "sauce")],
+)
+def test_parse_settings_bad_exchange_named(exchange: dict[str, object], fragment: str) -> None:
+    """A bad [exchange] is one error naming its key."""
+    with pytest.raises(SettingsError, match=fragment):
+        parse_settings({"exchange": exchange})
+
+
+def sim_settings(tmp_path: Path, **extra: dict[str, object]) -> Settings:
+    """Settings running a small simulated exchange fast, with a SQLite store and a log."""
+    document: dict[str, object] = {
+        "store": {"path": str(tmp_path / "run.sqlite"), "record": str(tmp_path / "run.jsonl")},
+        "sim": {"accounts": 4, "minutes": 2, "seed": 3},
+        "exchange": {"source": "sim", "speed": 120},
+        **extra,
+    }
+    return parse_settings(document, source="test.toml")
+
+
+async def run_for(settings: Settings, seconds: float) -> list[Watcher]:
+    """Run the watcher ``settings`` build for ``seconds`` of wall time; the watchers it made."""
+    stop = asyncio.Event()
+    made: list[Watcher] = []
+    asyncio.get_running_loop().call_later(seconds, stop.set)
+    await run_watcher(settings, stop, on_ready=made.append)
+    return made
+
+
+async def test_run_watcher_sim_source_polls_records_and_stops(tmp_path: Path) -> None:
+    """``run`` against the simulated exchange polls every account, records, stops cleanly."""
+    settings = sim_settings(tmp_path)
+    (watcher,) = await run_for(settings, 1.0)
+    assert sorted(watcher.states) == [f"0xsim000{i}" for i in range(4)]
+    records = list(read_records(tmp_path / "run.jsonl"))
+    assert sum(r.kind is RecordKind.DECISION for r in records) >= 8
+    assert {r.now for r in records} != {records[0].now}  # simulated time moved
+
+
+async def test_run_watcher_without_exchange_source_refused(tmp_path: Path) -> None:
+    """``run`` needs an [exchange] source: one SettingsError naming it."""
+    settings = parse_settings({"store": {"path": str(tmp_path / "x.sqlite")}}, source="t.toml")
+    with pytest.raises(SettingsError, match=r"\[exchange\] source"):
+        await run_for(settings, 0.1)
+
+
+async def test_run_watcher_store_in_missing_directory_refused(tmp_path: Path) -> None:
+    """A store path in a directory that does not exist is a settings error, before connecting."""
+    settings = parse_settings(
+        {"store": {"path": str(tmp_path / "no" / "x.sqlite")}, "exchange": {"source": "sim"}},
+        source="t.toml",
+    )
+    with pytest.raises(SettingsError, match=r"\[store\] path: directory"):
+        await run_for(settings, 0.1)
+
+
+async def test_run_watcher_unreachable_nats_service_unavailable(tmp_path: Path) -> None:
+    """No NATS server on the configured port: ServiceUnavailable naming it, quickly."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = sim_settings(
+        tmp_path, nats={"servers": [f"nats://127.0.0.1:{port}"], "connect_timeout_ms": 300}
+    )
+    with pytest.raises(ServiceUnavailable, match=str(port)):
+        await run_for(settings, 5.0)
+
+
+async def test_run_watcher_factory_source_missing_methods_refused(tmp_path: Path) -> None:
+    """A factory whose object lacks observation methods is named."""
+    settings = parse_settings(
+        {"store": {"path": str(tmp_path / "x.sqlite")}, "exchange": {"source": "builtins:str"}},
+        source="t.toml",
+    )
+    with pytest.raises(SettingsError, match="without portfolios"):
+        await run_for(settings, 0.1)
+    failing = attrs.evolve(settings, exchange=ExchangeSettings(source="decimal:Decimal"))
+    with pytest.raises(SettingsError, match=r"decimal:Decimal\(\) failed: TypeError"):
+        await run_for(failing, 0.1)
+    absent = attrs.evolve(settings, exchange=ExchangeSettings(source="no_such_module:x"))
+    with pytest.raises(SettingsError, match="cannot import no_such_module"):
+        await run_for(absent, 0.1)
+
+
+@pytest.mark.services
+async def test_run_watcher_sim_over_nats_full_loop(tmp_path: Path, nats_server: NatsServer) -> None:
+    """With [nats], orders, auctions and chain events all travel over NATS (JetStream)."""
+    settings = sim_settings(
+        tmp_path,
+        nats={"servers": [nats_server.url], "stream": "LIQ_STATE", "chain_stream": "LIQ_CHAIN"},
+    )
+    settings = attrs.evolve(settings, sim=SimParams(accounts=8, minutes=2, seed=1))
+    await run_for(settings, 3.0)
+    records = list(read_records(tmp_path / "run.jsonl"))
+    commands = [c for r in records if r.kind is RecordKind.DECISION for c in r.commands]
+    assert any(isinstance(c, SubmitOrder) for c in commands)
+    outcomes = [e for r in records if r.kind is RecordKind.OUTCOMES for e in r.events]
+    assert not any(isinstance(e, OrderFailed) for e in outcomes)
+    assert any(r.kind is RecordKind.FEED for r in records)

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from liqcore.errors import InvalidInput, PlanningError
@@ -31,6 +31,8 @@ def _ms(year: int, month: int, day: int, hour: int = 0) -> int:
 
 NOW = _ms(2026, 1, 1)
 SPOTS = {"BTC": Decimal(100_000), "ETH": Decimal(4_000)}
+BOOK_EXAMPLES = 120
+"""Cap for tests that price whole books (tens of ms per example)."""
 EXPIRIES = ("20251226", "20260130", "20260327", "20261231")  # the first one has expired
 
 
@@ -81,9 +83,8 @@ def _model_value(
 def _make(
     cash: Decimal, positions: Mapping[str, Position], spot: Mapping[str, Decimal]
 ) -> Portfolio:
-    """Portfolio(...) with typed arguments (inputs.py's generic mapping converter leaves
-    K and T unbound for mypy; reported to the lead)."""
-    return Portfolio(cash=cash, positions=positions, spot=spot)  # type: ignore[arg-type]
+    """A portfolio from positional parts."""
+    return Portfolio(cash=cash, positions=positions, spot=spot)
 
 
 def _portfolio(
@@ -471,6 +472,7 @@ def test_evaluate_underlyings_are_margined_independently() -> None:
     assert facts.mm_required == Decimal(30)
 
 
+@settings(max_examples=BOOK_EXAMPLES)
 @given(portfolio=portfolios())
 def test_evaluate_any_book_is_sum_of_its_underlyings(portfolio: Portfolio) -> None:
     """MM of a book equals the sum of the MMs of its per-underlying sub-books."""
@@ -491,6 +493,7 @@ def test_evaluate_vol_shock_up_raises_short_option_margin() -> None:
     assert shocked > base
 
 
+@settings(max_examples=BOOK_EXAMPLES)
 @given(portfolio=portfolios(), model=models(), extra=st.lists(shocks, min_size=1, max_size=2))
 def test_evaluate_more_scenarios_never_lower_margin(
     portfolio: Portfolio, model: PortfolioMargin, extra: list[Decimal]
@@ -506,6 +509,7 @@ def test_evaluate_more_scenarios_never_lower_margin(
     assert wider.evaluate(portfolio, NOW).mm_required >= model.evaluate(portfolio, NOW).mm_required
 
 
+@settings(max_examples=BOOK_EXAMPLES)
 @given(portfolio=portfolios(), model=models())
 def test_evaluate_any_book_equity_is_cash_plus_amount_times_mark(
     portfolio: Portfolio, model: PortfolioMargin
@@ -519,6 +523,7 @@ def test_evaluate_any_book_equity_is_cash_plus_amount_times_mark(
     assert model.evaluate(portfolio, NOW).equity == CONTEXT.plus(total)
 
 
+@settings(max_examples=BOOK_EXAMPLES)
 @given(
     portfolio=portfolios(),
     rate=st.decimals(min_value="0.001", max_value="0.5", places=3),
@@ -591,6 +596,7 @@ def test_evaluate_call_spread_needs_strictly_less_than_naked_short() -> None:
     assert spread_mm < naked_mm / 2
 
 
+@settings(max_examples=BOOK_EXAMPLES)
 @given(
     symbol=option_symbols(),
     data=st.data(),
@@ -613,6 +619,7 @@ def test_closing_lone_short_option_never_raises_margin(
     assert after.mm_required <= before
 
 
+@settings(max_examples=BOOK_EXAMPLES)
 @given(
     portfolio=portfolios(),
     symbol=option_symbols(),
@@ -721,6 +728,7 @@ def test_evaluate_empty_portfolio_is_cash_and_no_margin() -> None:
     assert facts.mm_required == 0
 
 
+@settings(max_examples=BOOK_EXAMPLES)
 @given(
     portfolio=portfolios(),
     dust=st.lists(
@@ -750,12 +758,14 @@ def test_evaluate_dust_positions_are_ignored(
 # --- the prepared (incremental) API ------------------------------------------------------
 
 
+@settings(max_examples=BOOK_EXAMPLES)
 @given(portfolio=portfolios(), model=models())
 def test_prepare_facts_equal_evaluate(portfolio: Portfolio, model: PortfolioMargin) -> None:
     """prepare(...).facts() is evaluate(...)."""
     assert model.prepare(portfolio, NOW).facts() == model.evaluate(portfolio, NOW)
 
 
+@settings(max_examples=BOOK_EXAMPLES)
 @given(portfolio=portfolios(), model=models(), data=st.data())
 def test_facts_after_close_any_book_equals_full_evaluation(
     portfolio: Portfolio, model: PortfolioMargin, data: st.DataObject
@@ -783,6 +793,7 @@ def test_facts_after_close_any_book_equals_full_evaluation(
     )
 
 
+@settings(max_examples=BOOK_EXAMPLES)
 @given(portfolio=portfolios(), data=st.data())
 def test_closed_repeatedly_equals_full_evaluation(
     portfolio: Portfolio, data: st.DataObject
@@ -879,6 +890,7 @@ def test_facts_after_close_whole_position_drops_its_underlying() -> None:
 # --- determinism -------------------------------------------------------------------------
 
 
+@settings(max_examples=BOOK_EXAMPLES)
 @given(portfolio=portfolios(), model=models())
 def test_evaluate_any_book_is_deterministic(portfolio: Portfolio, model: PortfolioMargin) -> None:
     """Same digits whatever the caller's decimal context and the order of the positions."""
@@ -894,6 +906,21 @@ def test_evaluate_any_book_is_deterministic(portfolio: Portfolio, model: Portfol
         repr(second.equity),
         repr(second.mm_required),
     )
+
+
+def test_evaluate_dust_boundary_ignores_caller_context() -> None:
+    """An amount just above MIN_SIZE is a position even when the caller's context has 3
+    digits (``abs()`` would round it to MIN_SIZE there and call it dust) — as held and as
+    left by a close."""
+    symbol = "BTC-20261231-100000-C"
+    model = PortfolioMargin()
+    held = _portfolio({symbol: (Decimal("-0.0000000100001"), Decimal(20_000))})
+    closing = _portfolio({symbol: (Decimal("-0.0000000300001"), Decimal(20_000))})
+    with decimal.localcontext(decimal.Context(prec=3)):
+        facts = model.evaluate(held, NOW)
+        left = model.prepare(closing, NOW).facts_after_close(symbol, Decimal("2e-8"), ZERO)
+    assert facts.mm_required > 0
+    assert left == model.evaluate(held, NOW)
 
 
 def test_evaluate_spot_representation_does_not_leak() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import decimal
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
 
 import pytest
@@ -14,10 +14,6 @@ from liqcore.errors import PlanningError
 from liqcore.inputs import Portfolio, Position
 from liqcore.margin.standard import StandardMargin, spot_of
 from liqcore.strategies import decimals
-
-# inputs.py types Portfolio's mapping converter with unbound type variables, which mypy
-# cannot match against a dict; this alias builds portfolios until that is fixed.
-PortfolioOf: Callable[..., Portfolio] = Portfolio
 
 SPOT = {"BTC": Decimal(105_000)}
 MODEL = StandardMargin()
@@ -35,7 +31,7 @@ def short(symbol: str, amount: str = "-1", entry: str = "100", pnl: str = "0") -
 def portfolio(
     *positions: Position, cash: str = "0", spot: Mapping[str, Decimal] = SPOT
 ) -> Portfolio:
-    return PortfolioOf(
+    return Portfolio(
         cash=Decimal(cash), positions={p.symbol: p for p in positions}, spot=dict(spot)
     )
 
@@ -117,11 +113,6 @@ def test_evaluate_unknown_instrument_raises_planning_error() -> None:
         MODEL.evaluate(portfolio(short("BTC-SPOT", "1")), 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="standard.py negates the amount with unary minus, which rounds in the caller's "
-    "decimal context (reported to the lead)",
-)
 def test_position_mm_independent_of_caller_context() -> None:
     """A low-precision caller context does not change the margin."""
     position = short("BTC-20261231-100000-C", "-1.2345")

@@ -41,6 +41,7 @@ from liqshell.ports import (
 
 __all__ = [
     "CONTRACT",
+    "Check",
     "Step",
     "StoreHarness",
     "check_commit_plan",
@@ -389,7 +390,10 @@ async def store_is_usable_after_close(h: StoreHarness) -> None:
     assert (await store.load())["0xa"].version == 2
 
 
-CONTRACT: tuple[Callable[[StoreHarness], Awaitable[None]], ...] = (
+Check = Callable[[StoreHarness], Awaitable[None]]
+"""One check of the contract."""
+
+CONTRACT: tuple[Check, ...] = (
     empty_store_has_no_state_cursor_or_applied_ids,
     first_commit_stores_version_one,
     each_commit_increments_the_version,

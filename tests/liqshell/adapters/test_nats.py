@@ -40,6 +40,7 @@ from liqshell.adapters.nats import (
     publish_chain_event,
     serve_auctions,
     serve_orders,
+    settle,
 )
 from liqshell.ports import (
     AnswerStatus,
@@ -146,7 +147,7 @@ async def test_nats_gateway_round_trips_submit_and_cancel(
         headers.append(msg.headers)
 
     await (await exchange.client()).subscribe(f"{prefix}.orders.*", cb=spy)
-    await (await exchange.client()).flush()
+    await settle(await exchange.client())
     orders = gateway(connector, prefix)
     assert await orders.submit(SUBMIT) == OrderAnswer(status=AnswerStatus.ACKED, order_id=42)
     assert await orders.cancel(CANCEL) == OrderAnswer(status=AnswerStatus.CANCELED)
@@ -178,7 +179,7 @@ async def test_nats_executor_round_trips_start_and_stop(
     )
     executor = auctions(connector, prefix)
     assert await executor.start(START) == receipt
-    assert await executor.stop(STOP) is None
+    await executor.stop(STOP)
     assert seen == [START, STOP]
 
 
@@ -231,7 +232,7 @@ async def test_nats_gateway_timeout_raises_outcome_unknown(
         received.append(msg.data)
 
     await (await exchange.client()).subscribe(f"{prefix}.orders.submit", cb=silent)
-    await (await exchange.client()).flush()
+    await settle(await exchange.client())
     with pytest.raises(OutcomeUnknown, match="no reply"):
         await gateway(connector, prefix, timeout_ms=200).submit(SUBMIT)
     assert len(received) == 1
@@ -282,7 +283,7 @@ async def test_nats_gateway_bad_or_uncertain_reply_raises_outcome_unknown(
         await msg.respond(reply)
 
     await (await exchange.client()).subscribe(f"{prefix}.orders.submit", cb=answer)
-    await (await exchange.client()).flush()
+    await settle(await exchange.client())
     with pytest.raises(OutcomeUnknown):
         await gateway(connector, prefix).submit(SUBMIT)
 
@@ -441,7 +442,7 @@ async def test_nats_sink_plain_publish_reaches_a_subscriber(
         received.append(msg)
 
     await (await exchange.client()).subscribe(f"{prefix}.state", cb=collect)
-    await (await exchange.client()).flush()
+    await settle(await exchange.client())
     await NatsEventSink(connector, subject=f"{prefix}.state").publish(change(), key=("0xa", 1, 2))
     for _ in range(100):
         if received:
@@ -468,7 +469,7 @@ async def test_nats_sink_plain_publish_round_trips_any_change(
     """Any StateChange published reads back equal from the subject."""
     subject = f"t{next(_prefixes)}.state"
     subscription = await (await exchange.client()).subscribe(subject)
-    await (await exchange.client()).flush()
+    await settle(await exchange.client())
     await NatsEventSink(connector, subject=subject).publish(value, key=(value.wallet, 1, 0))
     message = await subscription.next_msg(timeout=2)
     await subscription.unsubscribe()
@@ -499,8 +500,8 @@ async def test_nats_feed_jetstream_replays_after_any_cursor(
     stream = f"{prefix}-chain"
     subject = f"{prefix}.chain"
     await ensure_stream(exchange, stream, [subject])
-    for item in (*EVENTS, EVENTS[1]):
-        await publish_chain_event(exchange, item, subject=subject, stream=stream)
+    for event in (*EVENTS, EVENTS[1]):
+        await publish_chain_event(exchange, event, subject=subject, stream=stream)
     feed = NatsAuctionFeed(connector, subject=subject, stream=stream, batch=3)
     everything = await _items(feed, None)
     assert [(i.event_id, i.wallet, i.event) for i in everything] == [
@@ -538,10 +539,9 @@ async def test_nats_feed_plain_yields_what_arrived_since_it_subscribed(
     the cursor, in order."""
     subject = f"{prefix}.chain"
     feed = NatsAuctionFeed(connector, subject=subject)
-    assert await _items(feed, None) == []
-    await (await connector.client()).flush()
-    for item in EVENTS[:3]:
-        await publish_chain_event(exchange, item, subject=subject)
+    assert await _items(feed, None) == []  # subscribes: from here on it sees everything
+    for event in EVENTS[:3]:
+        await publish_chain_event(exchange, event, subject=subject)
     items: list[FeedItem] = []
     for _ in range(100):
         items = await _items(feed, None)

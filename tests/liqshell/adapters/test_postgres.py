@@ -15,6 +15,7 @@ from liqshell.adapters.postgres import SCHEMA_VERSION, PostgresStore
 from liqshell.ports import Conflict, LiqshellError, Record, RecordKind, StateStore
 from tests.liqshell.adapters.store_contract import (
     CONTRACT,
+    Check,
     Step,
     StoreHarness,
     check_commit_plan,
@@ -46,7 +47,7 @@ def postgres_harness(dsn: str) -> StoreHarness:
 
 @pytest.mark.services
 @pytest.mark.parametrize("check", CONTRACT, ids=lambda check: check.__name__)
-async def test_postgres_store_meets_the_store_contract(check, postgres_dsn: str) -> None:
+async def test_postgres_store_meets_the_store_contract(check: Check, postgres_dsn: str) -> None:
     """PostgresStore satisfies every check of the StateStore contract."""
     harness = postgres_harness(postgres_dsn)
     try:

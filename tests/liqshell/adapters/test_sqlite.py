@@ -24,6 +24,7 @@ from liqshell.ports import LiqshellError, Record, RecordKind, StateStore
 from liqshell.testing import MemoryStore
 from tests.liqshell.adapters.store_contract import (
     CONTRACT,
+    Check,
     Step,
     StoreHarness,
     check_commit_plan,
@@ -53,7 +54,7 @@ def sqlite_harness(folder: Path) -> StoreHarness:
 
 
 @pytest.mark.parametrize("check", CONTRACT, ids=lambda check: check.__name__)
-async def test_sqlite_store_meets_the_store_contract(check, tmp_path: Path) -> None:
+async def test_sqlite_store_meets_the_store_contract(check: Check, tmp_path: Path) -> None:
     """SqliteStore satisfies every check of the StateStore contract."""
     harness = sqlite_harness(tmp_path)
     try:
@@ -93,7 +94,7 @@ def memory_harness() -> StoreHarness:
 # MemoryStore is the reference fake: it must keep the contract the real stores keep. (Its
 # run lives here until a home in tests/liqshell/test_testing.py is agreed.)
 @pytest.mark.parametrize("check", CONTRACT, ids=lambda check: check.__name__)
-async def test_memory_store_meets_the_store_contract(check) -> None:
+async def test_memory_store_meets_the_store_contract(check: Check) -> None:
     """liqshell.testing.MemoryStore satisfies every check of the StateStore contract."""
     harness = memory_harness()
     try:
