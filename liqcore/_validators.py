@@ -83,6 +83,12 @@ def text(inst: object, attribute: attrs.Attribute[str], value: object) -> None:
         raise InvalidInput(f"{_name(inst, attribute)} must be a non-empty str, was {value!r}")
 
 
+def any_text(inst: object, attribute: attrs.Attribute[str], value: object) -> None:
+    """A ``str``, possibly empty (free-form reasons)."""
+    if type(value) is not str:
+        raise InvalidInput(f"{_name(inst, attribute)} must be a str, was {value!r}")
+
+
 def optional_text(inst: object, attribute: attrs.Attribute[str | None], value: object) -> None:
     """``None`` or a non-empty ``str``."""
     if value is not None:

@@ -32,7 +32,7 @@ class OrderRejected:
     """The order engine rejected a liquidation order."""
 
     client_id: str = attrs.field(validator=v.text)
-    reason: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
+    reason: str = attrs.field(default="", validator=v.any_text)
 
 
 @attrs.frozen(kw_only=True)
@@ -40,7 +40,7 @@ class OrderFailed:
     """A liquidation order provably never reached the engine."""
 
     client_id: str = attrs.field(validator=v.text)
-    reason: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
+    reason: str = attrs.field(default="", validator=v.any_text)
 
 
 @attrs.frozen(kw_only=True)
@@ -58,7 +58,7 @@ class AuctionRequestFailed:
     """A ``StartAuction`` provably never left; the next poll may request again."""
 
     request_id: str = attrs.field(validator=v.text)
-    reason: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
+    reason: str = attrs.field(default="", validator=v.any_text)
 
 
 @attrs.frozen(kw_only=True)
@@ -74,7 +74,7 @@ class StopRequestFailed:
     """A ``StopAuction`` provably never left."""
 
     request_id: str = attrs.field(validator=v.text)
-    reason: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
+    reason: str = attrs.field(default="", validator=v.any_text)
 
 
 @attrs.frozen(kw_only=True)

@@ -38,11 +38,18 @@ class OptionKind(enum.Enum):
     PUT = "P"
 
 
+def _underlying(inst: OptionSymbol, attribute: attrs.Attribute[str], value: object) -> None:
+    v.text(inst, attribute, value)
+    assert isinstance(value, str)
+    if not value.isalnum():
+        raise InvalidSymbol(f"OptionSymbol.underlying must be alphanumeric, was {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class OptionSymbol:
     """A parsed option symbol. ``format()`` round-trips with the strike normalised."""
 
-    underlying: str = attrs.field(validator=v.text)
+    underlying: str = attrs.field(validator=_underlying)
     expiry: datetime.date = attrs.field(validator=v.instance_of(datetime.date))
     strike: Decimal = attrs.field(validator=v.positive)
     kind: OptionKind = attrs.field(validator=v.instance_of(OptionKind))

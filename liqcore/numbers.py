@@ -96,5 +96,12 @@ def tidy(value: Decimal) -> Decimal:
     exponent form whatever its exponent."""
     if not value:
         return ZERO
-    normal = value.normalize(CONTEXT)
-    return normal.quantize(ONE, context=CONTEXT) if normal == normal.to_integral_value() else normal
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    # Exact (no rounding to the context's precision, unlike Decimal.normalize).
+    while exponent < 0 and digits[-1] == 0:
+        digits = digits[:-1]
+        exponent += 1
+    if exponent > 0:
+        digits, exponent = digits + (0,) * exponent, 0
+    return Decimal((sign, digits, exponent))

@@ -400,8 +400,15 @@ def _commands_difference(recorded: tuple[object, ...], replayed: tuple[object, .
     if len(recorded) != len(replayed):
         return f"{len(recorded)} commands recorded, {len(replayed)} replayed"
     for i, (a, b) in enumerate(zip(recorded, replayed, strict=True)):
-        if a != b:
-            return f"command {i} differs ({type(a).__name__} vs {type(b).__name__})"
+        if a == b:
+            continue
+        if type(a) is not type(b):
+            return f"command {i} is a {type(b).__name__}, was a {type(a).__name__}"
+        left, right = codec.unstructure(a), codec.unstructure(b)
+        if isinstance(left, dict) and isinstance(right, dict):
+            keys = sorted(k for k in set(left) | set(right) if left.get(k) != right.get(k))
+            return f"command {i} ({type(a).__name__}) differs in {', '.join(keys)}"
+        return f"command {i} ({type(a).__name__}) differs"
     return "commands differ"
 
 

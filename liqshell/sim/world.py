@@ -232,7 +232,7 @@ class SimStats:
     recovered: dict[str, int] = attrs.Factory(dict)
     auctioned: dict[str, int] = attrs.Factory(dict)
     published_keys: dict[str, int] = attrs.Factory(dict)
-    """Last published (version, index) per wallet as ``version * 1000 + index``: dedupe."""
+    """Last published (version, index) per wallet, as ``version × 1_000_000 + index``: dedupe."""
 
 
 @attrs.define(kw_only=True)

@@ -114,12 +114,6 @@ def test_event_bad_field_raises_invalid_input_naming_it(
     assert isinstance(error.value, LiqcoreError)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="events.py validates `reason` with attrs.validators.instance_of(str), which raises "
-    "TypeError instead of InvalidInput naming the field; reported to the lead",
-)
 @pytest.mark.parametrize("cls", _WITH_REASON)
 def test_event_non_text_reason_raises_invalid_input(cls: Any) -> None:
     """A reason that is not a str is refused with InvalidInput naming Class.reason."""

@@ -31,8 +31,8 @@ def _ms(year: int, month: int, day: int, hour: int = 0) -> int:
 
 NOW = _ms(2026, 1, 1)
 SPOTS = {"BTC": Decimal(100_000), "ETH": Decimal(4_000)}
-BOOK_EXAMPLES = 120
-"""Cap for tests that price whole books (tens of ms per example)."""
+BOOK_EXAMPLES = min(120, (settings.default or settings()).max_examples)
+"""Cap for tests that price whole books (tens of ms per example); never above the profile."""
 EXPIRIES = ("20251226", "20260130", "20260327", "20261231")  # the first one has expired
 
 
