@@ -33,8 +33,9 @@ Phases (see :mod:`liqcore.state`; every move between them is in ``TRANSITIONS``)
 * **Liquidated** — only orphans are cancelled; an operator's ``AccountReset`` re-opens.
 
 Command order within one step: the ``PublishStateChange`` of an entry into
-PreLiquidation, then ``CancelOrder``s (sorted by ``(created_at, order_id)``), then
-``SubmitOrder``s (plan order), then ``Alert``s, then ``StartAuction`` / ``StopAuction``,
+PreLiquidation, then the ``CancelOrder`` commands (sorted by ``(created_at, order_id)``),
+then the ``SubmitOrder`` commands (plan order), then ``Alert`` commands, then
+``StartAuction`` / ``StopAuction``,
 then the final ``PublishStateChange``. The final publish is emitted exactly when the phase
 object at the end differs from the one the step started from (after an entry: from the
 entered phase) — the seed's ``metadata != original_metadata`` rule; a publish whose only
@@ -156,7 +157,7 @@ def step(
     ``state`` is ``None`` for a wallet not yet tracked; ``orders`` are the wallet's open
     orders. Returns the new state (``updated_at = now``) and the commands in execution
     order. Raises :class:`InvalidInput` only for broken contracts (wrong types, a health of
-    another wallet); odd market data yields commands and ``Alert``s, never an exception.
+    another wallet); odd market data yields commands and ``Alert`` commands, never an exception.
     """
     if type(now) is not int:
         raise InvalidInput(f"step now must be an int (ms), was {now!r}")

@@ -176,6 +176,23 @@ def _quiet_logging() -> None:
     _set_handler(logging.NullHandler(), "error")
 
 
+@contextlib.contextmanager
+def _logging_restored() -> Iterator[None]:
+    """Put the loggers :func:`_set_handler` touches back as they were (``main`` can be called
+    in-process, by tests or an application, without leaving its handlers behind)."""
+    saved = []
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        saved.append((logger, list(logger.handlers), logger.propagate, logger.level))
+    try:
+        yield
+    finally:
+        for logger, handlers, propagate, level in saved:
+            logger.handlers[:] = handlers
+            logger.propagate = propagate
+            logger.setLevel(level)
+
+
 # --- paths ---------------------------------------------------------------------------------
 
 
@@ -548,7 +565,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     status."""
     try:
         args = _parser().parse_args(argv)
-        status: int = args.handler(args)
+        with _logging_restored():
+            status: int = args.handler(args)
     except CliError as error:
         return _fail(str(error), error.status)
     except SettingsError as error:

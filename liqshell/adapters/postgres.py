@@ -189,7 +189,7 @@ class PostgresStore:
             if self._pool is None:
                 pool = AsyncConnectionPool(
                     self.dsn,
-                    min_size=1,
+                    min_size=0,  # no background connects outliving a call (see close)
                     max_size=self.pool_size,
                     open=False,
                     kwargs={"autocommit": True},

@@ -11,7 +11,6 @@ deduplicating by the publish key (at-least-once delivery).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from decimal import Decimal
 
@@ -19,6 +18,7 @@ from liqcore import (
     CancelOrder,
     Config,
     OpenOrder,
+    PlanningError,
     Portfolio,
     Quote,
     StartAuction,
@@ -27,8 +27,8 @@ from liqcore import (
     SubmitOrder,
     codec,
 )
-from liqcore.numbers import ZERO
-from liqshell.ports import AuctionReceipt, Cursor, FeedItem, MarginReport, OrderAnswer
+from liqcore.numbers import CONTEXT, ZERO
+from liqshell.ports import AuctionReceipt, Cursor, FeedItem, MarginReport, NotSent, OrderAnswer
 from liqshell.sim import auctions, engine
 from liqshell.sim.margin import margin_report
 from liqshell.sim.market import UNDERLYINGS, jump_factor, next_spot, quantize
@@ -36,8 +36,6 @@ from liqshell.sim.persistence import WorldStore
 from liqshell.sim.world import Market, World, account_portfolio, open_orders_of
 
 __all__ = ["SimExchange"]
-
-log = logging.getLogger("liqshell.sim")
 
 _PUBLISH_KEY_SPAN = 1_000_000
 CENT = Decimal("0.01")
@@ -115,9 +113,10 @@ class SimExchange:
             command = codec.structure(data, StartAuction)
             try:
                 report = margin_report(self.world, self.market, self.config, command.wallet)
-                needed = max(ZERO, report.mm_required - report.equity)
-            except Exception:
+            except PlanningError:  # the chain does not need the figure to start
                 needed = ZERO
+            else:
+                needed = max(ZERO, CONTEXT.subtract(report.mm_required, report.equity))
             return auctions.start(self.world, command, needed)
         if op == "stop":
             auctions.stop(self.world, codec.structure(data, StopAuction))
@@ -201,7 +200,10 @@ class SimExchange:
         return answer
 
     async def start(self, command: StartAuction) -> AuctionReceipt:
-        """Request the wallet's auction (idempotent per wallet)."""
+        """Request the wallet's auction (idempotent per wallet); ``NotSent`` for a wallet the
+        exchange does not know (nothing happened)."""
+        if command.wallet not in self.world.accounts:
+            raise NotSent(f"unknown account {command.wallet}")
         receipt = self._write("start", command)
         assert isinstance(receipt, AuctionReceipt)
         return receipt

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -260,3 +261,12 @@ def test_check_config_describes_what_run_builds(
     out = capsys.readouterr().out
     for part in ("store postgres", "nats nats://n:4222", "metrics 127.0.0.1:9999", "exchange sim"):
         assert part in out
+
+
+def test_main_in_process_leaves_logging_as_it_found_it(fast_dir: Path) -> None:
+    """main() configures its log output for the command only (tests and apps call it)."""
+    logger = logging.getLogger("liqshell")
+    before = (list(logger.handlers), logger.propagate, logger.level)
+    assert main(["simulate", "--accounts", "1", "--minutes", "1", "--quiet",
+                 "--store", str(fast_dir / "log.sqlite")]) == 0  # fmt: skip
+    assert (list(logger.handlers), logger.propagate, logger.level) == before

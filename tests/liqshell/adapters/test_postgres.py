@@ -285,9 +285,10 @@ def test_postgres_store_is_usable_from_several_event_loops(
             await store.close()
         return version
 
-    assert asyncio.run(step(0, True)) == 1
+    assert asyncio.run(step(0, False)) == 1
     assert asyncio.run(step(1, True)) == 2
-    assert asyncio.run(step(2, True)) == 3
+    assert asyncio.run(step(2, False)) == 3
+    asyncio.run(store.close())
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from liqcore import (
     AccountState,
     CancelOrder,
@@ -23,6 +25,7 @@ from liqshell.ports import (
     AuctionFeed,
     EventSink,
     MarginSource,
+    NotSent,
     OrderGateway,
     OrderSnapshot,
     PortfolioSource,
@@ -174,3 +177,12 @@ async def test_advance_moves_time_by_one_tick_and_is_deterministic() -> None:
     assert one.world.now == PARAMS.start_ms + 30 * PARAMS.tick_ms
     assert codec.to_json(one.world) == codec.to_json(two.world)
     assert one.world.spot != new_world(PARAMS, Config()).spot
+
+
+async def test_start_unknown_wallet_not_sent_and_nothing_changes() -> None:
+    """A start for a wallet the exchange does not know provably did nothing: NotSent."""
+    sim = exchange()
+    before = codec.to_json(sim.world)
+    with pytest.raises(NotSent):
+        await sim.start(StartAuction(wallet="0xnobody", request_id="s"))
+    assert codec.to_json(sim.world) == before
