@@ -41,9 +41,7 @@ def _bps(inst: Config, attribute: attrs.Attribute[int], value: object) -> None:
 
 def _threshold(inst: Config, attribute: attrs.Attribute[Decimal], value: object) -> None:
     if type(value) is not Decimal or not value.is_finite() or value < 0:
-        raise InvalidConfig(
-            f"Config.{attribute.name} must be a finite Decimal ≥ 0, was {value!r}"
-        )
+        raise InvalidConfig(f"Config.{attribute.name} must be a finite Decimal ≥ 0, was {value!r}")
 
 
 def _enabled(inst: Config, attribute: attrs.Attribute[bool], value: object) -> None:
@@ -86,9 +84,7 @@ class Config:
     enabled: bool = attrs.field(default=True, validator=_enabled)
     standard_margin: MarginModel = attrs.field(factory=StandardMargin, validator=_model)
     portfolio_margin: MarginModel = attrs.field(factory=PortfolioMargin, validator=_model)
-    instruments: Mapping[str, InstrumentSpec] = attrs.field(
-        factory=dict, converter=_instruments
-    )
+    instruments: Mapping[str, InstrumentSpec] = attrs.field(factory=dict, converter=_instruments)
 
     def __attrs_post_init__(self) -> None:
         if self.partial_bonus_max_bps < self.partial_bonus_start_bps:
@@ -119,7 +115,9 @@ class Config:
             if not isinstance(raw, int | str | float | Decimal):
                 raise InvalidConfig(f"Config.min_shortfall_threshold is not a number: {raw!r}")
             try:
-                kwargs["min_shortfall_threshold"] = to_decimal(raw, "Config.min_shortfall_threshold")
+                kwargs["min_shortfall_threshold"] = to_decimal(
+                    raw, "Config.min_shortfall_threshold"
+                )
             except InvalidInput as error:
                 raise InvalidConfig(str(error)) from None
         return cls(**kwargs)  # type: ignore[arg-type]

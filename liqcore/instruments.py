@@ -63,9 +63,7 @@ class OptionSymbol:
 
     def format(self) -> str:
         """The canonical text of this symbol."""
-        return (
-            f"{self.underlying}-{self.expiry:%Y%m%d}-{tidy(self.strike):f}-{self.kind.value}"
-        )
+        return f"{self.underlying}-{self.expiry:%Y%m%d}-{tidy(self.strike):f}-{self.kind.value}"
 
     @property
     def expires_at(self) -> int:
@@ -144,4 +142,3 @@ class InstrumentSpec:
     size_step: Decimal = attrs.field(default=MIN_SIZE, validator=v.positive)
     price_tick: Decimal = attrs.field(default=MIN_SIZE, validator=v.positive)
     min_size: Decimal = attrs.field(default=ZERO, validator=v.non_negative)
-

@@ -33,9 +33,7 @@ def required_mm_relief(equity: Decimal, mm: Decimal, buffer_bps: int) -> Decimal
     return max(ZERO, CONTEXT.subtract(mm, reachable))
 
 
-def partial_bonus_bps(
-    start_bps: int, max_bps: int, ramp_ms: int, entered_at: int, now: int
-) -> int:
+def partial_bonus_bps(start_bps: int, max_bps: int, ramp_ms: int, entered_at: int, now: int) -> int:
     """Bonus at ``now``: linear from ``start_bps`` at ``entered_at`` to ``max_bps`` after
     ``ramp_ms``, floored to an int and clamped to ``[start_bps, max_bps]``.
 

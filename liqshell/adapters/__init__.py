@@ -38,6 +38,7 @@ __all__ = [
     "record_from_data",
     "record_from_json",
     "record_to_json",
+    "storage_key",
 ]
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -69,6 +70,31 @@ def _loads(text: str | bytes) -> object:
         if isinstance(error, InvalidInput):
             raise
         raise InvalidInput(f"not valid JSON: {error}") from None
+
+
+_KEY_ESCAPE = "json:"
+
+
+def storage_key(text: str) -> str:
+    """``text`` as a database key column holds it: unchanged when it is plain, else escaped.
+
+    PostgreSQL text cannot hold NUL and neither database takes a lone surrogate, yet wallet
+    and event ids arrive from outside (a feed item for an unknown wallet must still move
+    the cursor). Plain text is kept as it is, so the columns stay readable; text with NUL,
+    a surrogate or starting with ``json:`` becomes ``json:`` + its JSON string literal
+    (ASCII). The mapping is one-to-one, so keys never collide.
+    """
+    if "\x00" in text or text.startswith(_KEY_ESCAPE) or _unencodable(text):
+        return _KEY_ESCAPE + json.dumps(text)
+    return text
+
+
+def _unencodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def cursor_to_json(cursor: Cursor) -> str:

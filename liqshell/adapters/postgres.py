@@ -8,7 +8,8 @@ by an advisory lock. Tables, as in :mod:`liqshell.adapters.sqlite`:
 ``states(wallet PK, version, state_json, unfinished_json, updated_at)``,
 ``records(seq PK bigserial, wallet, kind, version, now, body_json)``,
 ``feed(id = 1, cursor_json)``, ``applied_events(event_id PK)``; JSON is kept as ``text``
-exactly as :mod:`liqcore.codec` wrote it (cast to ``jsonb`` to query it).
+exactly as :mod:`liqcore.codec` wrote it (cast to ``jsonb`` to query it), wallet and event
+ids as :func:`~liqshell.adapters.storage_key` gives them (PostgreSQL text cannot hold NUL).
 
 A commit is one transaction: ``UPDATE states … WHERE wallet = %s AND version = %s`` (an
 ``INSERT … ON CONFLICT DO NOTHING`` for ``expected_version == 0``), the record, the cursor
@@ -46,6 +47,7 @@ from liqshell.adapters import (
     cursor_to_json,
     record_from_json,
     record_to_json,
+    storage_key,
 )
 from liqshell.ports import Conflict, Cursor, LiqshellError, Record, Stored, Unfinished
 
@@ -239,15 +241,16 @@ class PostgresStore:
             pool = await self._connections()
             async with pool.connection() as conn:
                 rows = await (await conn.execute(self._q.load)).fetchall()
+        stored = [
+            Stored(
+                state=codec.from_json(state, AccountState),
+                version=int(version),
+                unfinished=codec.from_json(unfinished, tuple[Unfinished, ...]),
+            )
+            for _, version, state, unfinished in rows
+        ]
         return MappingProxyType(
-            {
-                wallet: Stored(
-                    state=codec.from_json(state, AccountState),
-                    version=int(version),
-                    unfinished=codec.from_json(unfinished, tuple[Unfinished, ...]),
-                )
-                for wallet, version, state, unfinished in rows
-            }
+            {s.state.wallet: s for s in sorted(stored, key=lambda s: s.state.wallet)}
         )
 
     async def cursor(self) -> Cursor | None:
@@ -263,7 +266,9 @@ class PostgresStore:
         async with self._translated("applied"):
             pool = await self._connections()
             async with pool.connection() as conn:
-                row = await (await conn.execute(self._q.applied, (event_id,))).fetchone()
+                row = await (
+                    await conn.execute(self._q.applied, (storage_key(event_id),))
+                ).fetchone()
         return row is not None
 
     async def commit(
@@ -288,13 +293,15 @@ class PostgresStore:
         unfinished_json = codec.to_json(record.pending)
         body = record_to_json(record)
         cursor_json = None if cursor is None else cursor_to_json(cursor)
+        key = storage_key(wallet)
+        applied = None if record.event_id is None else storage_key(record.event_id)
         async with self._translated("commit"):
             pool = await self._connections()
             async with pool.connection() as conn, conn.transaction():
                 if expected_version == 0:
                     written = await conn.execute(
                         q.insert_state,
-                        (wallet, version, state_json, unfinished_json, state.updated_at),
+                        (key, version, state_json, unfinished_json, state.updated_at),
                     )
                 else:
                     written = await conn.execute(
@@ -304,23 +311,23 @@ class PostgresStore:
                             state_json,
                             unfinished_json,
                             state.updated_at,
-                            wallet,
+                            key,
                             expected_version,
                         ),
                     )
                 if written.rowcount != 1:
-                    row = await (await conn.execute(q.version_of, (wallet,))).fetchone()
+                    row = await (await conn.execute(q.version_of, (key,))).fetchone()
                     raise Conflict(
                         f"wallet {wallet!r} is at version {0 if row is None else row[0]}, "
                         f"expected {expected_version}"
                     )
                 await conn.execute(
-                    q.insert_record, (wallet, record.kind.value, version, record.now, body)
+                    q.insert_record, (key, record.kind.value, version, record.now, body)
                 )
                 if cursor_json is not None:
                     await conn.execute(q.set_cursor, (cursor_json,))
-                if record.event_id is not None:
-                    await conn.execute(q.mark_applied, (record.event_id,))
+                if applied is not None:
+                    await conn.execute(q.mark_applied, (applied,))
         return version
 
     async def commit_cursor(self, cursor: Cursor, record: Record) -> None:
@@ -333,11 +340,17 @@ class PostgresStore:
             async with pool.connection() as conn, conn.transaction():
                 await conn.execute(
                     q.insert_record,
-                    (record.wallet, record.kind.value, record.version, record.now, body),
+                    (
+                        storage_key(record.wallet),
+                        record.kind.value,
+                        record.version,
+                        record.now,
+                        body,
+                    ),
                 )
                 await conn.execute(q.set_cursor, (cursor_json,))
                 if record.event_id is not None:
-                    await conn.execute(q.mark_applied, (record.event_id,))
+                    await conn.execute(q.mark_applied, (storage_key(record.event_id),))
 
     async def close(self) -> None:
         """Close the pool (the next call opens a new one)."""
@@ -355,7 +368,13 @@ class PostgresStore:
             async with pool.connection() as conn:
                 await conn.execute(
                     self._q.insert_record,
-                    (record.wallet, record.kind.value, record.version, record.now, body),
+                    (
+                        storage_key(record.wallet),
+                        record.kind.value,
+                        record.version,
+                        record.now,
+                        body,
+                    ),
                 )
 
     # ------------------------------------------------------------------ reading the log
@@ -370,7 +389,9 @@ class PostgresStore:
                     if wallet is None:
                         cur = await conn.execute(self._q.records, (after, _PAGE))
                     else:
-                        cur = await conn.execute(self._q.wallet_records, (wallet, after, _PAGE))
+                        cur = await conn.execute(
+                            self._q.wallet_records, (storage_key(wallet), after, _PAGE)
+                        )
                     rows = await cur.fetchall()
             if not rows:
                 return

@@ -18,6 +18,9 @@ versioned (table ``schema_version``); other tables in the same file (the simulat
 ``applied_events(event_id PK)``
     feed event ids committed with a state or a cursor.
 
+Wallet and event ids are stored as :func:`~liqshell.adapters.storage_key` gives them
+(unchanged unless they hold NUL or a lone surrogate).
+
 A commit is one ``BEGIN IMMEDIATE`` transaction: ``UPDATE states … WHERE wallet = ? AND
 version = ?`` (an ``INSERT … ON CONFLICT DO NOTHING`` for ``expected_version == 0``), the
 record, the cursor and the applied event id; no row changed → :class:`~liqshell.ports.Conflict`.
@@ -52,6 +55,7 @@ from liqshell.adapters import (
     cursor_to_json,
     record_from_json,
     record_to_json,
+    storage_key,
 )
 from liqshell.ports import Conflict, Cursor, LiqshellError, Record, Stored, Unfinished
 
@@ -152,6 +156,10 @@ def _check_commit(wallet: str, state: AccountState, expected_version: int) -> No
         raise ValueError(f"expected_version must be an int >= 0, was {expected_version!r}")
 
 
+def _wallet_of(stored: Stored) -> str:
+    return stored.state.wallet
+
+
 def _stored(version: int, state_json: str, unfinished_json: str) -> Stored:
     return Stored(
         state=codec.from_json(state_json, AccountState),
@@ -216,12 +224,8 @@ class SqliteStore:
                 "SELECT wallet, version, state_json, unfinished_json FROM states ORDER BY wallet"
             ).fetchall()
         )
-        return MappingProxyType(
-            {
-                wallet: _stored(version, state, unfinished)
-                for wallet, version, state, unfinished in rows
-            }
-        )
+        stored = [_stored(version, state, unfinished) for _, version, state, unfinished in rows]
+        return MappingProxyType({s.state.wallet: s for s in sorted(stored, key=_wallet_of)})
 
     async def cursor(self) -> Cursor | None:
         """The committed feed cursor."""
@@ -234,7 +238,7 @@ class SqliteStore:
         """Whether a feed item with ``event_id`` was committed."""
         row = await self._call(
             lambda db: db.execute(
-                "SELECT 1 FROM applied_events WHERE event_id = ?", (event_id,)
+                "SELECT 1 FROM applied_events WHERE event_id = ?", (storage_key(event_id),)
             ).fetchone()
         )
         return row is not None
@@ -257,13 +261,15 @@ class SqliteStore:
         unfinished_json = codec.to_json(record.pending)
         body = record_to_json(record)
         cursor_json = None if cursor is None else cursor_to_json(cursor)
+        key = storage_key(wallet)
+        applied = None if record.event_id is None else storage_key(record.event_id)
 
         def run(db: sqlite3.Connection) -> None:
             with _transaction(db):
                 if expected_version == 0:
                     changed = db.execute(
                         _INSERT_STATE,
-                        (wallet, version, state_json, unfinished_json, state.updated_at),
+                        (key, version, state_json, unfinished_json, state.updated_at),
                     ).rowcount
                 else:
                     changed = db.execute(
@@ -273,23 +279,23 @@ class SqliteStore:
                             state_json,
                             unfinished_json,
                             state.updated_at,
-                            wallet,
+                            key,
                             expected_version,
                         ),
                     ).rowcount
                 if changed != 1:
                     row = db.execute(
-                        "SELECT version FROM states WHERE wallet = ?", (wallet,)
+                        "SELECT version FROM states WHERE wallet = ?", (key,)
                     ).fetchone()
                     raise Conflict(
                         f"wallet {wallet!r} is at version {0 if row is None else row[0]}, "
                         f"expected {expected_version}"
                     )
-                db.execute(_INSERT_RECORD, (wallet, record.kind.value, version, record.now, body))
+                db.execute(_INSERT_RECORD, (key, record.kind.value, version, record.now, body))
                 if cursor_json is not None:
                     db.execute(_SET_CURSOR, (cursor_json,))
-                if record.event_id is not None:
-                    db.execute(_MARK_APPLIED, (record.event_id,))
+                if applied is not None:
+                    db.execute(_MARK_APPLIED, (applied,))
 
         await self._call(run)
         return version
@@ -303,11 +309,17 @@ class SqliteStore:
             with _transaction(db):
                 db.execute(
                     _INSERT_RECORD,
-                    (record.wallet, record.kind.value, record.version, record.now, body),
+                    (
+                        storage_key(record.wallet),
+                        record.kind.value,
+                        record.version,
+                        record.now,
+                        body,
+                    ),
                 )
                 db.execute(_SET_CURSOR, (cursor_json,))
                 if record.event_id is not None:
-                    db.execute(_MARK_APPLIED, (record.event_id,))
+                    db.execute(_MARK_APPLIED, (storage_key(record.event_id),))
 
         await self._call(run)
 
@@ -332,7 +344,13 @@ class SqliteStore:
             with _transaction(db):
                 db.execute(
                     _INSERT_RECORD,
-                    (record.wallet, record.kind.value, record.version, record.now, body),
+                    (
+                        storage_key(record.wallet),
+                        record.kind.value,
+                        record.version,
+                        record.now,
+                        body,
+                    ),
                 )
 
         await self._call(run)
@@ -370,7 +388,7 @@ def _read_records(location: Path, wallet: str | None) -> Iterator[Record]:
                 rows = db.execute(
                     "SELECT seq, body_json FROM records WHERE wallet = ? AND seq > ? "
                     "ORDER BY seq LIMIT ?",
-                    (wallet, after, _PAGE),
+                    (storage_key(wallet), after, _PAGE),
                 ).fetchall()
             if not rows:
                 return
