@@ -10,7 +10,22 @@ Two reference models ship — :class:`StandardMargin` (additive per position) an
 from __future__ import annotations
 
 from liqcore.margin.base import MarginFacts, MarginModel
-from liqcore.margin.portfolio import PortfolioMargin
+from liqcore.margin.portfolio import (
+    YEAR_MS,
+    PortfolioMargin,
+    PreparedPortfolioMargin,
+    black_scholes,
+    normal_cdf,
+)
 from liqcore.margin.standard import StandardMargin
 
-__all__ = ["MarginFacts", "MarginModel", "PortfolioMargin", "StandardMargin"]
+__all__ = [
+    "YEAR_MS",
+    "MarginFacts",
+    "MarginModel",
+    "PortfolioMargin",
+    "PreparedPortfolioMargin",
+    "StandardMargin",
+    "black_scholes",
+    "normal_cdf",
+]

@@ -13,7 +13,7 @@ In scenario ``(s, w)``
 * a perpetual gains ``S × s`` per unit (its mark plays no part in the scenario).
 
 The scenario loss of ``u`` is ``L_u(s, w) = Σ amount × (mark − scenario value)`` over its
-positions (for a perp: ``Σ −amount × S × s``), and
+positions (for a perp: ``Σ −amount × S × s``), and::
 
     mm_required = Σ_u [ max(0, max_(s, w) L_u(s, w))
                         + short_option_contingency × S_u × Σ |short option amount on u| ]
@@ -46,7 +46,7 @@ Numerics
 --------
 Pricing and products are computed in :data:`~liqcore.numbers.CONTEXT` with Decimal:
 ``exp``, ``ln`` and ``sqrt`` are correctly rounded, and the normal CDF is a Decimal series
-(|x| < 5) or continued fraction (5 ≤ |x| ≤ 40) — no ``math`` calls, whose last bits differ
+(``|x| < 5``) or continued fraction (``5 ≤ |x| ≤ 40``) — no ``math`` calls, whose last bits differ
 between libms. Option values are then rounded to ``1e-12`` (half-even). Sums (equity, the
 per-scenario losses, the short total, the per-underlying MMs) are taken exactly, in a private
 unbounded-precision context used for additions only, and each total is rounded once to

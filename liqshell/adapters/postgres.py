@@ -34,7 +34,7 @@ import contextlib
 import re
 from collections.abc import AsyncIterator, Mapping
 from types import MappingProxyType
-from typing import LiteralString
+from typing import Any, LiteralString
 
 import psycopg
 from psycopg import sql
@@ -227,20 +227,32 @@ class PostgresStore:
                 await conn.execute(q.add_migration, (version,))
 
     @contextlib.asynccontextmanager
-    async def _translated(self, what: str) -> AsyncIterator[None]:
+    async def _connection(self, what: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection; a connection-level error becomes StoreUnavailable and
+        discards the pool, so the next call connects afresh instead of waiting out the
+        pool's reconnect backoff (which grows while the server is down)."""
+        pool: AsyncConnectionPool | None = None
         try:
-            yield
+            pool = await self._connections()
+            async with pool.connection() as conn:
+                yield conn
         except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+            await self._discard(pool)
             raise StoreUnavailable(f"PostgreSQL store {self.schema!r}, {what}: {error}") from error
+
+    async def _discard(self, pool: AsyncConnectionPool | None) -> None:
+        if pool is None or pool is not self._pool:
+            return
+        self._pool = None
+        with contextlib.suppress(Exception):
+            await pool.close(timeout=1.0)
 
     # ------------------------------------------------------------------ StateStore
 
     async def load(self) -> Mapping[str, Stored]:
         """Every stored wallet, sorted by wallet."""
-        async with self._translated("load"):
-            pool = await self._connections()
-            async with pool.connection() as conn:
-                rows = await (await conn.execute(self._q.load)).fetchall()
+        async with self._connection("load") as conn:
+            rows = await (await conn.execute(self._q.load)).fetchall()
         stored = [
             Stored(
                 state=codec.from_json(state, AccountState),
@@ -255,20 +267,14 @@ class PostgresStore:
 
     async def cursor(self) -> Cursor | None:
         """The committed feed cursor."""
-        async with self._translated("cursor"):
-            pool = await self._connections()
-            async with pool.connection() as conn:
-                row = await (await conn.execute(self._q.cursor)).fetchone()
+        async with self._connection("cursor") as conn:
+            row = await (await conn.execute(self._q.cursor)).fetchone()
         return None if row is None else cursor_from_json(row[0])
 
     async def applied(self, event_id: str) -> bool:
         """Whether a feed item with ``event_id`` was committed."""
-        async with self._translated("applied"):
-            pool = await self._connections()
-            async with pool.connection() as conn:
-                row = await (
-                    await conn.execute(self._q.applied, (storage_key(event_id),))
-                ).fetchone()
+        async with self._connection("applied") as conn:
+            row = await (await conn.execute(self._q.applied, (storage_key(event_id),))).fetchone()
         return row is not None
 
     async def commit(
@@ -295,39 +301,35 @@ class PostgresStore:
         cursor_json = None if cursor is None else cursor_to_json(cursor)
         key = storage_key(wallet)
         applied = None if record.event_id is None else storage_key(record.event_id)
-        async with self._translated("commit"):
-            pool = await self._connections()
-            async with pool.connection() as conn, conn.transaction():
-                if expected_version == 0:
-                    written = await conn.execute(
-                        q.insert_state,
-                        (key, version, state_json, unfinished_json, state.updated_at),
-                    )
-                else:
-                    written = await conn.execute(
-                        q.update_state,
-                        (
-                            version,
-                            state_json,
-                            unfinished_json,
-                            state.updated_at,
-                            key,
-                            expected_version,
-                        ),
-                    )
-                if written.rowcount != 1:
-                    row = await (await conn.execute(q.version_of, (key,))).fetchone()
-                    raise Conflict(
-                        f"wallet {wallet!r} is at version {0 if row is None else row[0]}, "
-                        f"expected {expected_version}"
-                    )
-                await conn.execute(
-                    q.insert_record, (key, record.kind.value, version, record.now, body)
+        async with self._connection("commit") as conn, conn.transaction():
+            if expected_version == 0:
+                written = await conn.execute(
+                    q.insert_state,
+                    (key, version, state_json, unfinished_json, state.updated_at),
                 )
-                if cursor_json is not None:
-                    await conn.execute(q.set_cursor, (cursor_json,))
-                if applied is not None:
-                    await conn.execute(q.mark_applied, (applied,))
+            else:
+                written = await conn.execute(
+                    q.update_state,
+                    (
+                        version,
+                        state_json,
+                        unfinished_json,
+                        state.updated_at,
+                        key,
+                        expected_version,
+                    ),
+                )
+            if written.rowcount != 1:
+                row = await (await conn.execute(q.version_of, (key,))).fetchone()
+                raise Conflict(
+                    f"wallet {wallet!r} is at version {0 if row is None else row[0]}, "
+                    f"expected {expected_version}"
+                )
+            await conn.execute(q.insert_record, (key, record.kind.value, version, record.now, body))
+            if cursor_json is not None:
+                await conn.execute(q.set_cursor, (cursor_json,))
+            if applied is not None:
+                await conn.execute(q.mark_applied, (applied,))
         return version
 
     async def commit_cursor(self, cursor: Cursor, record: Record) -> None:
@@ -335,22 +337,20 @@ class PostgresStore:
         q = self._q
         cursor_json = cursor_to_json(cursor)
         body = record_to_json(record)
-        async with self._translated("commit_cursor"):
-            pool = await self._connections()
-            async with pool.connection() as conn, conn.transaction():
-                await conn.execute(
-                    q.insert_record,
-                    (
-                        storage_key(record.wallet),
-                        record.kind.value,
-                        record.version,
-                        record.now,
-                        body,
-                    ),
-                )
-                await conn.execute(q.set_cursor, (cursor_json,))
-                if record.event_id is not None:
-                    await conn.execute(q.mark_applied, (storage_key(record.event_id),))
+        async with self._connection("commit_cursor") as conn, conn.transaction():
+            await conn.execute(
+                q.insert_record,
+                (
+                    storage_key(record.wallet),
+                    record.kind.value,
+                    record.version,
+                    record.now,
+                    body,
+                ),
+            )
+            await conn.execute(q.set_cursor, (cursor_json,))
+            if record.event_id is not None:
+                await conn.execute(q.mark_applied, (storage_key(record.event_id),))
 
     async def close(self) -> None:
         """Close the pool (the next call opens a new one)."""
@@ -363,19 +363,17 @@ class PostgresStore:
     async def append(self, record: Record) -> None:
         """Append ``record`` to the log on its own (no state changes)."""
         body = record_to_json(record)
-        async with self._translated("append"):
-            pool = await self._connections()
-            async with pool.connection() as conn:
-                await conn.execute(
-                    self._q.insert_record,
-                    (
-                        storage_key(record.wallet),
-                        record.kind.value,
-                        record.version,
-                        record.now,
-                        body,
-                    ),
-                )
+        async with self._connection("append") as conn:
+            await conn.execute(
+                self._q.insert_record,
+                (
+                    storage_key(record.wallet),
+                    record.kind.value,
+                    record.version,
+                    record.now,
+                    body,
+                ),
+            )
 
     # ------------------------------------------------------------------ reading the log
 
@@ -383,16 +381,14 @@ class PostgresStore:
         """The log in ``seq`` order (only ``wallet``'s if given), read page by page."""
         after = 0
         while True:
-            async with self._translated("records"):
-                pool = await self._connections()
-                async with pool.connection() as conn:
-                    if wallet is None:
-                        cur = await conn.execute(self._q.records, (after, _PAGE))
-                    else:
-                        cur = await conn.execute(
-                            self._q.wallet_records, (storage_key(wallet), after, _PAGE)
-                        )
-                    rows = await cur.fetchall()
+            async with self._connection("records") as conn:
+                if wallet is None:
+                    cur = await conn.execute(self._q.records, (after, _PAGE))
+                else:
+                    cur = await conn.execute(
+                        self._q.wallet_records, (storage_key(wallet), after, _PAGE)
+                    )
+                rows = await cur.fetchall()
             if not rows:
                 return
             for seq, body in rows:

@@ -381,6 +381,28 @@ async def racing_writers_win_each_version_exactly_once(h: StoreHarness) -> None:
     assert [r.version for r in await h.records(first)] == versions
 
 
+async def odd_wallet_and_event_ids_are_stored_and_found(h: StoreHarness) -> None:
+    """Wallet and event ids with NUL, lone surrogates or look-alike escapes are stored,
+    loaded and found as they are, and never collide."""
+    store = await h.open()
+    wallets = ["0x\x00a", 'json:"0x\\u0000a"', "0x\ud800", "0xa"]
+    events = ["\x00", 'json:"\\u0000"', "\udfff", "e"]
+    for wallet, event_id in zip(wallets, events, strict=True):
+        await _commit(store, state_of(wallet, 1), 0, event_id=event_id, cursor=event_id)
+    loaded = await store.load()
+    assert sorted(loaded) == sorted(wallets)
+    assert all(loaded[w].state.wallet == w for w in wallets)
+    for event_id in events:
+        assert await store.applied(event_id)
+    assert not await store.applied('json:"\\u0000\\u0000"')
+    assert await store.cursor() == "e"
+    assert [r.wallet for r in await h.records(store)] == wallets
+    await store.commit_cursor(
+        "x", Record(kind=RecordKind.FEED, wallet="\x00", now=1, event_id="\x00\x00")
+    )
+    assert await store.applied("\x00\x00")
+
+
 async def store_is_usable_after_close(h: StoreHarness) -> None:
     """After close(), the same store object serves calls again (reconnecting)."""
     store = await h.open()
@@ -409,6 +431,7 @@ CONTRACT: tuple[Check, ...] = (
     a_second_store_on_the_same_data_sees_and_respects_commits,
     concurrent_commits_of_one_version_have_one_winner,
     racing_writers_win_each_version_exactly_once,
+    odd_wallet_and_event_ids_are_stored_and_found,
     store_is_usable_after_close,
 )
 """Every check; run each against a fresh store."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 
 import nats
@@ -430,6 +430,35 @@ async def test_nats_sink_jetstream_changes_survive_a_subscriber_restart(
         await sink.publish(change(n=n), key=("0xa", n + 1, 0))
     rest = await consume(3)
     assert first + rest == [f"0xa:{v}:0" for v in range(1, 6)]
+
+
+async def test_nats_sink_jetstream_keeps_changes_across_a_server_restart(
+    connector: NatsConnector,
+    exchange: NatsConnector,
+    prefix: str,
+    restart_nats: Callable[[], None],
+) -> None:
+    """Changes stored before nats-server restarts are still in the stream after it, and
+    the same sink publishes again once its connection is back (a resend is deduped)."""
+    stream = f"{prefix}-state"
+    await ensure_stream(exchange, stream, [f"{prefix}.state"])
+    sink = NatsEventSink(connector, subject=f"{prefix}.state", stream=stream, timeout_ms=1_000)
+    await sink.publish(change(n=1), key=("0xa", 1, 0))
+    await asyncio.to_thread(restart_nats)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while True:
+        try:
+            await sink.publish(change(n=1), key=("0xa", 1, 0))  # the watcher's resend
+            break
+        except (NotSent, OutcomeUnknown):
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+    await sink.publish(change(n=2), key=("0xa", 2, 0))
+    info = await (await exchange.client()).jetstream().stream_info(stream)
+    assert info.state.messages == 2
+    assert sink.duplicates == 1
 
 
 async def test_nats_sink_plain_publish_reaches_a_subscriber(

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import liqshell
-from liqshell.adapters import StoreUnavailable
+from liqshell.adapters import StoreUnavailable, storage_key
 from liqshell.adapters import read_records as read_any_records
 from liqshell.adapters.sqlite import SCHEMA_VERSION, SqliteStore, read_records
 from liqshell.ports import LiqshellError, Record, RecordKind, StateStore
@@ -108,6 +109,19 @@ async def test_memory_store_meets_the_store_contract(check: Check) -> None:
 async def test_memory_store_commit_plans_match_the_model(plan: list[Step]) -> None:
     """Any sequence of commit attempts leaves MemoryStore equal to the model."""
     await check_commit_plan(memory_harness(), plan)
+
+
+@given(one=st.text(alphabet=st.characters(codec="utf-16")), other=st.text())
+def test_storage_key_is_one_to_one_and_keeps_plain_text(one: str, other: str) -> None:
+    """Distinct ids get distinct keys, every key is storable text, plain ids are unchanged."""
+    for text in (one, other, "json:" + one, one + "\x00"):
+        key = storage_key(text)
+        assert "\x00" not in key
+        key.encode("utf-8")
+        if "\x00" not in text and not text.startswith("json:") and text.isascii():
+            assert key == text
+    assert (storage_key(one) == storage_key(other)) == (one == other)
+    assert storage_key("json:" + one) != storage_key(one)
 
 
 # --- the recorder and the log ---------------------------------------------------------------

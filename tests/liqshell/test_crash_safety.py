@@ -1,0 +1,579 @@
+"""Crash safety (SPEC §9): ``liqshell simulate`` killed with SIGKILL at seeded random instants.
+
+The simulation runs as a subprocess on one SQLite store (the watcher's states and the
+simulated exchange's world share the file). It is killed with SIGKILL at seeded random
+instants — during start-up, in the middle of a poll, between polls — and after each kill
+the test:
+
+1. reads the committed states: no wallet lost, no version went down, no committed state
+   was changed without a new version or replaced by an older one;
+2. restarts the simulation *in-process* on the same store and stops it right after the
+   first poll of that restarted run (``simulate(on_tick=…)``), where it checks the exchange
+   and the store: at most one set of live liquidation orders per wallet (one ``now`` in
+   the ``liq-{wallet}-{now}-{i}`` client ids), every tracked client id known to the
+   exchange, no unfinished commands left, no auction request or stop pending past its
+   timeout, and every auction a state waits for alive on the simulated chain;
+3. starts the subprocess again (it resumes) for the next kill.
+
+At the end the run completes; the replay log must hold each wallet's committed versions
+1…N with no gap or repeat, and every state seen between kills at its version. The final
+phases are compared with an uninterrupted run of the same seed and the differing wallets are
+printed with the first decision where their histories part (the lead quotes the report).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import attrs
+import pytest
+
+from liqcore import (
+    AccountState,
+    Config,
+    Healthy,
+    InLiquidation,
+    Liquidated,
+    PreLiquidation,
+    PublishStateChange,
+    codec,
+)
+from liqcore.state import phase_tag
+from liqshell.adapters.sqlite import read_records
+from liqshell.ports import Record, RecordKind, Unfinished
+from liqshell.sim import SimExchange, SimParams, WorldStore, simulate
+from liqshell.sim.world import Market, World
+
+ROOT = Path(__file__).resolve().parents[2]
+PARAMS = SimParams(accounts=24, minutes=10, seed=4)
+CLI_ARGS = ("--accounts", "24", "--minutes", "10", "--seed", "4")
+KILL_SEED = 20260302
+KILLS = 26
+CONFIG = Config()
+LIVE = ("pending", "running", "stopping")
+SEGMENT_TIMEOUT_S = 60.0
+POLL_S = 0.001
+
+
+# --------------------------------------------------------------------------- reading the store
+
+
+@attrs.frozen(kw_only=True)
+class Committed:
+    """One wallet's row of the watcher's ``states`` table."""
+
+    version: int
+    state: str
+    unfinished: str
+    updated_at: int
+
+
+def _query(store: Path, sql: str) -> list[tuple[object, ...]]:
+    """Rows of ``sql`` on a connection of its own; none while the table does not exist yet."""
+    try:
+        with contextlib.closing(sqlite3.connect(store, timeout=30)) as db:
+            return list(db.execute(sql).fetchall())
+    except sqlite3.OperationalError as error:
+        if "no such table" in str(error):
+            return []
+        raise
+
+
+def read_committed(store: Path) -> dict[str, Committed]:
+    """The committed states by wallet."""
+    rows = _query(
+        store, "SELECT wallet, version, state_json, unfinished_json, updated_at FROM states"
+    )
+    return {
+        str(wallet): Committed(
+            version=int(str(version)),
+            state=str(state),
+            unfinished=str(unfinished),
+            updated_at=int(str(updated)),
+        )
+        for wallet, version, state, unfinished, updated in rows
+    }
+
+
+def _scalar(store: Path, sql: str) -> int:
+    try:
+        rows = _query(store, sql)
+    except sqlite3.Error:  # mid-recovery after a kill: try again on the next look
+        return -1
+    value = rows[0][0] if rows else None
+    return -1 if value is None else int(str(value))
+
+
+def world_tick(store: Path) -> int:
+    """The tick of the stored world snapshot (−1 before the first)."""
+    return _scalar(store, "SELECT tick FROM sim_world WHERE id = 1")
+
+
+def last_seq(store: Path) -> int:
+    """The sequence number of the last record in the replay log (−1 if none)."""
+    return _scalar(store, "SELECT max(seq) FROM records")
+
+
+def journal_length(store: Path) -> int:
+    """Exchange actions journaled since the last world snapshot."""
+    return _scalar(store, "SELECT count(*) FROM sim_journal")
+
+
+def exchange_world(store: Path) -> World | None:
+    """The exchange's world as a restart sees it: the snapshot with its journal replayed."""
+    worlds = WorldStore(store)
+    try:
+        loaded = worlds.load()
+    finally:
+        worlds.close()
+    if loaded is None:
+        return None
+    world, journal = loaded
+    exchange = SimExchange(world, config=CONFIG, market=Market(world.params))
+    exchange.replay(journal)
+    return exchange.world
+
+
+# --------------------------------------------------------------------------- invariants
+
+
+@attrs.define
+class Tracker:
+    """Every committed state seen between kills, checked against the one seen before."""
+
+    seen: dict[str, Committed] = attrs.Factory(dict)
+    by_version: dict[str, dict[int, str]] = attrs.Factory(dict)
+    checked: int = 0
+    violations: list[str] = attrs.Factory(list)
+
+    def observe(self, states: Mapping[str, Committed], where: str) -> None:
+        """Check ``states`` against the last observation (see the module docs, 1)."""
+        for wallet in sorted(set(self.seen) | set(states)):
+            before, now = self.seen.get(wallet), states.get(wallet)
+            if now is None:
+                self.violations.append(f"{where}: {wallet} lost its committed state")
+                continue
+            self.checked += 1
+            if before is not None:
+                if now.version < before.version:
+                    self.violations.append(
+                        f"{where}: {wallet} rolled back from v{before.version} to v{now.version}"
+                    )
+                elif now.version == before.version and now.state != before.state:
+                    self.violations.append(
+                        f"{where}: {wallet} v{now.version} changed without a new version"
+                    )
+                elif now.updated_at < before.updated_at:
+                    self.violations.append(
+                        f"{where}: {wallet} v{now.version} is older than v{before.version}"
+                    )
+            logged = self.by_version.setdefault(wallet, {}).setdefault(now.version, now.state)
+            if logged != now.state:
+                self.violations.append(f"{where}: {wallet} has two states at v{now.version}")
+            self.seen[wallet] = now
+
+
+def liquidation_sets(world: World) -> dict[str, set[int]]:
+    """Per wallet, the ``now`` of each set of live liquidation orders (``liq-{w}-{now}-{i}``)."""
+    sets: dict[str, set[int]] = {}
+    for order in world.orders.values():
+        client = order.client_id or ""
+        if order.status == "open" and client.startswith(f"liq-{order.wallet}-"):
+            sets.setdefault(order.wallet, set()).add(int(client.rsplit("-", 2)[1]))
+    return sets
+
+
+def two_live_sets(world: World, where: str) -> list[str]:
+    """Wallets with more than one live set of liquidation orders."""
+    return [
+        f"{where}: {wallet} has {len(nows)} live sets of liquidation orders {sorted(nows)}"
+        for wallet, nows in sorted(liquidation_sets(world).items())
+        if len(nows) > 1
+    ]
+
+
+def converged(world: World, states: Mapping[str, Committed], where: str) -> list[str]:
+    """What must hold once a (restarted) run has completed a poll (module docs, 2)."""
+    problems = two_live_sets(world, where)
+    timeout = CONFIG.full_escalation_timeout_ms
+    for wallet, committed in sorted(states.items()):
+        state = codec.from_json(committed.state, AccountState)
+        if codec.from_json(committed.unfinished, tuple[Unfinished, ...]):
+            problems.append(f"{where}: {wallet} still has unfinished commands")
+        known = {o.client_id for o in world.orders.values() if o.wallet == wallet}
+        live = {a.auction_id for a in world.auctions.values() if a.status in LIVE}
+        match state.phase:
+            case PreLiquidation() as phase:
+                unknown = sorted(set(phase.active_order_client_ids) - known)
+                if unknown:
+                    problems.append(f"{where}: {wallet} tracks orders unknown to the exchange {unknown}")
+                requested = phase.pending_full_requested_at
+                if phase.pending_full_auction_id is not None:
+                    if phase.pending_full_auction_id not in live:
+                        problems.append(
+                            f"{where}: {wallet} waits for auction {phase.pending_full_auction_id}, "
+                            "which is not alive on the chain"
+                        )
+                elif requested is not None and world.now > requested + timeout:
+                    problems.append(f"{where}: {wallet} auction request pending past its timeout")
+            case InLiquidation() as phase:
+                if phase.auction_id not in live:
+                    problems.append(
+                        f"{where}: {wallet} in auction {phase.auction_id}, which is not alive"
+                    )
+                asked = phase.stop_requested_at
+                if asked is not None and world.now > asked + timeout:
+                    problems.append(f"{where}: {wallet} stop request pending past its timeout")
+            case Healthy() | Liquidated():
+                pass
+    return problems
+
+
+class FirstPollDone(Exception):
+    """Raised by :class:`FirstPoll` to stop the restarted run after its first poll."""
+
+
+@attrs.define
+class FirstPoll:
+    """``on_tick`` of a restarted run: check :func:`converged` after its first poll, stop."""
+
+    store: Path
+    where: str
+    problems: list[str] = attrs.Factory(list)
+    states: dict[str, Committed] = attrs.Factory(dict)
+    ran: bool = False
+
+    def __call__(self, world: World) -> None:
+        self.ran = True
+        self.states = read_committed(self.store)
+        self.problems = converged(world, self.states, self.where)
+        raise FirstPollDone
+
+
+# --------------------------------------------------------------------------- killing
+
+
+MODES = ("start-up", "effect", "tick")
+MODE_WEIGHTS = (0.2, 0.5, 0.3)
+"""Where the kills are aimed: by wall time into the start-up (imports, opening the store,
+the restart's reconciliation and first poll); a few milliseconds after the run commits a
+decision with effects (so the kill lands while its commands execute, or just after); a
+seeded number of ticks into the run, at a seeded instant inside the tick."""
+EFFECT_WINDOW_S = 0.006
+TICK_WINDOW_S = 0.04
+EFFECT_TICKS = 8
+"""An effect kill waits at most this many ticks for a decision with effects."""
+EFFECTS = (
+    "SELECT max(seq) FROM records WHERE seq > {seq} AND kind = 'decision' "
+    "AND body_json NOT LIKE '{{\"commands\":[],%'"
+)
+
+
+@attrs.frozen(kw_only=True)
+class Kill:
+    """Where one SIGKILL landed."""
+
+    mode: str
+    after_s: float
+    tick: int
+    journaled: int
+    """Exchange actions journaled since the world's last snapshot: the kill interrupted a
+    tick after the exchange had acted in it."""
+    committed: bool
+    """Whether the killed process had committed anything (else it died in start-up)."""
+
+
+@attrs.define
+class Killer:
+    """Runs the simulation and SIGKILLs it at seeded instants (see :data:`MODES`)."""
+
+    argv: Sequence[str]
+    store: Path
+    log: Path
+    draw: random.Random
+    startup_s: float = 0.8
+    """The last measured time from spawn to the first commit."""
+
+    def run(self) -> Kill | None:
+        """One run, killed; ``None`` if it finished before the kill."""
+        mode = self.draw.choices(MODES, weights=MODE_WEIGHTS)[0]
+        ticks = self.draw.randint(0, 2)
+        fraction = self.draw.random()
+        store = self.store
+        seq, tick = last_seq(store), world_tick(store)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        with self.log.open("ab") as err:
+            process = subprocess.Popen(
+                self.argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+            )
+        started = time.monotonic()
+
+        def wait(ready: Callable[[], bool]) -> bool:
+            while process.poll() is None:
+                if ready():
+                    return True
+                if time.monotonic() - started > SEGMENT_TIMEOUT_S:
+                    raise AssertionError(f"no progress in {SEGMENT_TIMEOUT_S} s")
+                time.sleep(POLL_S)
+            return False
+
+        try:
+            if mode == "start-up":
+                limit = fraction * self.startup_s * 0.9
+                wait(lambda: time.monotonic() - started >= limit)
+            elif wait(lambda: last_seq(store) > seq):
+                self.startup_s = time.monotonic() - started
+                if mode == "effect":
+                    first = last_seq(store)
+                    query = EFFECTS.format(seq=first)
+                    wait(lambda: _scalar(store, query) > 0 or world_tick(store) >= tick + EFFECT_TICKS)
+                    time.sleep(fraction * EFFECT_WINDOW_S)
+                else:
+                    wait(lambda: world_tick(store) >= tick + ticks)
+                    time.sleep(fraction * TICK_WINDOW_S)
+            if process.poll() is not None:
+                assert process.returncode == 0, self.log.read_text(errors="replace")[-3000:]
+                return None
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=30)
+        return Kill(
+            mode=mode,
+            after_s=time.monotonic() - started,
+            tick=world_tick(store),
+            journaled=journal_length(store),
+            committed=last_seq(store) > seq,
+        )
+
+
+# --------------------------------------------------------------------------- the log
+
+
+STATE_KINDS = (RecordKind.DECISION, RecordKind.OUTCOMES, RecordKind.RESTART)
+
+
+def committed_records(records: Sequence[Record]) -> dict[str, list[Record]]:
+    """The records committed together with a state, by wallet, in log order."""
+    by_wallet: dict[str, list[Record]] = {}
+    for record in records:
+        if record.kind in STATE_KINDS or (record.kind is RecordKind.FEED and record.note == "applied"):
+            by_wallet.setdefault(record.wallet, []).append(record)
+    return by_wallet
+
+
+def log_problems(
+    records: Sequence[Record], final: Mapping[str, Committed], tracker: Tracker
+) -> list[str]:
+    """Each wallet's log holds versions 1…N (N its committed version), and every state seen
+    between kills is the one logged at its version."""
+    problems = []
+    logged = committed_records(records)
+    for wallet, committed in sorted(final.items()):
+        versions = [r.version for r in logged.get(wallet, [])]
+        if versions != list(range(1, committed.version + 1)):
+            problems.append(f"log of {wallet}: versions {versions} are not 1…{committed.version}")
+        states = {r.version: codec.to_json(r.state) for r in logged.get(wallet, [])}
+        for version, seen in sorted(tracker.by_version.get(wallet, {}).items()):
+            if states.get(version) != seen:
+                problems.append(f"log of {wallet}: v{version} is not the state seen between kills")
+    return problems
+
+
+@attrs.frozen(kw_only=True)
+class Step:
+    """One decision, as compared between the two runs."""
+
+    now: int
+    phase: str
+    commands: tuple[str, ...]
+
+
+def histories(records: Sequence[Record]) -> dict[str, list[Step]]:
+    """Per wallet, its decisions that did something (commands besides publishing)."""
+    found: dict[str, list[Step]] = {}
+    for record in records:
+        if record.kind is not RecordKind.DECISION or record.state is None:
+            continue
+        commands = tuple(
+            type(c).__name__ for c in record.commands if not isinstance(c, PublishStateChange)
+        )
+        previous = "none" if record.previous is None else phase_tag(record.previous.phase)
+        current = phase_tag(record.state.phase)
+        if commands or previous != current:
+            found.setdefault(record.wallet, []).append(
+                Step(now=record.now, phase=current, commands=commands)
+            )
+    return found
+
+
+def divergence(crashed: Sequence[Step], reference: Sequence[Step]) -> str:
+    """Where two histories of one wallet part, in words."""
+    for index, (ours, theirs) in enumerate(zip(crashed, reference, strict=False)):
+        if (ours.phase, ours.commands) != (theirs.phase, theirs.commands):
+            return (
+                f"decision {index}: crashed run {ours.phase} {list(ours.commands)} at "
+                f"{ours.now}, uninterrupted {theirs.phase} {list(theirs.commands)} at {theirs.now}"
+            )
+    return f"one history is a prefix of the other ({len(crashed)} vs {len(reference)} decisions)"
+
+
+def off_grid(now: int) -> bool:
+    """A decision at an instant between ticks: a re-poll after a restart (``now`` bumped to
+    ``updated_at + 1``) or an immediate re-step after confirmed reprice cancels."""
+    return (now - PARAMS.start_ms) % PARAMS.tick_ms != 0
+
+
+# --------------------------------------------------------------------------- the test
+
+
+@contextlib.contextmanager
+def scratch(tmp_path: Path) -> Iterator[Path]:
+    """A folder on memory-backed tmpfs when there is one (a kill loses exactly what it would
+    on disk: the page cache survives the process), else pytest's tmp."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        with tempfile.TemporaryDirectory(prefix="liqshell-crash-", dir=shm) as folder:
+            yield Path(folder)
+    else:
+        yield tmp_path
+
+
+def final_phases(states: Mapping[str, Committed]) -> dict[str, str]:
+    """Each wallet's phase tag."""
+    return {
+        wallet: phase_tag(codec.from_json(c.state, AccountState).phase)
+        for wallet, c in sorted(states.items())
+    }
+
+
+@pytest.mark.slow
+def test_simulate_sigkilled_at_random_instants_loses_nothing_and_converges(tmp_path: Path) -> None:
+    """SIGKILLed ≥ 20 times and resumed each time, the simulation never loses or rolls back a
+    committed state, and after each restart's first poll no wallet has two live sets of
+    liquidation orders, tracks an order the exchange does not know or waits on a pending
+    request past its timeout."""
+    with scratch(tmp_path) as folder:
+        store, reference_store, log = (
+            folder / "crash.sqlite",
+            folder / "reference.sqlite",
+            folder / "stderr.log",
+        )
+        base = [sys.executable, "-m", "liqshell", "simulate", *CLI_ARGS, "--quiet", "--store"]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        reference = subprocess.Popen(
+            [*base, str(reference_store)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        killer = Killer(argv=[*base, str(store)], store=store, log=log, draw=random.Random(KILL_SEED))
+        tracker = Tracker()
+        kills: list[Kill] = []
+        problems: list[str] = []
+        at_kill_instants: list[str] = []
+        first_polls = 0
+        while len(kills) < KILLS:
+            kill = killer.run()
+            if kill is None:
+                break
+            kills.append(kill)
+            where = f"kill {len(kills)} (tick {kill.tick})"
+            tracker.observe(read_committed(store), where)
+            world = exchange_world(store)
+            if world is not None:
+                at_kill_instants += two_live_sets(world, where)
+            check = FirstPoll(store, f"first poll after {where}")
+            with contextlib.suppress(FirstPollDone):
+                asyncio.run(simulate(PARAMS, store=store, on_tick=check))
+            if check.ran:
+                first_polls += 1
+                problems += check.problems
+                tracker.observe(check.states, check.where)
+        finished = subprocess.run(
+            [*base, str(store)], env=env, capture_output=True, text=True, timeout=180, check=False
+        )
+        out, err = reference.communicate(timeout=180)
+        assert reference.returncode == 0, err
+        assert finished.returncode == 0, finished.stderr
+        assert "Traceback" not in log.read_text(errors="replace")
+
+        final = read_committed(store)
+        tracker.observe(final, "end of the run")
+        world = exchange_world(store)
+        assert world is not None and world.done
+        problems += converged(world, final, "end of the run")
+        records = list(read_records(store))
+        problems += log_problems(records, final, tracker)
+
+        reference_final = read_committed(reference_store)
+        ours, theirs = final_phases(final), final_phases(reference_final)
+        ours_h, theirs_h = histories(records), histories(list(read_records(reference_store)))
+        differing = sorted(w for w in theirs if ours.get(w) != theirs[w])
+        parted = sorted(w for w in theirs_h.keys() | ours_h.keys() if ours_h.get(w) != theirs_h.get(w))
+        restarts = [r for r in records if r.kind is RecordKind.RESTART]
+
+    lines = [
+        f"crash safety: {len(kills)} SIGKILLs of `liqshell simulate {' '.join(CLI_ARGS)}` "
+        f"(kill seed {KILL_SEED})",
+        f"  kills aimed at start-up / after a decision with effects / into a tick: "
+        f"{' / '.join(str(sum(k.mode == m for k in kills)) for m in MODES)}; "
+        f"killed before committing anything: {sum(not k.committed for k in kills)}; "
+        f"with exchange actions journaled in the interrupted tick: "
+        f"{sum(k.journaled > 0 for k in kills)}; ticks at the kills: "
+        f"{[k.tick for k in kills]}",
+        f"  restarts that found unfinished commands (reported, never replayed): "
+        f"{len({(r.wallet, r.version) for r in restarts})} wallet restarts",
+        f"  committed states checked across kills: {tracker.checked}; first polls after a "
+        f"restart checked: {first_polls}",
+        f"  violations: {len(tracker.violations) + len(problems)}; two live sets even at a kill "
+        f"instant (before any poll): {len(at_kill_instants)}",
+        f"  final phases: crashed {sorted(collections_count(ours).items())}, uninterrupted "
+        f"{sorted(collections_count(theirs).items())}",
+        f"  wallets ending in another phase than the uninterrupted run: {len(differing)}",
+    ]
+    for wallet in differing:
+        lines.append(
+            f"    {wallet}: {theirs[wallet]} → {ours.get(wallet)}; "
+            f"{divergence(ours_h.get(wallet, []), theirs_h.get(wallet, []))}"
+        )
+    lines.append(f"  wallets whose decision history differs at all: {len(parted)}")
+    for wallet in parted:
+        ours_steps, theirs_steps = ours_h.get(wallet, []), theirs_h.get(wallet, [])
+        shifted = sum(off_grid(s.now) for s in ours_steps) - sum(off_grid(s.now) for s in theirs_steps)
+        lines.append(
+            f"    {wallet}: {divergence(ours_steps, theirs_steps)}; "
+            f"{shifted:+d} off-tick decisions vs the uninterrupted run"
+        )
+    print("\n".join(lines))
+    print(*kills, sep="\n")
+    print(finished.stdout)
+    print(out)
+    assert len(kills) >= 20, "the run finished before 20 kills: make it longer"
+    assert first_polls >= 20
+    assert tracker.violations == []
+    assert problems == []
+    assert tracker.checked >= 20 * PARAMS.accounts // 2
+
+
+def collections_count(phases: Mapping[str, str]) -> dict[str, int]:
+    """How many wallets are in each phase."""
+    counts: dict[str, int] = {}
+    for tag in phases.values():
+        counts[tag] = counts.get(tag, 0) + 1
+    return counts
