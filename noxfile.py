@@ -20,7 +20,7 @@ def tests(session: nox.Session) -> None:
     session.install(".[tests]")
     session.run(
         "pytest",
-        "--cov=liqcore",
+        "--cov",
         "--cov-branch",
         "--cov-report=term",
         *session.posargs,

@@ -53,6 +53,7 @@ next snapshot), and which instance acts (the shell's compare-and-set store).
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
@@ -98,6 +99,7 @@ from liqcore.state import (
     Liquidated,
     Phase,
     PreLiquidation,
+    _account_state_of_valid,
     liquidation_mode,
     material_change,
     phase_tag,
@@ -120,9 +122,12 @@ __all__ = [
 
 LIQCORE_NAMESPACE: uuid.UUID = uuid.uuid5(uuid.NAMESPACE_URL, "liqcore")
 """The uuid5 namespace of every request id liqcore makes."""
+_NAMESPACE_BYTES = LIQCORE_NAMESPACE.bytes
 
 _DEFAULT_CONFIG = Config()
 _HEALTHY = Healthy()
+_EXACT_STATE_TYPES: tuple[type, ...] = (AccountState, type(None))
+_LIQUIDATING = frozenset({PreLiquidation, InLiquidation})
 _EVENT_TYPES: tuple[type, ...] = get_args(Event)
 _MISMATCH_FRACTION = Decimal("0.01")
 
@@ -139,7 +144,22 @@ def request_id(kind: str, wallet: str, now: int, key: int) -> str:
         raise InvalidInput(f"request_id wallet must be a non-empty str, was {wallet!r}")
     if type(now) is not int or type(key) is not int:
         raise InvalidInput(f"request_id now and key must be ints, were {now!r} and {key!r}")
-    return str(uuid.uuid5(LIQCORE_NAMESPACE, f"{kind}|{wallet}|{now}|{key}"))
+    return _uuid5(f"{kind}|{wallet}|{now}|{key}")
+
+
+def _uuid5(name: str) -> str:
+    """``str(uuid.uuid5(LIQCORE_NAMESPACE, name))`` spelled out (RFC 4122 §4.3).
+
+    The first 16 bytes of SHA-1(namespace + name) with the version (5) and variant bits
+    set, in 8-4-4-4-12 hex; building a ``uuid.UUID`` on the way costs more than the hash.
+    Equality with ``uuid.uuid5`` is tested.
+    """
+    digest = hashlib.sha1(_NAMESPACE_BYTES + name.encode(), usedforsecurity=False).digest()
+    raw = bytearray(digest[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
+    raw[8] = (raw[8] & 0x3F) | 0x80  # variant RFC 4122
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 # --------------------------------------------------------------------------- step
@@ -166,39 +186,81 @@ def step(
     if not isinstance(config, Config):
         raise InvalidInput(f"step config must be a Config, was {config!r}")
     orders = _checked_orders(orders)
-    wallet = health.wallet
     if state is None:
         start: Phase = _HEALTHY
         closed = None
     elif not isinstance(state, AccountState):
         raise InvalidInput(f"step state must be an AccountState or None, was {state!r}")
-    elif state.wallet != wallet:
+    elif state.wallet != health.wallet:
         raise InvalidInput(
-            f"step health.wallet {wallet!r} differs from state.wallet {state.wallet!r}"
+            f"step health.wallet {health.wallet!r} differs from state.wallet {state.wallet!r}"
         )
     else:
         start = state.phase
         closed = state.last_closed_auction_id
 
+    if type(start) is Healthy and not orders and not _should_enter(health, config):
+        # The fast path, most accounts on most polls: nothing to enter, nothing to cancel.
+        # It is _decide's answer (tests/liqcore/test_machine.py checks that), with no
+        # dispatch, no command list, no publish check and no re-validation.
+        return _still_healthy(state, health, start, now, closed), ()
+    return _decide(start=start, closed=closed, health=health, orders=orders, now=now, config=config)
+
+
+def _still_healthy(
+    state: AccountState | None, health: Health, phase: Healthy, now: int, closed: str | None
+) -> AccountState:
+    """``_decide``'s new state for a Healthy account that stays so with nothing to cancel.
+
+    Every value passed AccountState's validators already (``health``'s fields by the same
+    rules, ``phase`` and ``closed`` in ``state``, ``now`` in ``step``), so they are not run
+    again — unless ``health`` or ``state`` is of a subclass, which could have re-declared a
+    field with a looser validator.
+    """
+    if type(health) is Health and type(state) in _EXACT_STATE_TYPES:
+        return _account_state_of_valid(
+            wallet=health.wallet,
+            margin_mode=health.margin_mode,
+            phase=phase,
+            equity=health.equity,
+            mm_required=health.mm_required,
+            updated_at=now,
+            last_closed_auction_id=closed,
+        )
+    return _account(health, phase, now, closed)
+
+
+def _decide(
+    *,
+    start: Phase,
+    closed: str | None,
+    health: Health,
+    orders: tuple[OpenOrder, ...],
+    now: int,
+    config: Config,
+) -> tuple[AccountState, tuple[Command, ...]]:
+    """The general path of ``step``, once its arguments are checked: one arm per phase."""
+    wallet = health.wallet
     entry: list[Command] = []
+    new_phase: Phase
+    effects: list[Command]
     match start:
         case Healthy():
             if not _should_enter(health, config):
-                # The fast path: one state object, and nothing to sort unless orders are open.
-                healthy = _account(health, start, now, closed)
-                return healthy, _orphan_cancels(wallet, orders, now) if orders else ()
-            entered = PreLiquidation(
-                entered_at=now,
-                mm_shortfall=health.shortfall,
-                target_equity=target_equity_from_mm(
-                    health.mm_required, config.partial_target_buffer_bps
-                ),
-                escalation_deadline=now + config.full_escalation_timeout_ms,
-                bonus_bps=config.partial_bonus_start_bps,
-            )
-            entry.append(_publish(start, _account(health, entered, now, closed), now))
-            start = entered
-            new_phase, effects = _pre_liquidation(entered, health, orders, now, config)
+                new_phase, effects = start, list(_orphan_cancels(wallet, orders, now))
+            else:
+                entered = PreLiquidation(
+                    entered_at=now,
+                    mm_shortfall=health.shortfall,
+                    target_equity=target_equity_from_mm(
+                        health.mm_required, config.partial_target_buffer_bps
+                    ),
+                    escalation_deadline=now + config.full_escalation_timeout_ms,
+                    bonus_bps=config.partial_bonus_start_bps,
+                )
+                entry.append(_publish(start, _account(health, entered, now, closed), now))
+                start = entered
+                new_phase, effects = _pre_liquidation(entered, health, orders, now, config)
         case PreLiquidation():
             new_phase, effects = _pre_liquidation(start, health, orders, now, config)
         case InLiquidation():
@@ -357,16 +419,9 @@ def _reprice(
 ) -> tuple[Phase, list[Command]]:
     """Plan and submit a new set of liquidation orders (none is open)."""
     wallet = health.wallet
-    effects: list[Command] = []
-    failed = attrs.evolve(
-        phase, bonus_bps=bonus, active_order_request_ids=(), active_order_client_ids=()
-    )
     portfolio = health.portfolio
     if portfolio is None:
-        effects.append(
-            _alert(wallet, AlertCode.PLANNING_FAILED, "planning failed: no portfolio snapshot")
-        )
-        return failed, effects
+        return _planning_failed(phase, bonus, wallet, "planning failed: no portfolio snapshot")
     try:
         plan = plan_partial_orders(
             portfolio,
@@ -378,9 +433,9 @@ def _reprice(
             anchor=MarginFacts(equity=health.equity, mm_required=health.mm_required),
         )
     except PlanningError as error:
-        effects.append(_alert(wallet, AlertCode.PLANNING_FAILED, f"planning failed: {error}"))
-        return failed, effects
+        return _planning_failed(phase, bonus, wallet, f"planning failed: {error}")
 
+    effects: list[Command] = []
     submits = [
         SubmitOrder(
             wallet=wallet,
@@ -420,6 +475,16 @@ def _reprice(
         active_order_request_ids=tuple(submit.request_id for submit in submits),
         active_order_client_ids=tuple(submit.client_id for submit in submits),
     ), effects
+
+
+def _planning_failed(
+    phase: PreLiquidation, bonus: int, wallet: str, message: str
+) -> tuple[Phase, list[Command]]:
+    """No submits, the alert, no active ids; ``last_reprice_at`` unchanged (retry next poll)."""
+    failed = attrs.evolve(
+        phase, bonus_bps=bonus, active_order_request_ids=(), active_order_client_ids=()
+    )
+    return failed, [_alert(wallet, AlertCode.PLANNING_FAILED, message)]
 
 
 def _model_mismatch(facts: MarginFacts, health: Health) -> str | None:
@@ -697,17 +762,21 @@ def wallets_to_check(
     (so a liquidation can finish after the last position closed), minus wallets without
     positions whose state is absent or Healthy.
     """
-    checked = {
+    # Lists in the mappings' order, not a set: sorting a list that is (nearly) in order
+    # already, as an exchange lists its accounts, costs far less than sorting a set's
+    # hash order. The two lists are disjoint, so no wallet appears twice.
+    checked = [
         wallet
         for wallet, portfolio in portfolios.items()
         if portfolio.positions or not _idle(states.get(wallet))
-    }
-    checked.update(
+    ]
+    checked += [
         wallet
         for wallet, state in states.items()
-        if type(state.phase) in (PreLiquidation, InLiquidation)
-    )
-    return sorted(checked)
+        if type(state.phase) in _LIQUIDATING and wallet not in portfolios
+    ]
+    checked.sort()
+    return checked
 
 
 def _idle(state: AccountState | None) -> bool:

@@ -19,7 +19,7 @@ every machine.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
 from types import MappingProxyType
 from typing import TypeGuard
 
@@ -31,6 +31,7 @@ from liqcore.errors import InvalidInput, PlanningError
 from liqcore.inputs import MarginMode, Portfolio, Position, Quote
 from liqcore.instruments import InstrumentSpec, option_symbol
 from liqcore.margin.base import MarginFacts, MarginModel
+from liqcore.margin.portfolio import PortfolioMargin, PreparedPortfolioMargin
 from liqcore.margin.standard import StandardMargin
 from liqcore.numbers import BPS, CONTEXT, MIN_SIZE, ONE, ZERO, bps_fraction, quantize_up, tidy
 from liqcore.targets import required_mm_relief
@@ -182,6 +183,12 @@ def _is_additive(model: MarginModel) -> TypeGuard[StandardMargin]:
     return type(model) is StandardMargin
 
 
+def _is_scenario(model: MarginModel) -> TypeGuard[PortfolioMargin]:
+    """Portfolio margin exposes its scenario structure (a maximum of linear losses), so the
+    cheapest closes can be found exactly (:func:`_cheapest_closes`)."""
+    return type(model) is PortfolioMargin
+
+
 def _relief(
     model: MarginModel,
     *,
@@ -191,12 +198,22 @@ def _relief(
     price: Decimal,
     now: int,
     before: MarginFacts,
+    prepared: PreparedPortfolioMargin | None = None,
 ) -> tuple[Decimal, Decimal, int]:
-    """``(mm relief, equity cost, model evaluations)`` of closing ``size`` of ``symbol``.
+    """``(mm relief, equity cost, full model evaluations)`` of closing ``size`` of ``symbol``.
 
     ``before`` is the model's evaluation of ``portfolio``. The one seam where a model's
-    faster path plugs in: under standard margin only the closed position's margin changes.
+    faster path plugs in: under standard margin only the closed position's margin changes;
+    under portfolio margin ``prepared`` (the portfolio valued once) recombines its cached
+    scenario values; any other model evaluates the closed portfolio.
     """
+    if prepared is not None:
+        facts = prepared.facts_after_close(symbol, size, price)
+        return (
+            CONTEXT.subtract(before.mm_required, facts.mm_required),
+            CONTEXT.subtract(before.equity, facts.equity),
+            0,
+        )
     if _is_additive(model):
         position = portfolio.positions[symbol]
         remaining = CONTEXT.add(position.amount, size)
@@ -252,6 +269,7 @@ def _candidates(
     now: int,
     buffer_bps: int,
     before: MarginFacts,
+    prepared: PreparedPortfolioMargin | None = None,
 ) -> tuple[tuple[SliceCandidate, ...], int]:
     harm_factor = bps_fraction(buffer_bps)
     candidates: list[SliceCandidate] = []
@@ -274,6 +292,7 @@ def _candidates(
             price=price,
             now=now,
             before=before,
+            prepared=prepared,
         )
         evaluations += used
         relief_per_unit = CONTEXT.divide(relief, step)
@@ -308,7 +327,8 @@ def slice_candidates(
     its equity cost per unit stays below ``(1 + buffer_bps / 10_000) ×`` relief per unit
     (the no-harm filter). Raises :class:`PlanningError` when the model cannot evaluate.
     """
-    before = model.evaluate(portfolio, now)
+    prepared = model.prepare(portfolio, now) if _is_scenario(model) else None
+    before = prepared.facts() if prepared is not None else model.evaluate(portfolio, now)
     return _candidates(
         portfolio=portfolio,
         prices=prices,
@@ -316,6 +336,7 @@ def slice_candidates(
         now=now,
         buffer_bps=buffer_bps,
         before=before,
+        prepared=prepared,
     )[0]
 
 
@@ -675,6 +696,560 @@ def _linear_gain_size(
     return _linear_size(candidate.max_close_size, CONTEXT.divide(needed, gain_per_unit), step)
 
 
+# --- the simulated account ---------------------------------------------------------------
+
+
+class _Simulation:
+    """The original portfolio with some closes applied, as the model sees it (planning-local).
+
+    Standard margin and portfolio margin move incrementally (a close changes one position's
+    margin, or is swapped into cached scenario sums); any other model is evaluated again,
+    and every such evaluation is counted in the shared ``counts``.
+    """
+
+    __slots__ = ("_model", "_now", "counts", "facts", "portfolio", "prepared")
+
+    def __init__(
+        self,
+        *,
+        model: MarginModel,
+        now: int,
+        portfolio: Portfolio,
+        prepared: PreparedPortfolioMargin | None,
+        facts: MarginFacts,
+        counts: list[int],
+    ) -> None:
+        self._model, self._now, self.counts = model, now, counts
+        self.portfolio, self.prepared, self.facts = portfolio, prepared, facts
+
+    @staticmethod
+    def of(model: MarginModel, portfolio: Portfolio, now: int, counts: list[int]) -> _Simulation:
+        """The model's valuation of ``portfolio`` (one full evaluation)."""
+        prepared = model.prepare(portfolio, now) if _is_scenario(model) else None
+        facts = prepared.facts() if prepared is not None else model.evaluate(portfolio, now)
+        counts[0] += 1
+        return _Simulation(
+            model=model,
+            now=now,
+            portfolio=portfolio,
+            prepared=prepared,
+            facts=facts,
+            counts=counts,
+        )
+
+    def change(self, symbol: str, size: Decimal, price: Decimal) -> tuple[Decimal, Decimal]:
+        """``(mm relief, equity cost)`` of buying back ``size`` of ``symbol`` at ``price``."""
+        relief, cost, used = _relief(
+            self._model,
+            portfolio=self.portfolio,
+            symbol=symbol,
+            size=size,
+            price=price,
+            now=self._now,
+            before=self.facts,
+            prepared=self.prepared,
+        )
+        self.counts[0] += used
+        return relief, cost
+
+    def closed(self, symbol: str, size: Decimal, price: Decimal) -> _Simulation:
+        """This simulation after buying back ``size`` of ``symbol`` at ``price``."""
+        if self.prepared is not None:
+            prepared = self.prepared.closed(symbol, size, price)
+            portfolio, facts = self.portfolio, prepared.facts()
+        else:
+            prepared = None
+            portfolio = close_short(self.portfolio, symbol, size, price)
+            if _is_additive(self._model):
+                relief, cost = self.change(symbol, size, price)
+                facts = MarginFacts(
+                    equity=CONTEXT.subtract(self.facts.equity, cost),
+                    mm_required=CONTEXT.subtract(self.facts.mm_required, relief),
+                )
+            else:
+                facts = self._model.evaluate(portfolio, self._now)
+                self.counts[0] += 1
+        return _Simulation(
+            model=self._model,
+            now=self._now,
+            portfolio=portfolio,
+            prepared=prepared,
+            facts=facts,
+            counts=self.counts,
+        )
+
+    def after(self, orders: Sequence[OrderPlan], skip: int = -1) -> _Simulation:
+        """This simulation after all ``orders`` but the one at index ``skip``."""
+        simulation = self
+        for index, order in enumerate(orders):
+            if index != skip:
+                simulation = simulation.closed(order.symbol, order.close_size, order.limit_price)
+        return simulation
+
+
+# --- portfolio margin: the cheapest closes, exactly -------------------------------------
+
+# Scenario margin is a maximum of losses that are linear in the closed sizes, so the cheapest
+# closes meeting a need solve a linear programme: for each underlying u and scenario j,
+#     t_u ≥ L_uj + Σ_i x_i D_ij,   t_u ≥ 0            (t_u: the underlying's risk)
+#     Σ_u t_u + Σ_i x_i (w c_i − κ_i) ≤ T − R          (the need R is met)
+#     0 ≤ x_i ≤ available_i,   minimise Σ_i x_i max(c_i, 0)
+# (D_ij: what one unit bought back adds to scenario j's loss, c_i: equity cost per unit,
+# κ_i: contingency per unit, w = 10 000 / (10 000 + buffer), T = Σ_u max(0, max_j L_uj)).
+# It is traced from R = 0 upwards by a parametric dual simplex: at every point on the way
+# the current closes are the cheapest for the need reached so far. Each pivot is one of the
+# greedy's natural steps — take the close with the least cost per unit of gain until it is
+# used up or another scenario starts to bind; when two scenarios bind together, the next
+# step is the cheapest *combination* of closes that lowers both (a strangle's call and put),
+# which no single close can do. A pivot costs O(candidates × scenarios); pivots are bounded.
+
+_TOLERANCE = Decimal("1e-18")
+"""Pivot elements and rates at or below it count as zero (values are O(1)–O(1e7) and carry
+28 digits, so round-off stays near 1e-21)."""
+_NOISE = Decimal("1e-12")
+"""A traced size at or below it is round-off, not a close."""
+_PIVOTS_PER_COLUMN = 4
+_PIVOTS_FLOOR = 64
+
+_Column = tuple[Decimal, Decimal | None, tuple[tuple[int, Decimal], ...]]
+"""(cost, upper bound or None, (row, coefficient) entries)."""
+
+
+def _inverse(matrix: list[list[Decimal]]) -> list[list[Decimal]]:
+    """Gauss–Jordan inverse with partial pivoting (deterministic ties: the first row)."""
+    size = len(matrix)
+    rows = [[*row, *(ONE if i == j else ZERO for j in range(size))] for i, row in enumerate(matrix)]
+    for column in range(size):
+        pivot = column
+        for candidate in range(column + 1, size):
+            if abs(rows[candidate][column]) > abs(rows[pivot][column]):
+                pivot = candidate
+        rows[column], rows[pivot] = rows[pivot], rows[column]
+        lead = rows[column][column]
+        rows[column] = [value / lead for value in rows[column]]
+        for other in range(size):
+            factor = rows[other][column]
+            if other != column and factor != 0:
+                rows[other] = [
+                    a - factor * b for a, b in zip(rows[other], rows[column], strict=True)
+                ]
+    return [row[size:] for row in rows]
+
+
+def _trace(
+    columns: Sequence[_Column], rhs: Sequence[Decimal], basis: list[int], target: Decimal
+) -> tuple[list[Decimal], list[int]]:
+    """Values of ``columns`` minimising cost for ``A v = rhs − θ e_last`` at ``θ = target`` (or
+    the largest θ reachable), and the order in which columns first left zero.
+
+    ``basis`` (one column per row) must be feasible and dual feasible at ``θ = 0``; every
+    other column starts at zero. Call inside ``localcontext(CONTEXT)``.
+    """
+    rows = len(rhs)
+    binv = _inverse([[_entry(columns[col], row) for col in basis] for row in range(rows)])
+    position = {col: p for p, col in enumerate(basis)}
+    at_upper: set[int] = set()
+    shifted = list(rhs)
+    theta = ZERO
+    entered: list[int] = []
+    for _ in range(_PIVOTS_PER_COLUMN * len(columns) + _PIVOTS_FLOOR):
+        current = _basic_values(binv, shifted, theta)
+        block = _blocking(columns, basis, binv, current)
+        if block is None or theta + block[0] >= target:
+            theta = target
+            break
+        distance, leaving_row, to_upper = block
+        theta += distance
+        entering = _entering(
+            columns,
+            basis,
+            binv=binv,
+            position=position,
+            at_upper=at_upper,
+            leaving_row=leaving_row,
+            to_upper=to_upper,
+        )
+        if entering is None:
+            break  # no close can add more gain: θ is the most that can be reached
+        leaving = basis[leaving_row]
+        _pivot(binv, columns[entering], leaving_row)
+        del position[leaving]
+        basis[leaving_row], position[entering] = entering, leaving_row
+        if to_upper:
+            at_upper.add(leaving)
+            _shift(shifted, columns[leaving], -1)
+            if leaving not in entered:
+                entered.append(leaving)
+        if entering in at_upper:
+            at_upper.remove(entering)
+            _shift(shifted, columns[entering], 1)
+        if entering not in entered:
+            entered.append(entering)
+    current = _basic_values(binv, shifted, theta)
+    values = [ZERO] * len(columns)
+    for col in at_upper:
+        upper = columns[col][1]
+        assert upper is not None
+        values[col] = upper
+    for p, col in enumerate(basis):
+        upper = columns[col][1]
+        value = max(ZERO, current[p])
+        values[col] = value if upper is None else min(value, upper)
+    return values, entered
+
+
+def _entry(column: _Column, row: int) -> Decimal:
+    return next((value for r, value in column[2] if r == row), ZERO)
+
+
+def _basic_values(
+    binv: list[list[Decimal]], shifted: list[Decimal], theta: Decimal
+) -> list[Decimal]:
+    last = len(shifted) - 1
+    return [
+        sum((a * b for a, b in zip(row, shifted, strict=True)), ZERO) - theta * row[last]
+        for row in binv
+    ]
+
+
+def _blocking(
+    columns: Sequence[_Column],
+    basis: list[int],
+    binv: list[list[Decimal]],
+    current: list[Decimal],
+) -> tuple[Decimal, int, bool] | None:
+    """``(Δθ, row, to_upper)`` of the first basic value to reach a bound as θ grows."""
+    last = len(binv) - 1
+    best: tuple[Decimal, int, int, bool] | None = None
+    for p, col in enumerate(basis):
+        rate = -binv[p][last]  # d value / dθ
+        upper = columns[col][1]
+        if rate < -_TOLERANCE:
+            distance, to_upper = max(ZERO, current[p]) / -rate, False
+        elif rate > _TOLERANCE and upper is not None:
+            distance, to_upper = max(ZERO, upper - current[p]) / rate, True
+        else:
+            continue
+        if best is None or (distance, col) < (best[0], best[1]):
+            best = (distance, col, p, to_upper)
+    return None if best is None else (best[0], best[2], best[3])
+
+
+def _entering(
+    columns: Sequence[_Column],
+    basis: list[int],
+    *,
+    binv: list[list[Decimal]],
+    position: Mapping[int, int],
+    at_upper: set[int],
+    leaving_row: int,
+    to_upper: bool,
+) -> int | None:
+    """The dual ratio test: the column whose move keeps every reduced cost's sign, smallest
+    index on ties (Bland's rule, so the trace cannot cycle)."""
+    row = binv[leaving_row]
+    duals = [
+        sum((columns[col][0] * binv[p][r] for p, col in enumerate(basis)), ZERO)
+        for r in range(len(row))
+    ]
+    best: tuple[Decimal, int] | None = None
+    for index, column in enumerate(columns):
+        if index in position:
+            continue
+        alpha = sum((row[r] * value for r, value in column[2]), ZERO)
+        wanted = alpha > _TOLERANCE if to_upper else alpha < -_TOLERANCE
+        if index in at_upper:
+            wanted = alpha < -_TOLERANCE if to_upper else alpha > _TOLERANCE
+        if not wanted:
+            continue
+        reduced = column[0] - sum((duals[r] * value for r, value in column[2]), ZERO)
+        ratio = abs(reduced) / abs(alpha)
+        if best is None or ratio < best[0]:
+            best = (ratio, index)
+    return None if best is None else best[1]
+
+
+def _pivot(binv: list[list[Decimal]], column: _Column, row: int) -> None:
+    moved = [sum((line[r] * value for r, value in column[2]), ZERO) for line in binv]
+    pivot_row = [value / moved[row] for value in binv[row]]
+    for index, line in enumerate(binv):
+        if index != row and moved[index] != 0:
+            factor = moved[index]
+            binv[index] = [a - factor * b for a, b in zip(line, pivot_row, strict=True)]
+    binv[row] = pivot_row
+
+
+def _shift(shifted: list[Decimal], column: _Column, sign: int) -> None:
+    upper = column[1]
+    assert upper is not None
+    for row, value in column[2]:
+        shifted[row] += sign * value * upper
+
+
+def _unit_losses(prepared: PreparedPortfolioMargin, symbol: str) -> tuple[Decimal, ...]:
+    """One candidate's linear effect on its underlying's scenario losses (per unit closed)."""
+    return prepared.unit_losses(symbol)
+
+
+def _cheapest_closes(
+    *,
+    simulation: _Simulation,
+    model: PortfolioMargin,
+    sizes: Mapping[str, tuple[Decimal, Decimal, Decimal]],
+    required: Decimal,
+    weight: Decimal,
+) -> list[tuple[str, Decimal, Decimal]]:
+    """The cheapest closes whose gain meets ``required`` (or the most gain there is), in the
+    order the trace took them up, unrounded: ``(symbol, size, steepness)``, where steepness
+    bounds how fast the gain can change with the size (for a rounding allowance).
+
+    ``sizes``: ``symbol → (available, limit price, mark)`` of the shorts that may be closed.
+    """
+    prepared = simulation.prepared
+    assert prepared is not None
+    spot = simulation.portfolio.spot
+    underlyings = sorted({_underlying(symbol) for symbol in sizes})
+    with localcontext(CONTEXT):
+        losses = {u: prepared.scenario_losses(u) for u in underlyings}
+        first_row: dict[str, int] = {}
+        rows = 0
+        for u in underlyings:
+            first_row[u] = rows
+            rows += len(losses[u])
+        budget = rows  # the row of the need
+        columns: list[_Column] = []
+        symbols = sorted(sizes)
+        for symbol in symbols:
+            available, price, mark = sizes[symbol]
+            u = _underlying(symbol)
+            unit = _unit_losses(prepared, symbol)
+            cost = price - mark
+            relief = model.short_option_contingency * spot[u]
+            entries = [(first_row[u] + j, value) for j, value in enumerate(unit) if value != 0]
+            entries.append((budget, weight * cost - relief))
+            columns.append((max(cost, ZERO), available, tuple(entries)))
+        basis: list[int] = [0] * (rows + 1)
+        rhs = [ZERO] * (rows + 1)
+        total = ZERO
+        for u in underlyings:
+            scenario = losses[u]
+            risk_column = len(columns)
+            columns.append(
+                (
+                    ZERO,
+                    None,
+                    (*((first_row[u] + j, -ONE) for j in range(len(scenario))), (budget, ONE)),
+                )
+            )
+            worst = max(range(len(scenario)), key=lambda j: (scenario[j], -j))
+            for j, loss in enumerate(scenario):
+                row = first_row[u] + j
+                rhs[row] = -loss
+                columns.append((ZERO, None, ((row, ONE),)))
+                basis[row] = len(columns) - 1
+            if scenario[worst] >= 0:
+                basis[first_row[u] + worst] = risk_column
+                total += scenario[worst]
+        columns.append((ZERO, None, ((budget, ONE),)))
+        basis[budget] = len(columns) - 1
+        rhs[budget] = total
+        values, entered = _trace(columns, rhs, basis, required)
+        return [
+            (
+                symbols[index],
+                values[index],
+                sum((abs(value) for _, value in columns[index][2]), ZERO),
+            )
+            for index in entered
+            if index < len(symbols) and values[index] > _NOISE
+        ]
+
+
+def _underlying(symbol: str) -> str:
+    option = option_symbol(symbol)
+    assert option is not None
+    return option.underlying
+
+
+def _scenario_round(
+    *,
+    simulation: _Simulation,
+    model: PortfolioMargin,
+    prices: Mapping[str, Decimal],
+    available: Mapping[str, Decimal],
+    required: Decimal,
+    still_short: Callable[[MarginFacts], bool],
+    config: Config,
+    now: int,
+) -> tuple[tuple[OrderPlan, ...], _Simulation]:
+    """One round under portfolio margin: the exact cheapest closes, made tradeable."""
+    weight = CONTEXT.divide(Decimal(BPS), Decimal(BPS + config.partial_target_buffer_bps))
+    sizes: dict[str, tuple[Decimal, Decimal, Decimal]] = {}
+    for symbol in sorted(prices):
+        option = option_symbol(symbol)
+        position = simulation.portfolio.positions.get(symbol)
+        left = available.get(symbol, ZERO)
+        if option is None or position is None or option.expires_at <= now or left <= MIN_SIZE:
+            continue
+        spec = config.instruments.get(option.underlying)
+        if spec is not None and left < spec.size_step:
+            continue  # less than one lot: the exchange cannot take the order
+        sizes[symbol] = (left, prices[symbol], position.mark_price)
+    if not sizes:
+        return (), simulation
+    target = required
+    plans: tuple[OrderPlan, ...] = ()
+    after = simulation
+    for attempt in range(2):
+        closes = _cheapest_closes(
+            simulation=simulation, model=model, sizes=sizes, required=target, weight=weight
+        )
+        attempt_plans: list[OrderPlan] = []
+        allowance = ZERO
+        for symbol, size, steepness in closes:
+            spec = _spec(symbol, config.instruments)
+            step = spec.size_step if spec is not None else MIN_SIZE
+            left = sizes[symbol][0]
+            tradeable = _tradeable_size(_linear_size(left, size, step), left, spec)
+            allowance = CONTEXT.add(
+                allowance, CONTEXT.multiply(CONTEXT.subtract(tradeable, size), steepness)
+            )
+            attempt_plans.append(
+                OrderPlan(
+                    symbol=symbol,
+                    close_size=tradeable,
+                    limit_price=prices[symbol],
+                    expected_mm_relief=ZERO,
+                )
+            )
+        attempt_after = simulation.after(attempt_plans)
+        if attempt == 0 or still_short(after.facts):
+            plans, after = tuple(attempt_plans), attempt_after
+        if not still_short(after.facts) or allowance <= 0:
+            break
+        # Rounding the sizes up can cost gain where scenarios bind together (the call and
+        # put of a tie move apart): trace again for the need plus the most rounding can
+        # cost. The trim takes back what this over-covers.
+        target = CONTEXT.add(required, allowance)
+    return plans, after
+
+
+# --- finishing the plan ------------------------------------------------------------------
+
+_TRIM_ORDERS = 8
+"""At most this many orders are trimmed (the least efficient first): each costs one pass
+over the plan, so the work per reprice stays bounded."""
+
+
+def _attributed(orders: Sequence[OrderPlan], start: _Simulation) -> tuple[OrderPlan, ...]:
+    """``orders`` with ``expected_mm_relief`` the margin each frees once the orders before it
+    have filled. Under scenario margin some closes only help together (a strangle's call and
+    put), so a dip is carried forward: each relief is floored at zero and the reliefs still
+    add up to the plan's whole relief whenever no order at the end undoes earlier ones."""
+    simulation = start
+    cumulative = peak = ZERO
+    result: list[OrderPlan] = []
+    for order in orders:
+        relief, _ = simulation.change(order.symbol, order.close_size, order.limit_price)
+        simulation = simulation.closed(order.symbol, order.close_size, order.limit_price)
+        cumulative = CONTEXT.add(cumulative, relief)
+        share = max(ZERO, CONTEXT.subtract(cumulative, peak))
+        peak = max(peak, cumulative)
+        result.append(attrs.evolve(order, expected_mm_relief=share))
+    return tuple(result)
+
+
+def _trimmed(
+    orders: tuple[OrderPlan, ...],
+    *,
+    start: _Simulation,
+    still_on_target: Callable[[MarginFacts], bool],
+    config: Config,
+    weight: Decimal,
+) -> tuple[OrderPlan, ...]:
+    """``orders`` with instrument rounding's surplus taken back.
+
+    Rounding up to lots, raising to the minimum order and closing dust whole can leave more
+    than the need covered. Least efficient first (gain per unit of premium), each order on
+    an underlying with an :class:`InstrumentSpec` is cut to the smallest tradeable size at
+    which the plan stays on target (or no further from it), found by bisection over whole
+    steps — a cut that removes an order entirely is taken too. Deterministic and bounded.
+    """
+    marks = {s: p.mark_price for s, p in start.portfolio.positions.items()}
+
+    def efficiency(order: OrderPlan) -> tuple[Decimal, str]:
+        cost = CONTEXT.multiply(order.close_size, order.limit_price - marks[order.symbol])
+        gain = CONTEXT.subtract(order.expected_mm_relief, CONTEXT.multiply(weight, cost))
+        if cost <= 0:
+            return (Decimal("Infinity"), order.symbol)
+        return (CONTEXT.divide(gain, cost), order.symbol)
+
+    chosen = sorted(
+        (o for o in orders if _spec(o.symbol, config.instruments) is not None), key=efficiency
+    )[:_TRIM_ORDERS]
+    current = list(orders)
+    for order in chosen:
+        index = next(i for i, o in enumerate(current) if o.symbol == order.symbol)
+        spec = _spec(order.symbol, config.instruments)
+        assert spec is not None
+        others = start.after(current, skip=index)
+        available = start.portfolio.positions[order.symbol].amount.copy_negate()
+
+        def fits(size: Decimal, others: _Simulation = others, order: OrderPlan = order) -> bool:
+            if size <= 0:
+                return still_on_target(others.facts)
+            relief, cost = others.change(order.symbol, size, order.limit_price)
+            return still_on_target(
+                MarginFacts(
+                    equity=CONTEXT.subtract(others.facts.equity, cost),
+                    mm_required=CONTEXT.subtract(others.facts.mm_required, relief),
+                )
+            )
+
+        size = _smallest_fitting(fits, available, order.close_size, spec)
+        if size == order.close_size:
+            continue
+        if size <= 0:
+            del current[index]
+        else:
+            current[index] = attrs.evolve(order, close_size=size)
+    return tuple(current)
+
+
+def _smallest_fitting(
+    fits: Callable[[Decimal], bool], available: Decimal, current: Decimal, spec: InstrumentSpec
+) -> Decimal:
+    """The smallest tradeable size up to ``current`` that ``fits`` (``current`` does)."""
+    if fits(ZERO):
+        return ZERO
+    step = spec.size_step
+    keep = max(spec.min_size, _SMALLEST_SIZE)
+    low = _ceil_div(max(spec.min_size, step), step)  # in steps
+    high = int(
+        CONTEXT.divide(min(current, CONTEXT.subtract(available, keep)), step).to_integral_value(
+            rounding=ROUND_FLOOR, context=CONTEXT
+        )
+    )
+    if high < low:
+        return current
+    best = current
+    # Invariant: sizes of more than ``high`` steps (up to ``current``) fit.
+    if not fits(tidy(CONTEXT.multiply(Decimal(high), step))):
+        return current
+    best = tidy(CONTEXT.multiply(Decimal(high), step))
+    while low < high:
+        middle = (low + high) // 2
+        size = tidy(CONTEXT.multiply(Decimal(middle), step))
+        if fits(size):
+            high, best = middle, size
+        else:
+            low = middle + 1
+    return best
+
+
+# --- the whole plan ----------------------------------------------------------------------
+
+
 def plan_partial_orders(  # noqa: PLR0917 (the seed's argument order)
     portfolio: Portfolio,
     quotes: Mapping[str, Quote],
@@ -701,29 +1276,128 @@ def plan_partial_orders(  # noqa: PLR0917 (the seed's argument order)
     relief less the equity its fill pays over the mark × ``10_000 / (10_000 + buffer)``
     (deviation: the seed sizes by relief alone and leaves the equity its own fills cost to
     later rounds, so with a costly close three rounds leave the account short of target).
-    Under a model whose relief is not linear (portfolio margin, a user's engine) each
-    close is sized by searching the model: the smallest size meeting the need, never past
-    the size after which closing more stops moving the account towards its target.
+
+    * Standard margin is linear per position: the candidates ranked by gain per unit of
+      premium, each taken as far as needed, are the cheapest plan.
+    * Portfolio margin is a maximum of scenario losses that are linear in the sizes: the
+      cheapest closes are found exactly by tracing a linear programme (see
+      :func:`_cheapest_closes`), which re-ranks whenever another scenario starts to bind and
+      closes a combination (a strangle's call and put) where no single close helps.
+    * Any other model is searched: the smallest size meeting the need, never past the size
+      after which closing more stops moving the account towards its target.
+
+    When instrument rounding leaves more than the need covered, the least efficient orders
+    are cut back to the smallest tradeable size that keeps the plan on target.
     """
     model = config.margin_model(margin_mode)
-    original = model.evaluate(portfolio, now)
-    evaluations = 1
+    counts = [0]
+    start = _Simulation.of(model, portfolio, now, counts)
+    original = start.facts
     prices, unpriced = execution_prices(portfolio, quotes, bonus_bps, config, now)
     buffer_bps = config.partial_target_buffer_bps
-    simulated, facts = portfolio, original
-    orders: tuple[OrderPlan, ...] = ()
-    rounds = 0
-    for _ in range(PLAN_MAX_ROUNDS):
-        if simulated is not portfolio:
-            facts = model.evaluate(simulated, now)
-            evaluations += 1
-        required = required_mm_relief(
+
+    def required_at(facts: MarginFacts) -> Decimal:
+        return required_mm_relief(
             CONTEXT.add(anchor.equity, CONTEXT.subtract(facts.equity, original.equity)),
             CONTEXT.add(
                 anchor.mm_required, CONTEXT.subtract(facts.mm_required, original.mm_required)
             ),
             buffer_bps,
         )
+
+    if _is_scenario(model):
+        orders, rounds = _scenario_plan(
+            start=start, model=model, prices=prices, required_at=required_at, config=config, now=now
+        )
+    else:
+        orders, rounds = _searched_plan(
+            start=start, model=model, prices=prices, required_at=required_at, config=config, now=now
+        )
+    if orders and any(_spec(o.symbol, config.instruments) is not None for o in orders):
+        limit = max(MIN_SIZE, required_at(start.after(orders).facts))
+        weight = CONTEXT.divide(Decimal(BPS), Decimal(BPS + buffer_bps))
+        trimmed = _trimmed(
+            orders,
+            start=start,
+            still_on_target=lambda facts: required_at(facts) <= limit,
+            config=config,
+            weight=weight,
+        )
+        if trimmed != orders:
+            orders = _attributed(trimmed, start)
+    return PartialPlan(
+        orders=orders,
+        unpriced=unpriced,
+        model_facts=original,
+        rounds=rounds,
+        evaluations=counts[0],
+    )
+
+
+def _scenario_plan(
+    *,
+    start: _Simulation,
+    model: PortfolioMargin,
+    prices: Mapping[str, Decimal],
+    required_at: Callable[[MarginFacts], Decimal],
+    config: Config,
+    now: int,
+) -> tuple[tuple[OrderPlan, ...], int]:
+    """Rounds under portfolio margin; a later round only covers what rounding left short."""
+    available = {
+        symbol: position.amount.copy_negate()
+        for symbol, position in start.portfolio.positions.items()
+        if symbol in prices
+    }
+    simulation = start
+    plans: list[OrderPlan] = []
+    rounds = 0
+    for _ in range(PLAN_MAX_ROUNDS):
+        required = required_at(simulation.facts)
+        if required <= MIN_SIZE:
+            break
+        round_plans, after = _scenario_round(
+            simulation=simulation,
+            model=model,
+            prices=prices,
+            available=available,
+            required=required,
+            still_short=lambda facts: required_at(facts) > MIN_SIZE,
+            config=config,
+            now=now,
+        )
+        if not round_plans or required_at(after.facts) >= required:
+            break  # nothing tradeable helps
+        rounds += 1
+        simulation = after
+        for plan in round_plans:
+            available[plan.symbol] = CONTEXT.subtract(available[plan.symbol], plan.close_size)
+            plans.append(plan)
+    merged: tuple[OrderPlan, ...] = ()
+    for plan in plans:
+        merged = merge_plan(merged, plan)
+    return _attributed(merged, start), rounds
+
+
+def _searched_plan(
+    *,
+    start: _Simulation,
+    model: MarginModel,
+    prices: Mapping[str, Decimal],
+    required_at: Callable[[MarginFacts], Decimal],
+    config: Config,
+    now: int,
+) -> tuple[tuple[OrderPlan, ...], int]:
+    """Rounds of the greedy plan (standard margin, or any model by search)."""
+    simulated, facts = start.portfolio, start.facts
+    orders: tuple[OrderPlan, ...] = ()
+    rounds = 0
+    counts = start.counts
+    for _ in range(PLAN_MAX_ROUNDS):
+        if simulated is not start.portfolio:
+            facts = model.evaluate(simulated, now)
+            counts[0] += 1
+        required = required_at(facts)
         if required <= MIN_SIZE:
             break
         candidates, used = _candidates(
@@ -731,10 +1405,10 @@ def plan_partial_orders(  # noqa: PLR0917 (the seed's argument order)
             prices=prices,
             model=model,
             now=now,
-            buffer_bps=buffer_bps,
+            buffer_bps=config.partial_target_buffer_bps,
             before=facts,
         )
-        evaluations += used
+        counts[0] += used
         round_plans, simulated, used = _plan_round(
             candidates=candidates,
             required=required,
@@ -744,16 +1418,10 @@ def plan_partial_orders(  # noqa: PLR0917 (the seed's argument order)
             config=config,
             now=now,
         )
-        evaluations += used
+        counts[0] += used
         if not round_plans:
             break
         rounds += 1
         for plan in round_plans:
             orders = merge_plan(orders, plan)
-    return PartialPlan(
-        orders=orders,
-        unpriced=unpriced,
-        model_facts=original,
-        rounds=rounds,
-        evaluations=evaluations,
-    )
+    return orders, rounds

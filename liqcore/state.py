@@ -182,6 +182,42 @@ class AccountState:
         return liquidation_mode(self.phase)
 
 
+_new = object.__new__
+_set = object.__setattr__  # how attrs' own __init__ assigns the fields of a frozen class
+
+
+def _account_state_of_valid(
+    *,
+    wallet: str,
+    margin_mode: MarginMode,
+    phase: Phase,
+    equity: Decimal,
+    mm_required: Decimal,
+    updated_at: int,
+    last_closed_auction_id: str | None,
+) -> AccountState:
+    """``AccountState(...)`` without re-running its validators, for values that passed them.
+
+    Only for ``step``'s new state, whose every value was validated by the same rule before:
+    ``wallet``, ``margin_mode``, ``equity`` and ``mm_required`` are read from a ``Health``
+    (whose validators are AccountState's), ``phase`` is a phase object (validated when
+    built), ``updated_at`` is ``now`` (``step`` checks it is an int) and
+    ``last_closed_auction_id`` is read from an ``AccountState``. Re-checking them would
+    check nothing new and is most of the cost of a healthy step. The result is equal to
+    the validated construction (a test in ``tests/liqcore/test_state.py`` says so, and
+    fails if a field is added here but not there).
+    """
+    state: AccountState = _new(AccountState)
+    _set(state, "wallet", wallet)
+    _set(state, "margin_mode", margin_mode)
+    _set(state, "phase", phase)
+    _set(state, "equity", equity)
+    _set(state, "mm_required", mm_required)
+    _set(state, "updated_at", updated_at)
+    _set(state, "last_closed_auction_id", last_closed_auction_id)
+    return state
+
+
 def material_change(previous: Phase, new: Phase) -> bool:
     """Whether a phase change is worth projecting (seed ``has_material_projection_change``).
 
@@ -223,9 +259,15 @@ class Transition:
 
 
 TRANSITIONS: tuple[Transition, ...] = (
-    Transition(source="healthy", target="pre_liquidation", cause="step: liquidatable, below target"),
+    Transition(
+        source="healthy", target="pre_liquidation", cause="step: liquidatable, below target"
+    ),
     Transition(source="healthy", target="in_liquidation", cause="apply: AuctionStarted"),
-    Transition(source="pre_liquidation", target="healthy", cause="step: target met, no liquidation order open"),
+    Transition(
+        source="pre_liquidation",
+        target="healthy",
+        cause="step: target met, no liquidation order open",
+    ),
     Transition(source="pre_liquidation", target="in_liquidation", cause="apply: AuctionStarted"),
     Transition(source="pre_liquidation", target="liquidated", cause="apply: AuctionSettled"),
     Transition(source="in_liquidation", target="healthy", cause="apply: AuctionStopped"),

@@ -537,6 +537,30 @@ class PreparedPortfolioMargin:
             risks.append(book.risk)
         return _facts(cash, line_equity, risks)
 
+    def scenario_losses(self, underlying: str) -> tuple[Decimal, ...]:
+        """The loss of ``underlying``'s positions in each scenario (spot-shock major), each
+        exact sum rounded once to CONTEXT; empty when it has no (non-dust) position.
+
+        Its margin is ``max(0, *losses) + short_option_contingency × spot × Σ |short option
+        amount|``. With :meth:`unit_losses` this is the model's exact linear structure: a
+        planner can see which scenario binds and which closes lower it.
+        """
+        book = self._books.get(underlying)
+        return () if book is None else tuple(_total(loss) for loss in book.losses)
+
+    def unit_losses(self, symbol: str) -> tuple[Decimal, ...]:
+        """What buying back one unit of ``symbol`` adds to its underlying's loss in each
+        scenario (``mark − value``: negative where the short loses).
+
+        Linear in the size until the position is closed: buying back ``size`` moves the
+        losses by ``size ×`` these and lowers the contingency by ``short_option_contingency ×
+        spot × size``. :class:`PlanningError` when ``symbol`` has no (non-dust) position.
+        """
+        line = self._lines.get(symbol)
+        if line is None:
+            raise PlanningError(f"no position in {symbol!r}")
+        return line.unit_losses
+
     def closed(self, symbol: str, size: Decimal, price: Decimal) -> PreparedPortfolioMargin:
         """This prepared portfolio after buying back ``size`` of ``symbol`` at ``price``.
 
