@@ -33,7 +33,17 @@ from liqcore.instruments import InstrumentSpec, option_symbol
 from liqcore.margin.base import MarginFacts, MarginModel
 from liqcore.margin.portfolio import PortfolioMargin, PreparedPortfolioMargin
 from liqcore.margin.standard import StandardMargin
-from liqcore.numbers import BPS, CONTEXT, MIN_SIZE, ONE, ZERO, bps_fraction, quantize_up, tidy
+from liqcore.numbers import (
+    BPS,
+    CONTEXT,
+    MIN_SIZE,
+    ONE,
+    ZERO,
+    bps_fraction,
+    quantize_down,
+    quantize_up,
+    tidy,
+)
 from liqcore.targets import required_mm_relief
 
 __all__ = [
@@ -1078,7 +1088,8 @@ def _scenario_round(
     prices: Mapping[str, Decimal],
     available: Mapping[str, Decimal],
     required: Decimal,
-    still_short: Callable[[MarginFacts], bool],
+    required_at: Callable[[MarginFacts], Decimal],
+    first: bool,
     config: Config,
     now: int,
 ) -> tuple[tuple[OrderPlan, ...], _Simulation]:
@@ -1097,41 +1108,86 @@ def _scenario_round(
         sizes[symbol] = (left, prices[symbol], position.mark_price)
     if not sizes:
         return (), simulation
-    target = required
-    plans: tuple[OrderPlan, ...] = ()
-    after = simulation
-    for attempt in range(2):
+    closes = _cheapest_closes(
+        simulation=simulation, model=model, sizes=sizes, required=required, weight=weight
+    )
+    if first and any(_spec(symbol, config.instruments) is not None for symbol, _, _ in closes):
+        # Whole lots: round down first, and let the next round cover what is left with the
+        # cheapest closes there are — rounding every size up overpays where it matters.
+        down, _ = _rounded(closes, sizes=sizes, prices=prices, config=config, down=True)
+        down_after = simulation.after(down)
+        if down and required_at(down_after.facts) < required:
+            return down, down_after
+    plans, allowance = _rounded(closes, sizes=sizes, prices=prices, config=config, down=False)
+    after = simulation.after(plans)
+    if required_at(after.facts) > MIN_SIZE and allowance > 0:
+        # Rounding sizes up can cost gain where scenarios bind together (the call and put of
+        # a tie move apart): trace again for the need plus the most rounding can cost. The
+        # trim takes back what this over-covers.
         closes = _cheapest_closes(
-            simulation=simulation, model=model, sizes=sizes, required=target, weight=weight
+            simulation=simulation,
+            model=model,
+            sizes=sizes,
+            required=CONTEXT.add(required, allowance),
+            weight=weight,
         )
-        attempt_plans: list[OrderPlan] = []
-        allowance = ZERO
-        for symbol, size, steepness in closes:
-            spec = _spec(symbol, config.instruments)
-            step = spec.size_step if spec is not None else MIN_SIZE
-            left = sizes[symbol][0]
-            tradeable = _tradeable_size(_linear_size(left, size, step), left, spec)
-            allowance = CONTEXT.add(
-                allowance, CONTEXT.multiply(CONTEXT.subtract(tradeable, size), steepness)
-            )
-            attempt_plans.append(
-                OrderPlan(
-                    symbol=symbol,
-                    close_size=tradeable,
-                    limit_price=prices[symbol],
-                    expected_mm_relief=ZERO,
-                )
-            )
-        attempt_after = simulation.after(attempt_plans)
-        if attempt == 0 or still_short(after.facts):
-            plans, after = tuple(attempt_plans), attempt_after
-        if not still_short(after.facts) or allowance <= 0:
-            break
-        # Rounding the sizes up can cost gain where scenarios bind together (the call and
-        # put of a tie move apart): trace again for the need plus the most rounding can
-        # cost. The trim takes back what this over-covers.
-        target = CONTEXT.add(required, allowance)
+        again, _ = _rounded(closes, sizes=sizes, prices=prices, config=config, down=False)
+        again_after = simulation.after(again)
+        if required_at(again_after.facts) < required_at(after.facts):
+            plans, after = again, again_after
     return plans, after
+
+
+def _rounded(
+    closes: Sequence[tuple[str, Decimal, Decimal]],
+    *,
+    sizes: Mapping[str, tuple[Decimal, Decimal, Decimal]],
+    prices: Mapping[str, Decimal],
+    config: Config,
+    down: bool,
+) -> tuple[tuple[OrderPlan, ...], Decimal]:
+    """The traced closes as tradeable orders, and the most their rounding up can cost in gain.
+
+    Up: rounded up to the size step, raised to the minimum order, a stranded remainder
+    closed too. Down (only for underlyings with an :class:`InstrumentSpec`): rounded down to
+    the step, below the minimum order dropped, never leaving a stranded remainder.
+    """
+    plans: list[OrderPlan] = []
+    allowance = ZERO
+    for symbol, size, steepness in closes:
+        spec = _spec(symbol, config.instruments)
+        left = sizes[symbol][0]
+        if down and spec is not None:
+            tradeable = _tradeable_down(size, left, spec)
+        else:
+            step = spec.size_step if spec is not None else MIN_SIZE
+            tradeable = _tradeable_size(_linear_size(left, size, step), left, spec)
+        if tradeable <= 0:
+            continue
+        raised = max(ZERO, CONTEXT.subtract(tradeable, size))
+        allowance = CONTEXT.add(allowance, CONTEXT.multiply(raised, steepness))
+        plans.append(
+            OrderPlan(
+                symbol=symbol,
+                close_size=tradeable,
+                limit_price=prices[symbol],
+                expected_mm_relief=ZERO,
+            )
+        )
+    return tuple(plans), allowance
+
+
+def _tradeable_down(size: Decimal, available: Decimal, spec: InstrumentSpec) -> Decimal:
+    """``size`` rounded down to a tradeable size: whole steps, at least the minimum order
+    (else zero), leaving no remainder below the minimum order."""
+    step = spec.size_step
+    least = max(spec.min_size, step)
+    if size >= available:
+        return available
+    size = quantize_down(size, step)
+    if CONTEXT.subtract(available, size) < spec.min_size:
+        size = quantize_down(CONTEXT.subtract(available, spec.min_size), step)
+    return size if size >= least else ZERO
 
 
 # --- finishing the plan ------------------------------------------------------------------
@@ -1362,7 +1418,8 @@ def _scenario_plan(
             prices=prices,
             available=available,
             required=required,
-            still_short=lambda facts: required_at(facts) > MIN_SIZE,
+            required_at=required_at,
+            first=rounds == 0,
             config=config,
             now=now,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 # SqliteStore is written by the adapters work (liqshell/adapters/sqlite.py, stdlib only);
 # if that module is ever missing, drop this import and its __all__ entry.
 from liqshell.adapters.sqlite import SqliteStore
+from liqshell.clock import SystemClock
 from liqshell.ports import (
     AnswerStatus,
     AuctionReceipt,
@@ -43,6 +44,7 @@ __all__ = [
     "RecordKind",
     "SqliteStore",
     "Stored",
+    "SystemClock",
     "Unfinished",
     "Watcher",
 ]

@@ -25,7 +25,6 @@ import contextlib
 import importlib
 import logging
 import os
-import time
 import tomllib
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from decimal import Decimal
@@ -37,6 +36,7 @@ import attrs
 from liqcore import Config, InstrumentSpec, PortfolioMargin, StandardMargin, StateChange
 from liqcore.errors import InvalidConfig, InvalidInput, LiqcoreError
 from liqcore.numbers import to_decimal
+from liqshell.clock import SystemClock
 from liqshell.ports import (
     AuctionExecutor,
     AuctionFeed,
@@ -485,24 +485,6 @@ def load_settings(path: str | Path) -> Settings:
 
 
 # --- composition root ----------------------------------------------------------------------
-
-
-class SystemClock:
-    """The wall clock as a ``Clock``: milliseconds since the Unix epoch."""
-
-    def now_ms(self) -> int:
-        """Now."""
-        return time.time_ns() // 1_000_000
-
-    async def sleep_until(self, ms: int) -> None:
-        """Sleep until the instant ``ms``."""
-        delay = (ms - self.now_ms()) / 1000
-        if delay > 0:
-            await asyncio.sleep(delay)
-
-    async def wait_for(self, awaitable: Awaitable[_T], timeout_ms: int) -> _T:
-        """``awaitable`` within ``timeout_ms``; raises ``TimeoutError``."""
-        return await asyncio.wait_for(awaitable, timeout_ms / 1000)
 
 
 class _LogSink:
