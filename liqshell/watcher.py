@@ -519,7 +519,11 @@ class Watcher:
 
         expected = 0 if stored is None else stored.version
         version = expected + 1
-        pending = tuple(
+        # Publishes of earlier decisions that were never confirmed stay unfinished (with
+        # their original keys) until a restart publishes them again; the other unfinished
+        # commands are superseded by this decision, which saw a fresh snapshot.
+        carried = _unconfirmed_publishes(stored)
+        pending = carried + tuple(
             Unfinished(version=version, index=index, command=command)
             for index, command in enumerate(commands)
             if not isinstance(command, Alert)
@@ -596,7 +600,7 @@ class Watcher:
         after = state
         for event in execution.events:
             after = apply(after, event, now)
-        remaining = execution.pending(version)
+        remaining = carried + execution.pending(version)
         if (after != state or remaining != pending) and not await self._commit_outcomes(
             wallet,
             decided=state,
@@ -969,3 +973,12 @@ def _event_kind(event: Event) -> str:
             return "reset"
         case _:
             return "other"
+
+
+def _unconfirmed_publishes(stored: Stored | None) -> tuple[Unfinished, ...]:
+    """The stored unfinished publishes: they must survive later decisions until published."""
+    if stored is None:
+        return ()
+    return tuple(
+        entry for entry in stored.unfinished if isinstance(entry.command, PublishStateChange)
+    )

@@ -50,11 +50,14 @@ from liqcore import (
     InLiquidation,
     Liquidated,
     MarginMode,
+    PlanningError,
     Portfolio,
     Position,
     PreLiquidation,
     PublishStateChange,
     Quote,
+    StartAuction,
+    StopAuction,
     codec,
 )
 from liqcore.state import phase_tag
@@ -62,14 +65,15 @@ from liqshell import Watcher
 from liqshell.adapters.sqlite import read_records
 from liqshell.ports import MarginReport, Record, RecordKind, Unfinished
 from liqshell.sim import SimExchange, SimParams, WorldStore, simulate
+from liqshell.sim.margin import margin_report
 from liqshell.sim.world import Market, World
 from liqshell.testing import FakeExchange, Fault, MemorySink, MemoryStore, VirtualClock
 
 ROOT = Path(__file__).resolve().parents[2]
-PARAMS = SimParams(accounts=24, minutes=10, seed=4)
-CLI_ARGS = ("--accounts", "24", "--minutes", "10", "--seed", "4")
+PARAMS = SimParams(accounts=24, minutes=8, seed=4)
+CLI_ARGS = ("--accounts", "24", "--minutes", "8", "--seed", "4")
 KILL_SEED = 20260302
-KILLS = 26
+KILLS = 30
 MIN_KILLS = 20
 CONFIG = Config()
 LIVE = ("pending", "running", "stopping")
@@ -78,10 +82,10 @@ POLL_S = 0.001
 
 MODES = ("start-up", "effect", "tick")
 MODE_WEIGHTS = (0.2, 0.5, 0.3)
-"""Where the kills are aimed: by wall time into the start-up (imports, opening the store,
-the restart's reconciliation, the first poll); a few milliseconds after the run commits a
-decision with effects; a seeded number of ticks into the run, at a seeded instant inside
-the tick."""
+"""Where the kills are aimed: at a seeded instant of the start-up (imports, opening the
+store, the restart's reconciliation), its first commit at the latest; a few milliseconds
+after the run commits a decision with effects (while its commands execute, or just after);
+a seeded number of ticks into the run, at a seeded instant inside the tick."""
 EFFECT_WINDOW_S = 0.006
 TICK_WINDOW_S = 0.04
 EFFECT_TICKS = 5
@@ -92,10 +96,11 @@ EFFECTS = (
 )
 
 KNOWN_ISSUE = (
-    "liqcore step §7 3b keeps the active ids when it escalates, so a submit lost to a crash "
-    "stays tracked while the auction request is pending "
-    "(test_restart_after_lost_submit_then_escalation_tracks_only_known_orders)"
+    "tracked ids unknown to the exchange while an auction request is pending (liqcore step "
+    "§7 3b keeps the active ids when it escalates, so a submit lost to a crash stays tracked; "
+    "see test_restart_after_lost_submit_then_escalation_tracks_only_known_orders)"
 )
+"""Tolerated by :func:`converged` (counted apart, printed) until liqcore is fixed."""
 
 
 # --------------------------------------------------------------------------- reading the store
@@ -277,11 +282,21 @@ def converged(world: World, states: Mapping[str, Committed], where: str) -> Find
                         f"{where}: {wallet} in auction {phase.auction_id}, which is not alive"
                     )
                 asked = phase.stop_requested_at
-                if asked is not None and world.now > asked + timeout:
+                if asked is not None and world.now > asked + timeout and recovered(world, wallet):
                     found.problems.append(f"{where}: {wallet} stop request past its timeout")
             case Healthy() | Liquidated():
                 pass
     return found
+
+
+def recovered(world: World, wallet: str) -> bool:
+    """Whether the exchange's margin engine calls the account not liquidatable now (a stop
+    is only (re-)sent then)."""
+    try:
+        report = margin_report(world, Market(world.params), CONFIG, wallet)
+    except PlanningError:
+        return False
+    return not report.is_liquidatable
 
 
 class FirstPollDone(Exception):
@@ -359,8 +374,9 @@ class Killer:
 
         try:
             if mode == "start-up":
-                limit = fraction * self.startup_s * 0.9
-                wait(lambda: time.monotonic() - started >= limit)
+                # At a seeded instant of the start-up, or at its first commit at the latest.
+                limit = fraction * self.startup_s
+                wait(lambda: time.monotonic() - started >= limit or last_seq(store) > seq)
             elif wait(lambda: last_seq(store) > seq):
                 self.startup_s = time.monotonic() - started
                 if mode == "effect":
@@ -459,38 +475,59 @@ def histories(records: Sequence[Record]) -> dict[str, list[Step]]:
 
 def parting(crashed: Sequence[Step], reference: Sequence[Step]) -> str:
     """Where two histories of one wallet part, in words."""
+
+    def at(step: Step) -> str:
+        return f"+{(step.now - PARAMS.start_ms) / 1000:g} s"
+
     for index, (ours, theirs) in enumerate(zip(crashed, reference, strict=False)):
         if (ours.phase, ours.commands) != (theirs.phase, theirs.commands):
             return (
-                f"decision {index + 1}: {ours.phase} {list(ours.commands)} at "
-                f"+{(ours.now - PARAMS.start_ms) / 1000:g} s, uninterrupted {theirs.phase} "
-                f"{list(theirs.commands)} at +{(theirs.now - PARAMS.start_ms) / 1000:g} s"
+                f"decision {index + 1}: {ours.phase} {list(ours.commands)} at {at(ours)}, "
+                f"uninterrupted {theirs.phase} {list(theirs.commands)} at {at(theirs)}"
             )
-    return f"the same decisions, then {len(crashed)} vs {len(reference)} of them"
+    if len(crashed) != len(reference):
+        return f"the same decisions, then {len(crashed)} vs {len(reference)} of them"
+    for ours, theirs in zip(crashed, reference, strict=True):
+        if ours != theirs:
+            return f"the same decisions at other instants (first {at(ours)} vs {at(theirs)})"
+    return "the same decisions at the same instants (what differs came after them)"
 
 
-def why(wallet: str, records: Sequence[Record]) -> str:
-    """Why a wallet's history differs from the uninterrupted run's, from its restarts."""
-    lost = collections.Counter(
-        type(command).__name__
+def why(wallet: str, records: Sequence[Record], world: World) -> str:
+    """Why a wallet's history differs from the uninterrupted run's: what its restarts found
+    unfinished (and whether it had reached the exchange), else the re-polls."""
+    unfinished = [
+        command
         for record in records
         if record.kind is RecordKind.RESTART and record.wallet == wallet
         for command in record.commands
         if not isinstance(command, PublishStateChange)
-    )
-    if lost["StartAuction"]:
+    ]
+    requested = {a.request_id for a in world.auctions.values()}
+    unsent = [c for c in unfinished if isinstance(c, StartAuction)]
+    if any(c.request_id not in requested for c in unsent):
         return (
-            "a kill lost its StartAuction (unfinished at restart: reported, never replayed), "
-            "so it waited out the stale-request timeout (full_escalation_timeout_ms) before "
-            "it could escalate again, and the market moved meanwhile"
+            "a kill came after its StartAuction was committed and before it was sent "
+            "(reported at restart, never replayed): the request went stale only after "
+            "full_escalation_timeout_ms (60 s), and the market moved meanwhile"
         )
-    if lost:
-        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(lost.items()))
-        return f"kills lost {kinds} (never replayed): re-decided at later polls"
+    if any(isinstance(c, StopAuction) for c in unfinished):
+        return (
+            "a kill interrupted its StopAuction (reported at restart, never replayed): an "
+            "unanswered stop is re-sent only after full_escalation_timeout_ms (60 s), and "
+            "the auction ran on meanwhile"
+        )
+    if unfinished:
+        kinds = collections.Counter(type(c).__name__ for c in unfinished)
+        text = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+        return (
+            f"kills interrupted {text} (unfinished at restart: reported, never replayed); "
+            "later polls re-decided from fresh snapshots"
+        )
     return (
-        "no command of it was lost; restarts re-polled it at the interrupted tick with "
-        "now = updated_at + 1, which moved its reprice schedule, so its orders went out at "
-        "other instants and prices"
+        "no command of it was interrupted; restarts re-polled it at the interrupted tick "
+        "with now = updated_at + 1, which moved its reprice schedule, so its orders went "
+        "out at other instants and prices"
     )
 
 
@@ -509,6 +546,13 @@ def scratch(tmp_path: Path) -> Iterator[Path]:
         yield tmp_path
 
 
+def reap(process: subprocess.Popen[str]) -> None:
+    """Kill ``process`` if it still runs (a failed test leaves no child behind)."""
+    if process.poll() is None:
+        process.kill()
+    process.wait(timeout=30)
+
+
 def final_phases(states: Mapping[str, Committed]) -> dict[str, str]:
     """Each wallet's phase tag."""
     return {
@@ -525,7 +569,7 @@ def test_simulate_sigkilled_at_random_instants_loses_nothing_and_converges(
     committed state nor decides a request twice, and after each restart's first poll no
     wallet has two live sets of liquidation orders, tracks an order the exchange does not
     know, keeps unfinished commands or waits on a request past its timeout."""
-    with scratch(tmp_path) as folder:
+    with scratch(tmp_path) as folder, contextlib.ExitStack() as cleanup:
         store, reference_store = folder / "crash.sqlite", folder / "reference.sqlite"
         log = folder / "stderr.log"
         base = [sys.executable, "-m", "liqshell", "simulate", *CLI_ARGS, "--quiet", "--store"]
@@ -538,6 +582,7 @@ def test_simulate_sigkilled_at_random_instants_loses_nothing_and_converges(
             stderr=subprocess.PIPE,
             text=True,
         )
+        cleanup.callback(reap, reference)
         killer = Killer(
             argv=[*base, str(store)], store=store, log=log, draw=random.Random(KILL_SEED)
         )
@@ -604,20 +649,21 @@ def test_simulate_sigkilled_at_random_instants_loses_nothing_and_converges(
         f"restart checked: {first_polls}; decisions in the log: "
         f"{sum(r.kind is RecordKind.DECISION for r in records)}",
         f"  violations: {len(tracker.violations) + len(found.problems)}; two live sets at a "
-        f"kill instant (before the restart's poll): {len(at_kill_instants)}; known issue "
-        f"(tracked id unknown while an auction request is pending): {len(found.known)}",
+        f"kill instant (before the restart's poll): {len(at_kill_instants)}",
+        f"  known issue, {KNOWN_ISSUE}: {len(found.known)}",
         f"  final phases: crashed {dict(sorted(collections.Counter(ours.values()).items()))}, "
         f"uninterrupted {dict(sorted(collections.Counter(theirs.values()).items()))}",
         f"  wallets ending in another phase than the uninterrupted run: {len(differing)}",
     ]
     lines += [
-        f"    {w}: {theirs[w]} → {ours.get(w)}: {why(w, records)}; first difference at "
+        f"    {w}: {ours.get(w)} (uninterrupted: {theirs[w]}): {why(w, records, world)}; "
+        f"first difference at "
         f"{parting(ours_h.get(w, []), theirs_h.get(w, []))}"
         for w in differing
     ]
     lines.append(f"  wallets whose decisions differ (same final phase included): {len(parted)}")
     lines += [
-        f"    {w}: {parting(ours_h.get(w, []), theirs_h.get(w, []))}: {why(w, records)}"
+        f"    {w}: {parting(ours_h.get(w, []), theirs_h.get(w, []))}: {why(w, records, world)}"
         for w in parted
         if w not in differing
     ]

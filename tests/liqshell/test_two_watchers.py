@@ -5,17 +5,27 @@ Two :class:`~liqshell.Watcher` instances, each with its own
 connections), poll the same simulated exchange at the same virtual instants, concurrently,
 for a whole simulation run. Every decision must be executed by exactly one of them: the
 other's commit of the same wallet at the same version raises ``Conflict`` and it executes
-nothing. The exchange side records which watcher sent each request.
+nothing. The exchange side records which watcher sent each request and each state-change
+publish.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+
 import attrs
 import pytest
 
-from liqcore import CancelOrder, Config, StartAuction, StopAuction, SubmitOrder
+from liqcore import (
+    CancelOrder,
+    Config,
+    PublishStateChange,
+    StartAuction,
+    StateChange,
+    StopAuction,
+    SubmitOrder,
+)
 from liqshell import Watcher
 from liqshell.adapters.postgres import PostgresStore
 from liqshell.ports import AuctionReceipt, OrderAnswer, Record, RecordKind
@@ -29,12 +39,18 @@ PAUSE_EVERY = 6
 
 @attrs.define
 class Sender:
-    """One watcher's view of the exchange's order gateway and auction executor: the shared
-    :class:`SimExchange`, recording ``(watcher, request id)`` of every request it gets."""
+    """One watcher's view of the exchange's order gateway, auction executor and event sink:
+    the shared :class:`SimExchange`, recording ``(watcher, request id)`` of every request and
+    ``(watcher, key)`` of every publish it gets."""
 
     name: str
     exchange: SimExchange
     sent: list[tuple[str, str]]
+    published: list[tuple[str, tuple[str, int, int]]]
+
+    async def publish(self, change: StateChange, *, key: tuple[str, int, int]) -> None:
+        self.published.append((self.name, key))
+        await self.exchange.publish(change, key=key)
 
     async def submit(self, command: SubmitOrder) -> OrderAnswer:
         self.sent.append((self.name, command.request_id))
@@ -67,25 +83,38 @@ def decided_requests(records: list[Record]) -> dict[str, tuple[str, int]]:
     return decided
 
 
+def decided_publishes(records: list[Record]) -> set[tuple[str, int, int]]:
+    """The publish keys ``(wallet, version, index)`` of every committed decision."""
+    return {
+        (record.wallet, record.version, index)
+        for record in records
+        if record.kind is RecordKind.DECISION
+        for index, command in enumerate(record.commands)
+        if isinstance(command, PublishStateChange)
+    }
+
+
 @pytest.mark.services
 async def test_two_watchers_on_one_postgres_store_execute_each_decision_once(
     postgres_dsn: str, pg_schema: str
 ) -> None:
     """Over a whole simulated run polled by two watchers at once, every committed decision's
-    requests reach the exchange exactly once, all from the watcher that committed it; the
-    other watcher's commits conflict (there are conflicts) and execute nothing."""
+    requests and publishes reach the exchange exactly once, all from the watcher that
+    committed it; the other watcher's commits conflict (there are conflicts) and execute
+    nothing; both watchers lead at times."""
     market = Market(PARAMS)
     world = new_world(PARAMS, CONFIG, market)
     exchange = SimExchange(world, config=CONFIG, market=market)
     clock = SimClock(world.now)
     sent: list[tuple[str, str]] = []
+    published: list[tuple[str, tuple[str, int, int]]] = []
     stores: list[PostgresStore] = []
     restarts = collections.Counter[str]()
 
     def watcher(name: str) -> Watcher:
         store = PostgresStore(postgres_dsn, schema=pg_schema, pool_size=4)
         stores.append(store)
-        sender = Sender(name=name, exchange=exchange, sent=sent)
+        sender = Sender(name=name, exchange=exchange, sent=sent, published=published)
         return Watcher(
             portfolios=exchange,
             margin=exchange,
@@ -95,7 +124,7 @@ async def test_two_watchers_on_one_postgres_store_execute_each_decision_once(
             auctions=sender,
             feed=exchange,
             store=store,
-            sink=exchange,
+            sink=sender,
             recorder=store,
             clock=clock,
             config=CONFIG,
@@ -135,12 +164,21 @@ async def test_two_watchers_on_one_postgres_store_execute_each_decision_once(
     winners = collections.Counter(min(names) for names in by_whom.values())
     print(
         f"two watchers: {len(records)} records, {len(decided)} requests decided, "
-        f"{len(sent)} sent, {conflicts} conflicts, decisions executed per watcher "
-        f"{dict(winners)}, restarts after a lost outcome commit {dict(restarts)}"
+        f"{len(sent)} sent, {len(published)} publishes, {conflicts} conflicts, decisions "
+        f"executed per watcher {dict(winners)}, restarts after a lost outcome commit "
+        f"{dict(restarts)}"
     )
     assert [request for request, n in counts.items() if n != 1] == []
     assert set(counts) == set(decided)
     assert all(len(names) == 1 for names in by_whom.values())
+    publish_counts = collections.Counter(key for _, key in published)
+    assert set(publish_counts) == decided_publishes(records)
+    if not restarts:  # a restart may publish an unconfirmed change again (at least once)
+        assert [key for key, n in publish_counts.items() if n != 1] == []
+    by_decision: dict[tuple[str, int], set[str]] = collections.defaultdict(set)
+    for name, (wallet, version, _) in published:
+        by_decision[wallet, version].add(name)
+    assert all(len(names) == 1 for names in by_decision.values())
     assert conflicts > 0
     assert set(winners) == {"a", "b"}
     assert world.stats.submitted > 0

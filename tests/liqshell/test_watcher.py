@@ -786,6 +786,28 @@ async def test_watcher_restart_keeps_a_publish_that_fails_again() -> None:
     assert world.sink.keys == [keys[1], keys[0]]
 
 
+async def test_watcher_later_decisions_keep_unconfirmed_publishes_for_the_restart() -> None:
+    """A publish that failed stays unfinished (same key) through later decisions, and a
+    restart publishes it."""
+    world = seed_world()
+    world.sink.fail(times=2)  # both publishes of the entry decision fail
+    watcher = world.watcher()
+    await world.poll(watcher)
+    stored = world.store.stored(W)
+    assert stored is not None
+    lost = [(W, u.version, u.index) for u in stored.unfinished]
+    assert len(lost) == 2
+    world.exchange.clear_orders(W)
+    world.clock.set_time(10_500)
+    await world.poll(watcher)  # a later decision, committed with its own commands
+    stored = world.store.stored(W)
+    assert stored is not None
+    assert stored.version > lost[0][1]
+    assert [(W, u.version, u.index) for u in stored.unfinished][:2] == lost
+    await world.drain(world.watcher())  # restart
+    assert set(lost) <= set(world.sink.keys)
+
+
 async def test_watcher_quarantines_wallet_whose_outcomes_cannot_be_committed() -> None:
     """If the outcomes commit keeps failing the wallet is not stepped again until a restart,
     which reconciles it from the store."""
