@@ -536,9 +536,13 @@ def to_json(obj: object) -> str:
     """Compact JSON with sorted keys: equal inputs give identical text."""
     data = unstructure(obj)
     try:
-        return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return _ENCODER.encode(data)
     except (TypeError, ValueError) as error:
         raise InvalidInput(f"cannot serialize {type(obj).__name__}: {error}") from None
+
+
+# Built once: json.dumps/json.loads with options build a new encoder/decoder per call.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def _reject_constant(name: str) -> object:
@@ -554,13 +558,16 @@ def _unique_object(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return result
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_object)
+
+
 def _loads(text: str | bytes) -> object:
     if not isinstance(text, str | bytes | bytearray):
         raise InvalidInput(f"JSON text must be str or bytes, was {type(text).__name__}")
     try:
-        data: object = json.loads(
-            text, parse_constant=_reject_constant, object_pairs_hook=_unique_object
-        )
+        if not isinstance(text, str):
+            text = text.decode(json.detect_encoding(text), "surrogatepass")  # as json.loads
+        data: object = _DECODER.decode(text)
     except RecursionError:
         raise InvalidInput("JSON nested too deeply") from None
     except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, huge ints

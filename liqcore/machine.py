@@ -17,7 +17,9 @@ Phases (see :mod:`liqcore.state`; every move between them is in ``TRANSITIONS``)
 * **Healthy** — enter PreLiquidation when the engine says liquidatable, the shortfall
   reaches ``min_shortfall_threshold`` and equity is below the partial target (an account
   already above target would enter and leave in one step, flapping every poll). Otherwise
-  only cancel orphans: open orders whose client id is ``liq-{wallet}-…``.
+  only cancel orphans: open orders whose client id is ``liq-{wallet}-…``. This is most
+  accounts on most polls, so it is a fast path: the general path's answer without its
+  dispatch, and without re-validating values that passed the same validators already.
 * **PreLiquidation** — a pending full-auction request first: a confirmed one (a receipt
   came back) waits for the chain; an unconfirmed one waits until it is stale
   (``pending_full_requested_at + full_escalation_timeout_ms``) and is then cleared.
@@ -91,7 +93,7 @@ from liqcore.instruments import option_symbol
 from liqcore.margin.base import MarginFacts
 from liqcore.numbers import CONTEXT, MIN_SIZE, ONE
 from liqcore.planning import plan_partial_orders
-from liqcore.reduce_only import cancel_targets, is_liquidation_order, liquidation_client_id
+from liqcore.reduce_only import _liquidation_orders, cancel_targets, liquidation_client_id
 from liqcore.state import (
     AccountState,
     Healthy,
@@ -199,18 +201,19 @@ def step(
         start = state.phase
         closed = state.last_closed_auction_id
 
-    if type(start) is Healthy and not orders and not _should_enter(health, config):
-        # The fast path, most accounts on most polls: nothing to enter, nothing to cancel.
-        # It is _decide's answer (tests/liqcore/test_machine.py checks that), with no
-        # dispatch, no command list, no publish check and no re-validation.
-        return _still_healthy(state, health, start, now, closed), ()
+    if type(start) is Healthy and not _should_enter(health, config):
+        # The fast path, most accounts on most polls: it stays healthy, at most orphans to
+        # cancel. It is _decide's answer (tests/liqcore/test_machine.py checks that), with
+        # no dispatch, no command list, no publish check and no re-validation.
+        new_state = _still_healthy(state, health, start, now, closed)
+        return new_state, _orphan_cancels(health.wallet, orders, now)
     return _decide(start=start, closed=closed, health=health, orders=orders, now=now, config=config)
 
 
 def _still_healthy(
     state: AccountState | None, health: Health, phase: Healthy, now: int, closed: str | None
 ) -> AccountState:
-    """``_decide``'s new state for a Healthy account that stays so with nothing to cancel.
+    """``_decide``'s new state for a Healthy account that stays so.
 
     Every value passed AccountState's validators already (``health``'s fields by the same
     rules, ``phase`` and ``closed`` in ``state``, ``now`` in ``step``), so they are not run
@@ -564,9 +567,8 @@ def _orphan_cancels(
     wallet: str, orders: tuple[OpenOrder, ...], now: int
 ) -> tuple[CancelOrder, ...]:
     """Cancels of the wallet's liquidation orders (none is tracked outside PreLiquidation)."""
-    return _cancels(
-        wallet, [o for o in orders if is_liquidation_order(o, wallet=wallet, tracked=())], now
-    )
+    orphans = _liquidation_orders(orders, wallet=wallet, tracked=())
+    return _cancels(wallet, orphans, now) if orphans else ()
 
 
 def _auction_id(phase: Phase) -> str | None:

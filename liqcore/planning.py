@@ -18,7 +18,7 @@ every machine.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
 from types import MappingProxyType
 from typing import TypeGuard
@@ -165,25 +165,42 @@ def close_short(portfolio: Portfolio, symbol: str, size: Decimal, price: Decimal
     """
     if size <= MIN_SIZE:
         return portfolio
-    position = portfolio.positions.get(symbol)
-    if position is None:
-        raise PlanningError(f"cannot close {symbol}: no such position")
-    if position.amount >= 0:
-        raise PlanningError(f"cannot close {symbol}: position {position.amount} is not short")
-    available = position.amount.copy_negate()
-    if size > CONTEXT.add(available, MIN_SIZE):
-        raise PlanningError(f"cannot close {size} of {symbol}: the short is only {available}")
-    remaining = CONTEXT.add(position.amount, size)
+    return _closed_all(portfolio, ((symbol, size, price),))
+
+
+def _closed_all(portfolio: Portfolio, closes: Iterable[tuple[str, Decimal, Decimal]]) -> Portfolio:
+    """``portfolio`` after every ``(symbol, size, price)`` close in turn (each size above
+    ``MIN_SIZE``), built once."""
     positions = dict(portfolio.positions)
-    if remaining.copy_abs() <= MIN_SIZE:
-        del positions[symbol]
-    else:
-        pnl_per_unit = CONTEXT.divide(position.unrealized_pnl, position.amount)
-        positions[symbol] = attrs.evolve(
-            position, amount=remaining, unrealized_pnl=CONTEXT.multiply(pnl_per_unit, remaining)
-        )
-    cash = CONTEXT.subtract(portfolio.cash, CONTEXT.multiply(price, size))
+    cash = portfolio.cash
+    for symbol, size, price in closes:
+        position = positions.get(symbol)
+        if position is None:
+            raise PlanningError(f"cannot close {symbol}: no such position")
+        if position.amount >= 0:
+            raise PlanningError(f"cannot close {symbol}: position {position.amount} is not short")
+        available = position.amount.copy_negate()
+        if size > CONTEXT.add(available, MIN_SIZE):
+            raise PlanningError(f"cannot close {size} of {symbol}: the short is only {available}")
+        remainder = _remainder(position, size)
+        if remainder is None:
+            del positions[symbol]
+        else:
+            positions[symbol] = remainder
+        cash = CONTEXT.subtract(cash, CONTEXT.multiply(price, size))
     return Portfolio(cash=cash, positions=positions, spot=portfolio.spot)
+
+
+def _remainder(position: Position, size: Decimal) -> Position | None:
+    """What is left of ``position`` after buying back ``size``: the mark kept, the unrealized
+    PnL scaled with the amount; ``None`` at or below ``MIN_SIZE``."""
+    remaining = CONTEXT.add(position.amount, size)
+    if remaining.copy_abs() <= MIN_SIZE:
+        return None
+    pnl_per_unit = CONTEXT.divide(position.unrealized_pnl, position.amount)
+    return attrs.evolve(
+        position, amount=remaining, unrealized_pnl=CONTEXT.multiply(pnl_per_unit, remaining)
+    )
 
 
 def _is_additive(model: MarginModel) -> TypeGuard[StandardMargin]:
@@ -625,7 +642,8 @@ def _plan_round(
     the equity the fill pays over the mark is covered in the same round instead of being
     discovered by the next one — with a costly close, three rounds of relief-only sizing
     leave the account short of its target. Each candidate is sized and valued on the
-    portfolio the earlier ones leave.
+    portfolio the earlier ones leave (under standard margin that is its own position, so the
+    round's closes are applied together at its end).
     """
     cost_weight = CONTEXT.divide(Decimal(BPS), Decimal(BPS + config.partial_target_buffer_bps))
     linear = _is_additive(model)
@@ -659,12 +677,19 @@ def _plan_round(
                 expected_mm_relief=relief,
             )
         )
-        portfolio = close_short(portfolio, candidate.symbol, size, candidate.expected_fill_price)
+        if not linear:  # the next candidate is valued on what this close leaves
+            portfolio = close_short(
+                portfolio, candidate.symbol, size, candidate.expected_fill_price
+            )
         facts = MarginFacts(
             equity=CONTEXT.subtract(facts.equity, cost),
             mm_required=CONTEXT.subtract(facts.mm_required, relief),
         )
         remaining = CONTEXT.subtract(remaining, gain)
+    if linear:  # each close changes only its own position's margin: apply them at once
+        portfolio = _closed_all(
+            portfolio, ((plan.symbol, plan.close_size, plan.limit_price) for plan in plans)
+        )
     return tuple(plans), portfolio, evaluations
 
 
@@ -712,9 +737,11 @@ def _linear_gain_size(
 class _Simulation:
     """The original portfolio with some closes applied, as the model sees it (planning-local).
 
-    Standard margin and portfolio margin move incrementally (a close changes one position's
-    margin, or is swapped into cached scenario sums); any other model is evaluated again,
-    and every such evaluation is counted in the shared ``counts``.
+    Standard margin and portfolio margin move incrementally — a close changes only its own
+    position's margin, or is swapped into cached scenario sums (``prepared``) — so their
+    ``portfolio`` stays the original and a close costs no rebuild; any other model's
+    portfolio is closed and evaluated again, every such evaluation counted in the shared
+    ``counts``. A simulation closes each symbol at most once (a plan has one order a symbol).
     """
 
     __slots__ = ("_model", "_now", "counts", "facts", "portfolio", "prepared")
@@ -762,23 +789,22 @@ class _Simulation:
         self.counts[0] += used
         return relief, cost
 
-    def closed(self, symbol: str, size: Decimal, price: Decimal) -> _Simulation:
+    def after_close(self, symbol: str, size: Decimal, price: Decimal) -> _Simulation:
         """This simulation after buying back ``size`` of ``symbol`` at ``price``."""
-        if self.prepared is not None:
-            prepared = self.prepared.closed(symbol, size, price)
-            portfolio, facts = self.portfolio, prepared.facts()
+        portfolio, prepared = self.portfolio, self.prepared
+        if prepared is not None:
+            prepared = prepared.closed(symbol, size, price)
+            facts = prepared.facts()
+        elif _is_additive(self._model):
+            relief, cost = self.change(symbol, size, price)
+            facts = MarginFacts(
+                equity=CONTEXT.subtract(self.facts.equity, cost),
+                mm_required=CONTEXT.subtract(self.facts.mm_required, relief),
+            )
         else:
-            prepared = None
-            portfolio = close_short(self.portfolio, symbol, size, price)
-            if _is_additive(self._model):
-                relief, cost = self.change(symbol, size, price)
-                facts = MarginFacts(
-                    equity=CONTEXT.subtract(self.facts.equity, cost),
-                    mm_required=CONTEXT.subtract(self.facts.mm_required, relief),
-                )
-            else:
-                facts = self._model.evaluate(portfolio, self._now)
-                self.counts[0] += 1
+            portfolio = close_short(portfolio, symbol, size, price)
+            facts = self._model.evaluate(portfolio, self._now)
+            self.counts[0] += 1
         return _Simulation(
             model=self._model,
             now=self._now,
@@ -793,7 +819,9 @@ class _Simulation:
         simulation = self
         for index, order in enumerate(orders):
             if index != skip:
-                simulation = simulation.closed(order.symbol, order.close_size, order.limit_price)
+                simulation = simulation.after_close(
+                    order.symbol, order.close_size, order.limit_price
+                )
         return simulation
 
 
@@ -826,15 +854,12 @@ _Column = tuple[Decimal, Decimal | None, tuple[tuple[int, Decimal], ...]]
 
 
 def _inverse(matrix: list[list[Decimal]]) -> list[list[Decimal]]:
-    """Gauss–Jordan inverse with partial pivoting (deterministic ties: the first row)."""
+    """Gauss–Jordan inverse of the starting basis, without pivoting: its columns are slacks
+    (one 1 on the diagonal) and risks (−1 on the diagonal, in the worst scenario's row, and
+    elsewhere only in rows whose own diagonal is a slack's), so no pivot is ever zero."""
     size = len(matrix)
     rows = [[*row, *(ONE if i == j else ZERO for j in range(size))] for i, row in enumerate(matrix)]
     for column in range(size):
-        pivot = column
-        for candidate in range(column + 1, size):
-            if abs(rows[candidate][column]) > abs(rows[pivot][column]):
-                pivot = candidate
-        rows[column], rows[pivot] = rows[pivot], rows[column]
         lead = rows[column][column]
         rows[column] = [value / lead for value in rows[column]]
         for other in range(size):
@@ -885,11 +910,9 @@ def _trace(
         _pivot(binv, columns[entering], leaving_row)
         del position[leaving]
         basis[leaving_row], position[entering] = entering, leaving_row
-        if to_upper:
+        if to_upper:  # a close used up (it entered the basis before, so it is listed)
             at_upper.add(leaving)
             _shift(shifted, columns[leaving], -1)
-            if leaving not in entered:
-                entered.append(leaving)
         if entering in at_upper:
             at_upper.remove(entering)
             _shift(shifted, columns[entering], 1)
@@ -955,8 +978,8 @@ def _entering(
     leaving_row: int,
     to_upper: bool,
 ) -> int | None:
-    """The dual ratio test: the column whose move keeps every reduced cost's sign, smallest
-    index on ties (Bland's rule, so the trace cannot cycle)."""
+    """The dual ratio test: the column whose move keeps every reduced cost's sign; the
+    smallest index on ties (Bland's rule against cycling; the pivots are bounded anyway)."""
     row = binv[leaving_row]
     duals = [
         sum((columns[col][0] * binv[p][r] for p, col in enumerate(basis)), ZERO)
@@ -1089,11 +1112,12 @@ def _scenario_round(
     available: Mapping[str, Decimal],
     required: Decimal,
     required_at: Callable[[MarginFacts], Decimal],
-    first: bool,
+    down: bool,
     config: Config,
     now: int,
 ) -> tuple[tuple[OrderPlan, ...], _Simulation]:
-    """One round under portfolio margin: the exact cheapest closes, made tradeable."""
+    """One round under portfolio margin: the exact cheapest closes, made tradeable (whole
+    lots rounded ``down``, or up)."""
     weight = CONTEXT.divide(Decimal(BPS), Decimal(BPS + config.partial_target_buffer_bps))
     sizes: dict[str, tuple[Decimal, Decimal, Decimal]] = {}
     for symbol in sorted(prices):
@@ -1111,16 +1135,13 @@ def _scenario_round(
     closes = _cheapest_closes(
         simulation=simulation, model=model, sizes=sizes, required=required, weight=weight
     )
-    if first and any(_spec(symbol, config.instruments) is not None for symbol, _, _ in closes):
-        # Whole lots: round down first, and let the next round cover what is left with the
-        # cheapest closes there are — rounding every size up overpays where it matters.
-        down, _ = _rounded(closes, sizes=sizes, prices=prices, config=config, down=True)
-        down_after = simulation.after(down)
-        if down and required_at(down_after.facts) < required:
-            return down, down_after
-    plans, allowance = _rounded(closes, sizes=sizes, prices=prices, config=config, down=False)
+    plans, allowance = _rounded(closes, sizes=sizes, prices=prices, config=config, down=down)
     after = simulation.after(plans)
-    if required_at(after.facts) > MIN_SIZE and allowance > 0:
+    if not down and required_at(after.facts) > MIN_SIZE and config.instruments:
+        plans, after = _repaired(
+            plans, after=after, sizes=sizes, prices=prices, required_at=required_at, config=config
+        )
+    if not down and required_at(after.facts) > MIN_SIZE and allowance > 0:
         # Rounding sizes up can cost gain where scenarios bind together (the call and put of
         # a tie move apart): trace again for the need plus the most rounding can cost. The
         # trim takes back what this over-covers.
@@ -1138,6 +1159,102 @@ def _scenario_round(
     return plans, after
 
 
+_REPAIRS = 8
+"""Whole-lot increments a round may add to cover what rounding left short."""
+
+
+def _repaired(
+    plans: tuple[OrderPlan, ...],
+    *,
+    after: _Simulation,
+    sizes: Mapping[str, tuple[Decimal, Decimal, Decimal]],
+    prices: Mapping[str, Decimal],
+    required_at: Callable[[MarginFacts], Decimal],
+    config: Config,
+) -> tuple[tuple[OrderPlan, ...], _Simulation]:
+    """``plans`` with whole-lot increments added until they cover the need: the cheapest
+    increment that covers what is left, else the one with the least premium per unit of
+    the need it cuts.
+
+    Rounding sizes to whole lots can leave a round short where scenarios bind together (a
+    tie's call and put rounded up move apart); a few lots of a cheap close fix that where
+    tracing the need again would reshuffle the plan. For each candidate one lot more, and
+    as many lots as would cover the rest at that rate, are valued with the model. At most
+    :data:`_REPAIRS` steps.
+    """
+    planned = {plan.symbol: plan.close_size for plan in plans}
+    for _ in range(_REPAIRS):
+        short = required_at(after.facts)
+        if short <= MIN_SIZE:
+            break
+        best: tuple[tuple[int, Decimal, str], str, Decimal] | None = None
+        for symbol in sorted(sizes):
+            spec = _spec(symbol, config.instruments)
+            available, price, mark = sizes[symbol]
+            size = planned.get(symbol, ZERO)
+            step = spec.size_step if spec is not None else MIN_SIZE
+            one = CONTEXT.subtract(_tradeable_size(CONTEXT.add(size, step), available, spec), size)
+            if one <= MIN_SIZE:
+                continue
+            cut = _cut(after, symbol, one, price, short=short, required_at=required_at)
+            if cut <= 0:
+                continue
+            options = [(one, cut)]
+            if cut < short:  # as many lots as would cover the rest at this rate
+                lots = _ceil_div(CONTEXT.multiply(short, one), CONTEXT.multiply(cut, step))
+                wanted = CONTEXT.add(size, CONTEXT.multiply(Decimal(lots), step))
+                more = CONTEXT.subtract(_tradeable_size(wanted, available, spec), size)
+                if more > one:
+                    gained = _cut(after, symbol, more, price, short=short, required_at=required_at)
+                    options.append((more, gained))
+            for increment, gained in options:
+                premium = max(ZERO, CONTEXT.multiply(increment, CONTEXT.subtract(price, mark)))
+                if gained >= short:
+                    key = (0, premium, symbol)  # covers the rest: the cheapest such
+                else:
+                    key = (1, CONTEXT.divide(premium, gained), symbol)  # least premium per cut
+                if best is None or key < best[0]:
+                    best = (key, symbol, increment)
+        if best is None:
+            break
+        _, symbol, increment = best
+        after = after.after_close(symbol, increment, prices[symbol])
+        planned[symbol] = CONTEXT.add(planned.get(symbol, ZERO), increment)
+    repaired = tuple(
+        OrderPlan(
+            symbol=symbol,
+            close_size=planned[symbol],
+            limit_price=prices[symbol],
+            expected_mm_relief=ZERO,
+        )
+        for symbol in [
+            *(plan.symbol for plan in plans),
+            *sorted(set(planned) - {p.symbol for p in plans}),
+        ]
+    )
+    return repaired, after
+
+
+def _cut(
+    after: _Simulation,
+    symbol: str,
+    size: Decimal,
+    price: Decimal,
+    *,
+    short: Decimal,
+    required_at: Callable[[MarginFacts], Decimal],
+) -> Decimal:
+    """How much buying back ``size`` more of ``symbol`` cuts the required relief ``short``."""
+    relief, cost = after.change(symbol, size, price)
+    left = required_at(
+        MarginFacts(
+            equity=CONTEXT.subtract(after.facts.equity, cost),
+            mm_required=CONTEXT.subtract(after.facts.mm_required, relief),
+        )
+    )
+    return CONTEXT.subtract(short, left)
+
+
 def _rounded(
     closes: Sequence[tuple[str, Decimal, Decimal]],
     *,
@@ -1146,7 +1263,8 @@ def _rounded(
     config: Config,
     down: bool,
 ) -> tuple[tuple[OrderPlan, ...], Decimal]:
-    """The traced closes as tradeable orders, and the most their rounding up can cost in gain.
+    """The traced closes as tradeable orders, and the most rounding them up can cost in gain
+    (at least a whole step of each: a plan traced again rounds differently).
 
     Up: rounded up to the size step, raised to the minimum order, a stranded remainder
     closed too. Down (only for underlyings with an :class:`InstrumentSpec`): rounded down to
@@ -1164,7 +1282,9 @@ def _rounded(
             tradeable = _tradeable_size(_linear_size(left, size, step), left, spec)
         if tradeable <= 0:
             continue
-        raised = max(ZERO, CONTEXT.subtract(tradeable, size))
+        # Whatever the rounding of a re-traced plan: a whole step, or what was raised.
+        step = spec.size_step if spec is not None else MIN_SIZE
+        raised = max(step, CONTEXT.subtract(tradeable, size))
         allowance = CONTEXT.add(allowance, CONTEXT.multiply(raised, steepness))
         plans.append(
             OrderPlan(
@@ -1207,7 +1327,7 @@ def _attributed(orders: Sequence[OrderPlan], start: _Simulation) -> tuple[OrderP
     result: list[OrderPlan] = []
     for order in orders:
         relief, _ = simulation.change(order.symbol, order.close_size, order.limit_price)
-        simulation = simulation.closed(order.symbol, order.close_size, order.limit_price)
+        simulation = simulation.after_close(order.symbol, order.close_size, order.limit_price)
         cumulative = CONTEXT.add(cumulative, relief)
         share = max(ZERO, CONTEXT.subtract(cumulative, peak))
         peak = max(peak, cumulative)
@@ -1270,6 +1390,16 @@ def _trimmed(
         else:
             current[index] = attrs.evolve(order, close_size=size)
     return tuple(current)
+
+
+def _premium(orders: Sequence[OrderPlan], portfolio: Portfolio) -> Decimal:
+    """What ``orders`` pay above the marks: the equity the account gives up."""
+    total = ZERO
+    for order in orders:
+        mark = portfolio.positions[order.symbol].mark_price
+        price_over = CONTEXT.subtract(order.limit_price, mark)
+        total = CONTEXT.add(total, CONTEXT.multiply(order.close_size, price_over))
+    return total
 
 
 def _smallest_fitting(
@@ -1342,8 +1472,12 @@ def plan_partial_orders(  # noqa: PLR0917 (the seed's argument order)
     * Any other model is searched: the smallest size meeting the need, never past the size
       after which closing more stops moving the account towards its target.
 
-    When instrument rounding leaves more than the need covered, the least efficient orders
-    are cut back to the smallest tradeable size that keeps the plan on target.
+    Whole lots (an :class:`InstrumentSpec`) make the problem a knapsack, handled by bounded,
+    deterministic local search: a round whose sizes rounded to lots fall short adds the
+    cheapest lots that cover the rest; orders are cut back, least efficient first, to the
+    smallest tradeable size that keeps the plan on target; and the plan is compared with
+    plans made without each of its dearest lot-traded orders (and, under portfolio margin,
+    with rounding the first round down), the one on target for the least premium kept.
     """
     model = config.margin_model(margin_mode)
     counts = [0]
@@ -1361,26 +1495,38 @@ def plan_partial_orders(  # noqa: PLR0917 (the seed's argument order)
             buffer_bps,
         )
 
-    if _is_scenario(model):
-        orders, rounds = _scenario_plan(
-            start=start, model=model, prices=prices, required_at=required_at, config=config, now=now
-        )
-    else:
-        orders, rounds = _searched_plan(
-            start=start, model=model, prices=prices, required_at=required_at, config=config, now=now
-        )
-    if orders and any(_spec(o.symbol, config.instruments) is not None for o in orders):
-        limit = max(MIN_SIZE, required_at(start.after(orders).facts))
-        weight = CONTEXT.divide(Decimal(BPS), Decimal(BPS + buffer_bps))
-        trimmed = _trimmed(
-            orders,
-            start=start,
-            still_on_target=lambda facts: required_at(facts) <= limit,
-            config=config,
-            weight=weight,
-        )
-        if trimmed != orders:
-            orders = _attributed(trimmed, start)
+    lots = any(_spec(symbol, config.instruments) is not None for symbol in prices)
+    found = _finished_plans(
+        start=start,
+        model=model,
+        prices=prices,
+        required_at=required_at,
+        config=config,
+        now=now,
+        ranked=lots,
+    )
+    best = min(found, key=_rank)
+    if any(_spec(o.symbol, config.instruments) is not None for o in best[2]):
+        # Whole lots make this a knapsack: the cheapest tradeable plan may leave out a close
+        # that rounding made dear (a tenth of a lot where a hundredth was wanted). Plan again
+        # without each of the dearest lot-traded orders and keep the best plan of all.
+        dearest = sorted(
+            (o for o in best[2] if _spec(o.symbol, config.instruments) is not None),
+            key=lambda o: (_premium((o,), start.portfolio).copy_negate(), o.symbol),
+        )[:_ALTERNATIVES]
+        for left_out in dearest:
+            others = {s: price for s, price in prices.items() if s != left_out.symbol}
+            found += _finished_plans(
+                start=start,
+                model=model,
+                prices=others,
+                required_at=required_at,
+                config=config,
+                now=now,
+                ranked=True,
+            )
+        best = min(found, key=_rank)
+    _, _, orders, rounds = best
     return PartialPlan(
         orders=orders,
         unpriced=unpriced,
@@ -1390,7 +1536,71 @@ def plan_partial_orders(  # noqa: PLR0917 (the seed's argument order)
     )
 
 
-def _scenario_plan(
+_Finished = tuple[Decimal, Decimal, tuple[OrderPlan, ...], int]
+"""(required relief left when short of target, else 0; premium; orders; rounds)."""
+
+_ALTERNATIVES = 4
+"""Lot-traded plans are compared with plans made without each of their dearest orders."""
+
+
+def _rank(plan: _Finished) -> tuple[Decimal, Decimal]:
+    """On target (or nearest to it) first, then the least premium."""
+    return plan[0], plan[1]
+
+
+def _finished_plans(
+    *,
+    start: _Simulation,
+    model: MarginModel,
+    prices: Mapping[str, Decimal],
+    required_at: Callable[[MarginFacts], Decimal],
+    config: Config,
+    now: int,
+    ranked: bool,
+) -> list[_Finished]:
+    """The plans for ``prices``, each with instrument rounding's surplus trimmed; valued
+    (what they leave, what they pay) when ``ranked``, to be compared."""
+    if _is_scenario(model):
+        found = _scenario_plans(
+            start=start, model=model, prices=prices, required_at=required_at, config=config, now=now
+        )
+    else:
+        found = [
+            _searched_plan(
+                start=start,
+                model=model,
+                prices=prices,
+                required_at=required_at,
+                config=config,
+                now=now,
+            )
+        ]
+    weight = CONTEXT.divide(Decimal(BPS), Decimal(BPS + config.partial_target_buffer_bps))
+    finished: list[_Finished] = []
+    for plan, rounds in found:
+        orders = plan
+        lots = any(_spec(o.symbol, config.instruments) is not None for o in orders)
+        if not ranked:
+            finished.append((ZERO, ZERO, orders, rounds))
+            continue
+        left = required_at(start.after(orders).facts)
+        if lots:
+            limit = max(MIN_SIZE, left)
+
+            def on_target(facts: MarginFacts, limit: Decimal = limit) -> bool:
+                return required_at(facts) <= limit
+
+            trimmed = _trimmed(
+                orders, start=start, still_on_target=on_target, config=config, weight=weight
+            )
+            if trimmed != orders:
+                orders = _attributed(trimmed, start)
+        short = left if left > MIN_SIZE else ZERO
+        finished.append((short, _premium(orders, start.portfolio), orders, rounds))
+    return finished
+
+
+def _scenario_plans(
     *,
     start: _Simulation,
     model: PortfolioMargin,
@@ -1398,6 +1608,33 @@ def _scenario_plan(
     required_at: Callable[[MarginFacts], Decimal],
     config: Config,
     now: int,
+) -> list[tuple[tuple[OrderPlan, ...], int]]:
+    """Plans under portfolio margin: rounding whole lots up, and — when some underlying has
+    whole lots — rounding them down first and covering the rest in the next round."""
+    lots = any(_spec(symbol, config.instruments) is not None for symbol in prices)
+    return [
+        _scenario_rounds(
+            start=start,
+            model=model,
+            prices=prices,
+            required_at=required_at,
+            config=config,
+            now=now,
+            down_first=down_first,
+        )
+        for down_first in ((False, True) if lots else (False,))
+    ]
+
+
+def _scenario_rounds(
+    *,
+    start: _Simulation,
+    model: PortfolioMargin,
+    prices: Mapping[str, Decimal],
+    required_at: Callable[[MarginFacts], Decimal],
+    config: Config,
+    now: int,
+    down_first: bool,
 ) -> tuple[tuple[OrderPlan, ...], int]:
     """Rounds under portfolio margin; a later round only covers what rounding left short."""
     available = {
@@ -1419,7 +1656,7 @@ def _scenario_plan(
             available=available,
             required=required,
             required_at=required_at,
-            first=rounds == 0,
+            down=down_first and rounds == 0,
             config=config,
             now=now,
         )

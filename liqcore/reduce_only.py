@@ -108,6 +108,14 @@ def is_liquidation_order(order: OpenOrder, *, wallet: str, tracked: Collection[s
     return _is_liquidation(order.client_id, tracked, _minted_prefix(wallet))
 
 
+def _liquidation_orders(
+    orders: Iterable[OpenOrder], *, wallet: str, tracked: Collection[str]
+) -> list[OpenOrder]:
+    """The orders ``is_liquidation_order`` accepts, in their order (the prefix built once)."""
+    prefix = _minted_prefix(wallet)
+    return [order for order in orders if _is_liquidation(order.client_id, tracked, prefix)]
+
+
 def _minted_prefix(wallet: str) -> str:
     return f"liq-{wallet}-"
 

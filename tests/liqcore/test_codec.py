@@ -612,3 +612,17 @@ def test_structure_liquidated_and_standard_margin_by_tag() -> None:
     assert structure({"type": "standard", "rate": "0.2"}, StandardMargin) == StandardMargin(
         rate=Decimal("0.2")
     )
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "utf-32-le"])
+@given(state=lst.account_states())
+@settings(max_examples=20)
+def test_from_json_reads_bytes_in_any_json_encoding(encoding: str, state: AccountState) -> None:
+    """Bytes are decoded as json.loads decodes them (UTF-8, -16 or -32, detected)."""
+    assert from_json(to_json(state).encode(encoding), AccountState) == state
+
+
+def test_from_json_text_with_a_byte_order_mark_raises_invalid_input() -> None:
+    """A str that starts with a BOM is not JSON (as json.loads says), refused cleanly."""
+    with pytest.raises(InvalidInput, match="not valid JSON"):
+        from_json("\ufeff" + to_json(AccountReset()), AccountReset)

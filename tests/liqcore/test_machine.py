@@ -13,6 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from liqcore import machine
 from liqcore import strategies as lst
 from liqcore.commands import (
     Alert,
@@ -1784,3 +1785,119 @@ class Lifecycle(RuleBasedStateMachine):
 
 Lifecycle.TestCase.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
 test_lifecycle = Lifecycle.TestCase
+
+
+# --- the healthy fast path and the other shortcuts ------------------------------------------
+
+
+def _general_path(
+    state: AccountState | None, checked: Health, orders: tuple[OpenOrder, ...], now: int
+) -> tuple[AccountState, tuple[Command, ...]]:
+    """What step's general path (one match arm per phase) decides for these arguments."""
+    return machine._decide(
+        start=Healthy() if state is None else state.phase,
+        closed=None if state is None else state.last_closed_auction_id,
+        health=checked,
+        orders=orders,
+        now=now,
+        config=CONFIG,
+    )
+
+
+@given(
+    state=st.one_of(st.none(), states(st.just(Healthy()))),
+    checked=odd_healths(),
+    data=st.data(),
+    now=TIMES,
+)
+def test_step_healthy_equals_the_general_path(
+    state: AccountState | None, checked: Health, data: st.DataObject, now: int
+) -> None:
+    """A healthy account gets what the general path decides (the fast path when it stays
+    healthy, the general one when it enters): same state, same commands, with or without
+    open orders and orphans among them."""
+    orders = data.draw(st.one_of(st.just(()), snapshots(state)))
+    assert step(state, checked, orders, now, CONFIG) == _general_path(state, checked, orders, now)
+
+
+@given(
+    state=st.one_of(st.none(), states(st.just(Healthy()))),
+    checked=odd_healths(liquidatable=False),
+    now=TIMES,
+)
+def test_step_fast_path_state_is_a_valid_account_state_equal_to_the_general_one(
+    state: AccountState | None, checked: Health, now: int
+) -> None:
+    """The fast path's state (built without re-running validators) is exactly what
+    validated construction gives: equal, same hash and repr, and it re-validates."""
+    fast, commands = step(state, checked, (), now, CONFIG)
+    general, _ = _general_path(state, checked, (), now)
+    assert commands == ()
+    assert type(fast) is AccountState
+    assert fast == general
+    assert hash(fast) == hash(general)
+    assert repr(fast) == repr(general)
+    assert AccountState(**attrs.asdict(fast, recurse=False)) == fast
+
+
+@attrs.frozen(kw_only=True)
+class LooseHealth(Health):
+    """A Health subclass that re-declares equity without its validator."""
+
+    equity: Decimal = attrs.field()
+
+
+def test_step_health_subclass_with_a_looser_field_is_still_validated() -> None:
+    """Values from a subclass of Health are validated in full: a float equity it let through
+    is refused by AccountState, naming the field."""
+    loose = LooseHealth(
+        wallet=W,
+        margin_mode=MarginMode.STANDARD,
+        equity=1.5,  # type: ignore[arg-type]
+        mm_required=Decimal(1),
+        is_liquidatable=False,
+    )
+    with pytest.raises(InvalidInput, match=r"AccountState\.equity"):
+        step(None, loose, (), LATE, CONFIG)
+
+
+@given(
+    portfolios=st.dictionaries(
+        st.sampled_from("abcdefgh"),
+        st.sampled_from([portfolio(), portfolio(position())]),
+        max_size=8,
+    ),
+    phases=st.dictionaries(st.sampled_from("abcdefghij"), PHASES, max_size=10),
+)
+def test_wallets_to_check_is_the_sorted_union_the_spec_describes(
+    portfolios: dict[str, Portfolio], phases: dict[str, Phase]
+) -> None:
+    """Wallets with a portfolio (unless empty and idle) plus wallets liquidating: each once,
+    sorted, whatever the mappings' order."""
+    states = {
+        wallet: attrs.evolve(account(phase), wallet=wallet) for wallet, phase in phases.items()
+    }
+
+    def idle(wallet: str) -> bool:
+        return wallet not in states or isinstance(states[wallet].phase, Healthy)
+
+    with_portfolio = {w for w, p in portfolios.items() if p.positions or not idle(w)}
+    liquidating = {
+        w for w, s in states.items() if isinstance(s.phase, PreLiquidation | InLiquidation)
+    }
+    expected = sorted(with_portfolio | liquidating)
+    assert wallets_to_check(portfolios, states) == expected
+    reversed_order = dict(reversed(portfolios.items())), dict(reversed(states.items()))
+    assert wallets_to_check(*reversed_order) == expected
+
+
+@given(name=st.text(max_size=80))
+def test_uuid5_spelled_out_equals_the_standard_library(name: str) -> None:
+    """The hand-rolled uuid5 of request ids is uuid.uuid5, for any name that encodes."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        with pytest.raises(UnicodeEncodeError):
+            machine._uuid5(name)
+        return
+    assert machine._uuid5(name) == str(uuid.uuid5(LIQCORE_NAMESPACE, name))

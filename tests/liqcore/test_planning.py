@@ -5,22 +5,24 @@ from __future__ import annotations
 import datetime
 import decimal
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from fractions import Fraction
 
 import attrs
 import pytest
-from hypothesis import given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from liqcore import planning
 from liqcore.config import Config
 from liqcore.errors import InvalidInput, PlanningError
 from liqcore.inputs import MarginMode, Portfolio, Position, Quote
 from liqcore.instruments import InstrumentSpec, OptionSymbol, option_symbol
 from liqcore.margin.base import MarginFacts, MarginModel
+from liqcore.margin.portfolio import YEAR_MS, PortfolioMargin, black_scholes
 from liqcore.margin.standard import StandardMargin
-from liqcore.numbers import CONTEXT, MIN_SIZE, bps_fraction, quantize_up
+from liqcore.numbers import CONTEXT, MIN_SIZE, ONE, bps_fraction, quantize_up
 from liqcore.planning import (
     PLAN_MAX_ROUNDS,
     OrderPlan,
@@ -987,3 +989,746 @@ def test_plan_generic_path_matches_fast_path_on_standard_margin(
     assert [o.symbol for o in generic.orders] == [o.symbol for o in fast.orders]
     for g, f in zip(generic.orders, fast.orders, strict=True):
         assert abs(g.close_size - f.close_size) <= MIN_SIZE
+
+
+# --- portfolio margin: the cheapest closes -----------------------------------------------
+
+BOOK_EXAMPLES = max(20, (settings.default or settings()).max_examples // 4)
+"""Tests that plan realistic books under both models run a quarter of the profile's
+examples (at least 20): ci 75, nightly 1 250."""
+
+
+PM = PortfolioMargin()
+PM_NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+PM_SPOT = Decimal(100_000)
+STRANGLE_PUT, STRANGLE_CALL = "BTC-20261231-100000-P", "BTC-20261231-150000-C"
+
+
+def model_value(symbol: str) -> Decimal:
+    """The portfolio model's own value of one unit (so the base scenario loses nothing)."""
+    option = OptionSymbol.parse(symbol)
+    return black_scholes(
+        is_call=option.is_call,
+        spot=PM_SPOT,
+        strike=option.strike,
+        years=Decimal(option.expires_at - PM_NOW) / YEAR_MS,
+        rate=PM.risk_free_rate,
+        volatility=PM.base_volatility,
+    )
+
+
+def strangle() -> tuple[Portfolio, dict[str, Quote]]:
+    book = Portfolio(
+        cash=Decimal(0),
+        positions={
+            s: Position(symbol=s, amount=Decimal(-1), entry_price=model_value(s).quantize(CENT))
+            for s in (STRANGLE_PUT, STRANGLE_CALL)
+        },
+        spot={"BTC": PM_SPOT},
+    )
+    return book, {s: Quote(theo=book.positions[s].mark_price) for s in book.positions}
+
+
+CENT = Decimal("0.01")
+
+
+def required_after(
+    model: MarginModel,
+    book: Portfolio,
+    orders: Sequence[tuple[str, Decimal, Decimal]],
+    anchor: MarginFacts,
+    buffer_bps: int,
+    now: int,
+) -> Decimal:
+    """Health's required relief once ``orders`` (symbol, size, price) have filled, the
+    model's change added to the anchor."""
+    after = book
+    for symbol, size, price in orders:
+        after = close_short(after, symbol, size, price)
+    before_facts, after_facts = model.evaluate(book, now), model.evaluate(after, now)
+    return required_mm_relief(
+        anchor.equity + after_facts.equity - before_facts.equity,
+        anchor.mm_required + after_facts.mm_required - before_facts.mm_required,
+        buffer_bps,
+    )
+
+
+def closes_of(plan: PartialPlan) -> list[tuple[str, Decimal, Decimal]]:
+    return [(o.symbol, o.close_size, o.limit_price) for o in plan.orders]
+
+
+def test_plan_portfolio_margin_closes_tied_strangle_legs_together() -> None:
+    """In a short strangle the call's loss binds until closing it makes the put's binding
+    too; past that no close of either leg alone helps (each raises the other scenario), and
+    none alone reaches this need. The plan closes both together and reaches the target."""
+    book, quotes = strangle()
+    config = Config()
+    facts = PM.evaluate(book, PM_NOW)
+    need = Decimal(2_700)
+    anchor = MarginFacts(
+        equity=(facts.mm_required - need) * bps_fraction(500), mm_required=facts.mm_required
+    )
+    prices, _ = execution_prices(book, quotes, 100, config, PM_NOW)
+    for leg in (STRANGLE_PUT, STRANGLE_CALL):  # no size of one leg alone is enough
+        best = min(
+            required_after(PM, book, [(leg, Decimal(k) / 100, prices[leg])], anchor, 500, PM_NOW)
+            for k in range(1, 101)
+        )
+        assert best > Decimal(100)
+    plan = plan_partial_orders(
+        book, quotes, 100, config, MarginMode.PORTFOLIO, PM_NOW, anchor=anchor
+    )
+    assert {o.symbol for o in plan.orders} == {STRANGLE_PUT, STRANGLE_CALL}
+    assert required_after(PM, book, closes_of(plan), anchor, 500, PM_NOW) <= MIN_SIZE
+    assert plan.rounds == 1
+    assert plan.evaluations == 1  # valued once, every close recombined from cached scenarios
+
+
+def test_plan_portfolio_margin_closes_part_of_a_leg_where_a_whole_unit_raises_margin() -> None:
+    """Closing one whole leg raises the strangle's margin (so no one-unit probe is a
+    candidate), but a part of the call helps: a small need is met with part of the call."""
+    book, quotes = strangle()
+    prices, _ = execution_prices(book, quotes, 100, Config(), PM_NOW)
+    assert slice_candidates(book, prices, PM, PM_NOW, 500) == ()
+    facts = PM.evaluate(book, PM_NOW)
+    need = Decimal(1_000)
+    anchor = MarginFacts(
+        equity=(facts.mm_required - need) * bps_fraction(500), mm_required=facts.mm_required
+    )
+    plan = plan_partial_orders(
+        book, quotes, 100, Config(), MarginMode.PORTFOLIO, PM_NOW, anchor=anchor
+    )
+    (order,) = plan.orders
+    assert order.symbol == STRANGLE_CALL
+    assert order.close_size < 1
+    assert required_after(PM, book, closes_of(plan), anchor, 500, PM_NOW) <= MIN_SIZE
+
+
+@attrs.frozen
+class OpaquePortfolioMargin:
+    """Portfolio margin behind an opaque class: the planner can only search it."""
+
+    def evaluate(self, portfolio: Portfolio, now: int) -> MarginFacts:
+        return PM.evaluate(portfolio, now)
+
+
+@st.composite
+def reachable_accounts(
+    draw: st.DrawFn, *, mode: MarginMode
+) -> tuple[Portfolio, dict[str, Quote], MarginFacts, int]:
+    """1–4 short BTC options in whole 0.1 lots (and maybe a long one), marked near the
+    portfolio model's value, quoted a little above; Health's need a share of what closing
+    one short, or every short that helps alone, would gain — so the target can be reached.
+    Also the bonus."""
+    count = draw(st.integers(1, 4))
+    symbols = draw(
+        st.lists(
+            st.builds(
+                "BTC-{}-{}-{}".format,
+                st.sampled_from(["20260327", "20260626", "20261231"]),
+                st.integers(12, 32).map(lambda k: k * 5_000),
+                st.sampled_from("CP"),
+            ),
+            min_size=count + 1,
+            max_size=count + 1,
+            unique=True,
+        )
+    )
+    long_one = draw(st.booleans())
+    positions = {}
+    for index, symbol in enumerate(symbols if long_one else symbols[:-1]):
+        lots = draw(st.integers(1, 50))
+        mark = max(
+            Decimal(1), (model_value(symbol) * draw(st.sampled_from(MARK_FACTORS))).quantize(CENT)
+        )
+        amount = Decimal(lots) / 10 * (1 if index == count else -1)
+        positions[symbol] = Position(symbol=symbol, amount=amount, entry_price=mark)
+    book = Portfolio(cash=Decimal(0), positions=positions, spot={"BTC": PM_SPOT})
+    quotes = {
+        s: Quote(
+            best_ask=(p.mark_price * (1 + Decimal(draw(st.integers(0, 50))) / 1_000)).quantize(
+                CENT
+            ),
+            theo=p.mark_price,
+        )
+        for s, p in positions.items()
+        if p.amount < 0
+    }
+    bonus = draw(st.integers(0, 300))
+    model = Config().margin_model(mode)
+    prices, _ = execution_prices(book, quotes, bonus, Config(), PM_NOW)
+    mm = model.evaluate(book, PM_NOW).mm_required
+    broke = MarginFacts(equity=ZERO_D, mm_required=mm)  # then gain = need − what is left
+
+    def gain(closes: list[tuple[str, Decimal, Decimal]]) -> Decimal:
+        return mm - required_after(model, book, closes, broke, 500, PM_NOW)
+
+    whole = {s: [(s, -book.positions[s].amount, price)] for s, price in prices.items()}
+    helpful = [close for closes in whole.values() if gain(closes) > 0 for close in closes]
+    most = max([gain(helpful), *(gain(closes) for closes in whole.values())])
+    assume(most > 1)
+    need = most * Decimal(draw(st.integers(5, 95))) / 100
+    anchor = MarginFacts(equity=(mm - need) * bps_fraction(500), mm_required=mm)
+    return book, quotes, anchor, bonus
+
+
+ZERO_D = Decimal(0)
+MARK_FACTORS = [Decimal(f) / 100 for f in range(90, 111, 5)]
+LOTS = InstrumentSpec(size_step=Decimal("0.1"), price_tick=Decimal("0.5"), min_size=Decimal(0))
+MIN_LOTS = st.sampled_from([Decimal("0.1"), Decimal("0.5"), Decimal(1)])
+
+
+def reachable_plan(
+    mode: MarginMode,
+    account: tuple[Portfolio, dict[str, Quote], MarginFacts, int],
+    config: Config,
+) -> tuple[PartialPlan, Decimal]:
+    """The plan and the required relief it leaves."""
+    book, quotes, anchor, bonus = account
+    plan = plan_partial_orders(book, quotes, bonus, config, mode, PM_NOW, anchor=anchor)
+    model = config.margin_model(mode)
+    left = required_after(model, book, closes_of(plan), anchor, 500, PM_NOW)
+    return plan, left
+
+
+def premium(book: Portfolio, orders: Sequence[tuple[str, Decimal, Decimal]]) -> Decimal:
+    """What the orders pay above the marks (negative costs count as free)."""
+    return sum(
+        (
+            max(Decimal(0), size * (price - book.positions[s].mark_price))
+            for s, size, price in orders
+        ),
+        Decimal(0),
+    )
+
+
+def pm_plan_of(
+    account: tuple[Portfolio, dict[str, Quote], MarginFacts],
+    bonus: int,
+    config: Config,
+    model: MarginModel = PM,
+) -> PartialPlan:
+    book, quotes, anchor = account
+    config = attrs.evolve(config, portfolio_margin=model)
+    return plan_partial_orders(
+        book, quotes, bonus, config, MarginMode.PORTFOLIO, TODAY, anchor=anchor
+    )
+
+
+@settings(max_examples=BOOK_EXAMPLES)
+@given(accounts(), bonuses, configs)
+def test_plan_portfolio_margin_never_dearer_than_searching_the_model(
+    account: tuple[Portfolio, dict[str, Quote], MarginFacts], bonus: int, config: Config
+) -> None:
+    """The exact plan reaches the target whenever searching the model close by close does,
+    and never pays more premium above the marks (up to rounding to MIN_SIZE)."""
+    book, _, anchor = account
+    buffer = config.partial_target_buffer_bps
+    exact = pm_plan_of(account, bonus, config)
+    searched = pm_plan_of(account, bonus, config, OpaquePortfolioMargin())
+    searched_left = required_after(PM, book, closes_of(searched), anchor, buffer, TODAY)
+    exact_left = required_after(PM, book, closes_of(exact), anchor, buffer, TODAY)
+    assert exact_left <= max(searched_left, MIN_SIZE) + Decimal("0.000001")
+    if searched_left <= MIN_SIZE:
+        slack = Decimal("0.001") + premium(book, closes_of(searched)) * Decimal("1e-9")
+        assert premium(book, closes_of(exact)) <= premium(book, closes_of(searched)) + slack
+
+
+modes = st.sampled_from([MarginMode.STANDARD, MarginMode.PORTFOLIO])
+
+
+def plan_in(
+    mode: MarginMode,
+    account: tuple[Portfolio, dict[str, Quote], MarginFacts],
+    bonus: int,
+    config: Config,
+) -> PartialPlan:
+    book, quotes, anchor = account
+    return plan_partial_orders(book, quotes, bonus, config, mode, TODAY, anchor=anchor)
+
+
+@settings(max_examples=BOOK_EXAMPLES)
+@given(st.data(), modes, st.booleans(), MIN_LOTS)
+def test_plan_reaches_target_and_no_order_harms(
+    data: st.DataObject, mode: MarginMode, lots: bool, min_size: Decimal
+) -> None:
+    """When closing every short would reach the target, the plan reaches it (under either
+    model, with or without whole lots); and no order harms: with the others filled, the
+    required relief without it would be no smaller."""
+    account = data.draw(reachable_accounts(mode=mode))
+    book, _, anchor, _ = account
+    instruments = {"BTC": attrs.evolve(LOTS, min_size=min_size)} if lots else {}
+    config = Config(instruments=instruments)
+    model = config.margin_model(mode)
+    plan, left = reachable_plan(mode, account, config)
+    assert left <= MIN_SIZE
+    assert plan.rounds <= PLAN_MAX_ROUNDS
+    closes = closes_of(plan)
+    for index in range(len(closes)):
+        without = closes[:index] + closes[index + 1 :]
+        assert left <= required_after(model, book, without, anchor, 500, PM_NOW) + MIN_SIZE
+
+
+@settings(max_examples=BOOK_EXAMPLES)
+@given(st.data(), modes, MIN_LOTS)
+def test_plan_nothing_stranded_and_nothing_left_to_trim(
+    data: st.DataObject, mode: MarginMode, min_size: Decimal
+) -> None:
+    """Nothing stranded: whole lots (or the whole position), at least the minimum order, no
+    remainder below it. Least cost: no order can lose one lot (or be dropped, when one lot
+    less is below the minimum order) and keep the plan on target."""
+    account = data.draw(reachable_accounts(mode=mode))
+    book, _, anchor, _ = account
+    spec = attrs.evolve(LOTS, min_size=min_size)
+    config = Config(instruments={"BTC": spec})
+    model = config.margin_model(mode)
+    plan, left = reachable_plan(mode, account, config)
+    closes = closes_of(plan)
+    for order in plan.orders:
+        available = -book.positions[order.symbol].amount
+        assert order.close_size == available or order.close_size % spec.size_step == 0
+        assert order.close_size >= min(max(spec.min_size, spec.size_step), available)
+        assert order.limit_price % spec.price_tick == 0
+        remainder = available - order.close_size
+        assert remainder == 0 or remainder >= max(spec.min_size, MIN_SIZE)
+    assert left <= MIN_SIZE
+    for index, (symbol, size, price) in enumerate(closes):
+        available = -book.positions[symbol].amount
+        smaller = size - spec.size_step
+        if smaller < max(spec.min_size, spec.size_step):
+            smaller = Decimal(0)
+        elif available - smaller < spec.min_size:
+            continue  # one lot less would strand a remainder
+        fewer = [
+            *closes[:index],
+            *([(symbol, smaller, price)] if smaller else []),
+            *closes[index + 1 :],
+        ]
+        assert required_after(model, book, fewer, anchor, 500, PM_NOW) > MIN_SIZE
+
+
+@settings(max_examples=BOOK_EXAMPLES)
+@given(st.data())
+def test_plan_portfolio_margin_never_dearer_than_searching_realistic_books(
+    data: st.DataObject,
+) -> None:
+    """On realistic books too, the exact plan never pays more than searching the model."""
+    account = data.draw(reachable_accounts(mode=MarginMode.PORTFOLIO))
+    book, quotes, anchor, bonus = account
+    exact, exact_left = reachable_plan(MarginMode.PORTFOLIO, account, Config())
+    opaque = Config(portfolio_margin=OpaquePortfolioMargin())
+    searched = plan_partial_orders(
+        book, quotes, bonus, opaque, MarginMode.PORTFOLIO, PM_NOW, anchor=anchor
+    )
+    searched_left = required_after(PM, book, closes_of(searched), anchor, 500, PM_NOW)
+    assert exact_left <= MIN_SIZE
+    if searched_left <= MIN_SIZE:
+        slack = Decimal("0.001") + premium(book, closes_of(searched)) * Decimal("1e-9")
+        assert premium(book, closes_of(exact)) <= premium(book, closes_of(searched)) + slack
+
+
+@given(accounts(), bonuses, configs)
+def test_plan_standard_margin_pays_least_premium(
+    account: tuple[Portfolio, dict[str, Quote], MarginFacts], bonus: int, config: Config
+) -> None:
+    """Least cost: under standard margin (linear per position) the cheapest plan meeting a
+    need is the fractional knapsack by gain per unit of premium, computed here exactly with
+    fractions; the plan pays no more than it (up to MIN_SIZE rounding per order)."""
+    book, quotes, anchor = account
+    buffer = config.partial_target_buffer_bps
+    prices, _ = execution_prices(book, quotes, bonus, config, TODAY)
+    weight = Fraction(10_000, 10_000 + buffer)
+    items = []
+    for c in slice_candidates(book, prices, STANDARD, TODAY, buffer):
+        gain = Fraction(c.mm_relief_per_unit) - weight * Fraction(c.equity_cost_per_unit)
+        cost = max(Fraction(0), Fraction(c.equity_cost_per_unit))
+        items.append((cost / gain, gain, Fraction(c.max_close_size), cost))
+    need = Fraction(required_mm_relief(anchor.equity, anchor.mm_required, buffer))
+    cheapest = Fraction(0)
+    for _, gain, size, cost in sorted(items):
+        if need <= 0:
+            break
+        taken = min(size, need / gain)
+        cheapest += taken * cost
+        need -= taken * gain
+    plan = plan_of(account, bonus, config)
+    slack = Fraction(MIN_SIZE) * sum((Fraction(c[3]) for c in items), Fraction(0)) * 2
+    assert Fraction(premium(book, closes_of(plan))) <= cheapest + slack
+
+
+@settings(max_examples=BOOK_EXAMPLES)
+@given(accounts(), bonuses, configs, st.randoms(use_true_random=False))
+def test_plan_portfolio_margin_independent_of_mapping_order(
+    account: tuple[Portfolio, dict[str, Quote], MarginFacts],
+    bonus: int,
+    config: Config,
+    rng: random.Random,
+) -> None:
+    """Under portfolio margin too, shuffling positions and quotes never changes the plan."""
+    book, quotes, anchor = account
+    items = list(book.positions.items())
+    rng.shuffle(items)
+    shuffled = Portfolio(cash=book.cash, positions=dict(items), spot=dict(book.spot))
+    quote_items = list(quotes.items())
+    rng.shuffle(quote_items)
+    assert pm_plan_of((shuffled, dict(quote_items), anchor), bonus, config) == pm_plan_of(
+        account, bonus, config
+    )
+
+
+def test_plan_trims_what_the_minimum_order_over_covers() -> None:
+    """When the last close must be raised to the minimum order, the closes before it are cut
+    back by whole lots: the plan pays what the cheapest tradeable plan pays (found here by
+    trying every pair of lot counts)."""
+    cheap, dear = "BTC-20261231-150000-C", "BTC-20261231-90000-C"
+    book = portfolio(
+        position(cheap, amount="-5", entry="10"), position(dear, amount="-2", entry="50"), cash="0"
+    )
+    quotes = {cheap: Quote(theo=Decimal(10)), dear: Quote(theo=Decimal(50))}
+    spec = InstrumentSpec(size_step=Decimal("0.1"), min_size=Decimal(1))
+    config = Config(instruments={"BTC": spec}, reference_band_bps=0)
+    prices, _ = execution_prices(book, quotes, 1_000, config, NOW)
+    # A unit of the cheap one frees 5 250 (5 % of spot) for 1, of the dear one (in the money)
+    # 10 500 for 5. All of the cheap one and a little more: the dear one's minimum order of
+    # one unit over-covers, so the cheap one is cut from 5 to 3.1 (3.0 would fall short).
+    need = 5 * (Decimal(5_250) - Decimal(20) / 21) + 100
+    mm = Decimal(50_000)
+    anchor = MarginFacts(equity=(mm - need) * Decimal("1.05"), mm_required=mm)
+    plan = plan_partial_orders(book, quotes, 1_000, config, MarginMode.STANDARD, NOW, anchor=anchor)
+
+    def tradeable(lots: int, available: int) -> bool:
+        return lots in {0, available} or (lots >= 10 and available - lots >= 10)
+
+    best = min(
+        premium(book, trial)
+        for a in range(51)
+        for b in range(21)
+        if tradeable(a, 50)
+        and tradeable(b, 20)
+        and required_after(
+            STANDARD,
+            book,
+            trial := [
+                (cheap, Decimal(a) / 10, prices[cheap]),
+                (dear, Decimal(b) / 10, prices[dear]),
+            ],
+            anchor,
+            500,
+            NOW,
+        )
+        <= MIN_SIZE
+    )
+    assert premium(book, closes_of(plan)) == best
+    assert required_after(STANDARD, book, closes_of(plan), anchor, 500, NOW) <= MIN_SIZE
+    sizes = {s: size for s, size, _ in closes_of(plan)}
+    assert sizes == {cheap: Decimal("3.1"), dear: Decimal(1)}
+
+
+def test_plan_portfolio_margin_lot_rounding_short_is_covered_in_the_same_round() -> None:
+    """A deep in-the-money put and a call in whole lots of 0.1 (minimum order 0.5): the
+    traced sizes rounded to lots fall short, whole-lot increments cover the rest in the
+    same round, and the plan pays what the cheapest tradeable plan pays (every pair of lot
+    counts tried)."""
+    now = 1_788_220_800_000  # 2026-09-01T00:00:00Z
+    put, call = "BTC-20260911-155000-P", "BTC-20260911-95000-C"
+    book = Portfolio(
+        cash=Decimal("357821.653"),
+        positions={
+            put: Position(symbol=put, amount=Decimal("-5.6"), entry_price=Decimal("49794.35")),
+            call: Position(symbol=call, amount=Decimal("-1.5"), entry_price=Decimal("11958.73")),
+        },
+        spot={"BTC": Decimal(105_000)},
+    )
+    quotes = {
+        put: Quote(best_ask=Decimal("80774.1151"), theo=Decimal("49154.2905")),
+        call: Quote(best_ask=Decimal("12060.9073"), theo=Decimal("11863.7399")),
+    }
+    spec = InstrumentSpec(size_step=Decimal("0.1"), price_tick=Decimal(5), min_size=Decimal("0.5"))
+    config = Config(instruments={"BTC": spec})
+    anchor = MarginFacts(equity=Decimal("61035.198"), mm_required=Decimal("74131.26"))
+    plan = plan_partial_orders(book, quotes, 550, config, MarginMode.PORTFOLIO, now, anchor=anchor)
+    prices, _ = execution_prices(book, quotes, 550, config, now)
+
+    def tradeable(lots: int, available: int) -> bool:
+        return lots in {0, available} or (lots >= 5 and available - lots >= 5)
+
+    best = min(
+        premium(book, trial)
+        for a in range(57)
+        for b in range(16)
+        if tradeable(a, 56)
+        and tradeable(b, 15)
+        and required_after(
+            PM,
+            book,
+            trial := [(put, Decimal(a) / 10, prices[put]), (call, Decimal(b) / 10, prices[call])],
+            anchor,
+            500,
+            now,
+        )
+        <= MIN_SIZE
+    )
+    assert required_after(PM, book, closes_of(plan), anchor, 500, now) <= MIN_SIZE
+    assert premium(book, closes_of(plan)) == best
+    assert plan.rounds == 1
+
+
+@pytest.mark.parametrize("model", [STANDARD, CountingStandard()], ids=["fast", "searched"])
+def test_plan_trim_drops_an_order_a_later_minimum_order_makes_unneeded(
+    model: MarginModel,
+) -> None:
+    """The cheap short alone falls 100 short; the dear one's minimum order of one unit then
+    covers everything, so the cheap close is dropped (by the fast path and by searching an
+    opaque model alike)."""
+    cheap, dear = "BTC-20261231-150000-C", "BTC-20261231-90000-C"
+    book = portfolio(
+        position(cheap, amount="-1", entry="10"), position(dear, amount="-2", entry="50"), cash="0"
+    )
+    quotes = {cheap: Quote(theo=Decimal(10)), dear: Quote(theo=Decimal(50))}
+    spec = InstrumentSpec(size_step=Decimal("0.1"), min_size=Decimal(1))
+    config = Config(instruments={"BTC": spec}, reference_band_bps=0, standard_margin=model)
+    need = Decimal(5_250) - Decimal(20) / 21 + 100
+    mm = Decimal(50_000)
+    anchor = MarginFacts(equity=(mm - need) * Decimal("1.05"), mm_required=mm)
+    plan = plan_partial_orders(book, quotes, 1_000, config, MarginMode.STANDARD, NOW, anchor=anchor)
+    assert [(o.symbol, o.close_size) for o in plan.orders] == [(dear, Decimal(1))]
+    assert plan.orders[0].expected_mm_relief == Decimal(10_500)
+    assert required_after(STANDARD, book, closes_of(plan), anchor, 500, NOW) <= MIN_SIZE
+
+
+def test_plan_portfolio_margin_short_below_one_lot_not_planned() -> None:
+    """Under portfolio margin too, a short smaller than the size step is not planned."""
+    book, quotes = strangle()
+    facts = PM.evaluate(book, PM_NOW)
+    anchor = MarginFacts(equity=Decimal(0), mm_required=facts.mm_required)
+    config = Config(instruments={"BTC": InstrumentSpec(size_step=Decimal(2))})
+    plan = plan_partial_orders(
+        book, quotes, 100, config, MarginMode.PORTFOLIO, PM_NOW, anchor=anchor
+    )
+    assert plan.orders == ()
+    assert plan.rounds == 0
+
+
+def test_plan_portfolio_margin_trace_work_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trace stops after its pivot budget: with none at all it plans nothing (it never
+    loops or plans a close it has not valued)."""
+    monkeypatch.setattr(planning, "_PIVOTS_FLOOR", 0)
+    monkeypatch.setattr(planning, "_PIVOTS_PER_COLUMN", 0)
+    book, quotes = strangle()
+    facts = PM.evaluate(book, PM_NOW)
+    anchor = MarginFacts(equity=Decimal(0), mm_required=facts.mm_required)
+    plan = plan_partial_orders(
+        book, quotes, 100, Config(), MarginMode.PORTFOLIO, PM_NOW, anchor=anchor
+    )
+    assert plan.orders == ()
+
+
+def test_plan_leaves_out_a_close_whole_lots_make_dear() -> None:
+    """Whole lots make planning a knapsack: the better put per unit of premium can only be
+    closed whole (0.9 with a minimum order of 0.5 strands any part), which leaves a need the
+    other put's minimum order over-covers; closing 1.1 of the other put alone is cheaper.
+    The plan finds it (every pair of tradeable lot counts tried)."""
+    better, other = "BTC-20270326-90000-P", "BTC-20270625-75000-P"
+    book = portfolio(
+        position(better, amount="-0.9", entry="16548.86"),
+        position(other, amount="-2.8", entry="14280.06"),
+        cash="71730.1485",
+    )
+    quotes = {
+        better: Quote(best_ask=Decimal("17102.924")),
+        other: Quote(best_ask=Decimal("15279.9985"), theo=Decimal("14012.1743")),
+    }
+    spec = InstrumentSpec(size_step=Decimal("0.1"), price_tick=Decimal(5), min_size=Decimal("0.5"))
+    config = Config(instruments={"BTC": spec})
+    anchor = MarginFacts(equity=Decimal("16852.0065"), mm_required=Decimal("19425.00"))
+    plan = plan_partial_orders(book, quotes, 758, config, MarginMode.STANDARD, NOW, anchor=anchor)
+    prices, _ = execution_prices(book, quotes, 758, config, NOW)
+
+    def tradeable(lots: int, available: int) -> bool:
+        return lots in {0, available} or (lots >= 5 and available - lots >= 5)
+
+    best = min(
+        premium(book, trial)
+        for a in range(10)
+        for b in range(29)
+        if tradeable(a, 9)
+        and tradeable(b, 28)
+        and required_after(
+            STANDARD,
+            book,
+            trial := [
+                (better, Decimal(a) / 10, prices[better]),
+                (other, Decimal(b) / 10, prices[other]),
+            ],
+            anchor,
+            500,
+            NOW,
+        )
+        <= MIN_SIZE
+    )
+    assert premium(book, closes_of(plan)) == best
+    assert [(o.symbol, o.close_size) for o in plan.orders] == [(other, Decimal("1.1"))]
+
+
+BENCH_NOW = 1_788_220_800_000  # 2026-09-01T00:00:00Z
+
+
+def test_plan_portfolio_margin_strangle_tie_in_whole_lots() -> None:
+    """A BTC strangle whose shock scenarios bind together, in lots of 0.1 (minimum order
+    0.5): the traced call and put rounded up to lots move the scenarios apart and leave the
+    round short; one more lot covers it in the same round. No plan of BTC lots is cheaper
+    (every pair of tradeable lot counts tried), and the ETH call is left alone."""
+    call, put, other = "BTC-20260925-160000-C", "BTC-20260925-75000-P", "ETH-20260925-3000-C"
+    book = Portfolio(
+        cash=Decimal("17904.4085"),
+        positions={
+            call: Position(symbol=call, amount=Decimal("-9.4"), entry_price=Decimal("430.79")),
+            put: Position(symbol=put, amount=Decimal("-5.7"), entry_price=Decimal("197.78")),
+            other: Position(symbol=other, amount=Decimal(-10), entry_price=Decimal("606.42")),
+        },
+        spot={"BTC": Decimal(105_000), "ETH": Decimal(3_500)},
+    )
+    quotes = {
+        call: Quote(best_ask=Decimal("444.6805"), theo=Decimal("426.7818")),
+        put: Quote(best_ask=Decimal("200.5580")),
+        other: Quote(best_ask=Decimal("629.1565"), theo=Decimal("602.1730")),
+    }
+    config = Config(
+        instruments={
+            "BTC": InstrumentSpec(
+                size_step=Decimal("0.1"), price_tick=Decimal(5), min_size=Decimal("0.5")
+            ),
+            "ETH": InstrumentSpec(size_step=ONE, price_tick=Decimal("0.5"), min_size=ONE),
+        }
+    )
+    anchor = MarginFacts(equity=Decimal("6663.4365"), mm_required=Decimal("10794.70"))
+    plan = plan_partial_orders(
+        book, quotes, 931, config, MarginMode.PORTFOLIO, BENCH_NOW, anchor=anchor
+    )
+    assert required_after(PM, book, closes_of(plan), anchor, 500, BENCH_NOW) <= MIN_SIZE
+    assert {o.symbol for o in plan.orders} == {call, put}
+    assert plan.rounds == 1
+    prices, _ = execution_prices(book, quotes, 931, config, BENCH_NOW)
+    prepared = PM.prepare(book, BENCH_NOW)
+    original = prepared.facts()
+
+    def on_target(a: int, b: int) -> bool:
+        closed = prepared.closed(call, Decimal(a) / 10, prices[call]) if a else prepared
+        facts = closed.facts_after_close(put, Decimal(b) / 10, prices[put])
+        return (
+            required_mm_relief(
+                anchor.equity + facts.equity - original.equity,
+                anchor.mm_required + facts.mm_required - original.mm_required,
+                500,
+            )
+            <= MIN_SIZE
+        )
+
+    def tradeable(lots: int, available: int) -> bool:
+        return lots in {0, available} or (lots >= 5 and available - lots >= 5)
+
+    cheapest = min(
+        premium(book, [(call, Decimal(a) / 10, prices[call]), (put, Decimal(b) / 10, prices[put])])
+        for a in range(95)
+        for b in range(58)
+        if tradeable(a, 94) and tradeable(b, 57) and on_target(a, b)
+    )
+    assert premium(book, closes_of(plan)) <= cheapest
+
+
+def test_plan_portfolio_margin_near_the_most_it_can_gain() -> None:
+    """Needing most of what can be gained, the cheapest closes change on the way (a call
+    closed whole is partly given back for a cheaper one): the plan is on target, no order
+    can be cut by 1e-6 and keep it there. Searching the model close by close stops short."""
+    calls = ("BTC-20270625-160000-C", "BTC-20270625-115000-C")
+    put = "BTC-20261030-110000-P"
+    book = Portfolio(
+        cash=Decimal("534433.791"),
+        positions={
+            calls[0]: Position(
+                symbol=calls[0], amount=Decimal("-9.2"), entry_price=Decimal("12884.20")
+            ),
+            calls[1]: Position(
+                symbol=calls[1], amount=Decimal("-9.1"), entry_price=Decimal("27561.82")
+            ),
+            put: Position(symbol=put, amount=Decimal("-6.9"), entry_price=Decimal("15047.10")),
+        },
+        spot={"BTC": Decimal(105_000)},
+    )
+    quotes = {
+        put: Quote(best_ask=Decimal("16314.2491"), theo=Decimal("15249.3088")),
+        calls[1]: Quote(best_ask=Decimal("27809.0219"), theo=Decimal("27070.0800")),
+        calls[0]: Quote(best_ask=Decimal("24851.6173"), theo=Decimal("12853.4741")),
+    }
+    anchor = MarginFacts(equity=Decimal("61261.599"), mm_required=Decimal("162208.59"))
+    plan = plan_partial_orders(
+        book, quotes, 73, Config(), MarginMode.PORTFOLIO, BENCH_NOW, anchor=anchor
+    )
+    closes = closes_of(plan)
+    assert required_after(PM, book, closes, anchor, 500, BENCH_NOW) <= MIN_SIZE
+    for index, (symbol, size, price) in enumerate(closes):
+        cut = [*closes[:index], (symbol, size - Decimal("0.000001"), price), *closes[index + 1 :]]
+        assert required_after(PM, book, cut, anchor, 500, BENCH_NOW) > MIN_SIZE
+    searched = plan_partial_orders(
+        book,
+        quotes,
+        73,
+        Config(portfolio_margin=OpaquePortfolioMargin()),
+        MarginMode.PORTFOLIO,
+        BENCH_NOW,
+        anchor=anchor,
+    )
+    searched_left = required_after(PM, book, closes_of(searched), anchor, 500, BENCH_NOW)
+    assert searched_left > MIN_SIZE  # searching the model close by close stops short here
+
+
+def test_plan_portfolio_margin_rounding_past_a_tie_covered_by_many_cheap_lots() -> None:
+    """The traced call, rounded up to a whole lot, passes the point where the down-shock
+    scenario starts to bind; covering that takes fourteen lots of a cheap put, valued as
+    one increment. No plan of lots is cheaper (every pair of lot counts tried)."""
+    long_call, call, put = "BTC-20260925-160000-C", "BTC-20270625-160000-C", "BTC-20260925-65000-P"
+    book = Portfolio(
+        cash=Decimal("42783.6785"),
+        positions={
+            long_call: Position(
+                symbol=long_call, amount=Decimal("0.9"), entry_price=Decimal("309.21")
+            ),
+            call: Position(symbol=call, amount=Decimal("-2.2"), entry_price=Decimal("16866.77")),
+            put: Position(symbol=put, amount=Decimal("-9.9"), entry_price=Decimal("91.16")),
+        },
+        spot={"BTC": Decimal(105_000)},
+    )
+    quotes = {
+        put: Quote(best_ask=Decimal("92.9723"), theo=Decimal("90.0403")),
+        call: Quote(best_ask=Decimal("17374.7693"), theo=Decimal("16956.5414")),
+    }
+    spec = InstrumentSpec(size_step=Decimal("0.1"), price_tick=Decimal(5), min_size=Decimal("0.1"))
+    config = Config(instruments={"BTC": spec})
+    anchor = MarginFacts(equity=Decimal("5052.5895"), mm_required=Decimal("14665.71"))
+    plan = plan_partial_orders(
+        book, quotes, 880, config, MarginMode.PORTFOLIO, BENCH_NOW, anchor=anchor
+    )
+    assert required_after(PM, book, closes_of(plan), anchor, 500, BENCH_NOW) <= MIN_SIZE
+    prices, _ = execution_prices(book, quotes, 880, config, BENCH_NOW)
+    prepared = PM.prepare(book, BENCH_NOW)
+    original = prepared.facts()
+
+    def on_target(a: int, b: int) -> bool:
+        closed = prepared.closed(call, Decimal(a) / 10, prices[call]) if a else prepared
+        facts = closed.facts_after_close(put, Decimal(b) / 10, prices[put])
+        return (
+            required_mm_relief(
+                anchor.equity + facts.equity - original.equity,
+                anchor.mm_required + facts.mm_required - original.mm_required,
+                500,
+            )
+            <= MIN_SIZE
+        )
+
+    cheapest = min(
+        premium(book, [(call, Decimal(a) / 10, prices[call]), (put, Decimal(b) / 10, prices[put])])
+        for a in range(23)
+        for b in range(100)
+        if on_target(a, b)
+    )
+    assert premium(book, closes_of(plan)) == cheapest

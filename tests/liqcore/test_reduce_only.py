@@ -401,3 +401,32 @@ def test_cancel_targets_without_positions_never_cancel(
     with_positions = cancel_targets(orders, {}, tracked, reprice, wallet=W)[1]
     assert targets == ()
     assert open_ids == with_positions
+
+
+def walked_one_sort(
+    positions: Mapping[str, Decimal], orders: Sequence[OpenOrder], first: Sequence[str]
+) -> frozenset[int]:
+    """The reduce-only walk as first written: one sort by (not first, created_at, order_id)."""
+    chosen = frozenset(first)
+    walk = sorted(orders, key=lambda o: (o.client_id not in chosen, (o.created_at, o.order_id)))
+    remaining = dict(positions)
+    kept = set()
+    for o in walk:
+        current = remaining.get(o.symbol, Decimal(0))
+        new = current + signed(o)
+        if is_position_reduce_only(current, new):
+            remaining[o.symbol] = new
+            kept.add(o.order_id)
+    return frozenset(kept)
+
+
+@given(position_maps, snapshots(), snapshots(), tracked_sets)
+def test_reduce_only_order_ids_partitioning_one_sorted_list_equals_one_sort_by_group(
+    positions: Mapping[str, Decimal], some: list[OpenOrder], more: list[OpenOrder], first: list[str]
+) -> None:
+    """Sorting once by age and walking the ``first`` orders out of it first gives the same
+    ids as sorting by (group, age) — also with repeated order ids and equal ages."""
+    orders = some + more  # the two lists may share order ids
+    assert reduce_only_order_ids(positions, orders, first=first) == walked_one_sort(
+        positions, orders, first
+    )

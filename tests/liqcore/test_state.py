@@ -22,6 +22,7 @@ from liqcore.state import (
     Liquidated,
     Phase,
     PreLiquidation,
+    _account_state_of_valid,
     liquidation_mode,
     material_change,
     phase_tag,
@@ -317,3 +318,17 @@ def test_account_state_bad_field_raises_invalid_input_naming_it(
     base: dict[str, object] = {"wallet": "W", "margin_mode": MarginMode.STANDARD, "updated_at": 1}
     with pytest.raises(InvalidInput, match=name.replace(".", r"\.")):
         AccountState(**{**base, **fields})  # type: ignore[arg-type]
+
+
+@given(state=account_states())
+def test_account_state_of_valid_equals_validated_construction(state: AccountState) -> None:
+    """Built from valid values without re-running validators, an AccountState equals the
+    validated one field by field (it takes exactly AccountState's fields: a field added to
+    the class but not to the builder fails here)."""
+    fields = {a.name: getattr(state, a.name) for a in attrs.fields(AccountState)}
+    built = _account_state_of_valid(**fields)
+    assert type(built) is AccountState
+    assert built == AccountState(**fields)
+    assert attrs.asdict(built, recurse=False) == fields
+    assert hash(built) == hash(state)
+    assert repr(built) == repr(state)
