@@ -5,24 +5,23 @@ A flat ``match`` over the command union, one port call per arm, each under
 comes back is translated into the events to fold with ``liqcore.apply`` and an
 :class:`Outcome` per command (SPEC §9, the poll, step 5):
 
-=============  ==========================  =====================  ===================
-command        answer                      event                  status
-=============  ==========================  =====================  ===================
-submit         ``ACKED``                   —                      confirmed
-submit         ``REJECTED``                ``OrderRejected``      failed
-submit         :class:`NotSent`            ``OrderFailed``        failed
-cancel         ``CANCELED`` / benign       —                      confirmed
-cancel         other rejection, NotSent    — (logged, counted)    failed
-start auction  receipt                     ``AuctionRequested``   confirmed
-start auction  NotSent                     ``AuctionRequestFailed``  failed
-stop auction   returned                    —                      confirmed
-stop auction   NotSent                     ``StopRequestFailed``  failed
-publish        returned                    —                      confirmed
-publish        any failure                 — (unfinished)         failed / unknown
-alert          (logged at warning)         —                      confirmed
-any            :class:`OutcomeUnknown`,    —                      unknown
-               timeout, unexpected error
-=============  ==========================  =====================  ===================
+=============  ==============================  ========================  ================
+command        answer                          event                     status
+=============  ==============================  ========================  ================
+submit         ``ACKED``                       —                         confirmed
+submit         ``REJECTED``                    ``OrderRejected``         failed
+submit         :class:`NotSent`                ``OrderFailed``           failed
+cancel         ``CANCELED`` / benign           —                         confirmed
+cancel         other rejection, NotSent        — (logged, counted)       failed
+start auction  receipt                         ``AuctionRequested``      confirmed
+start auction  NotSent                         ``AuctionRequestFailed``  failed
+stop auction   returned                        —                         confirmed
+stop auction   NotSent                         ``StopRequestFailed``     failed
+publish        returned                        —                         confirmed
+publish        any failure                     — (unfinished)            failed / unknown
+alert          (logged at warning)             —                         confirmed
+any            OutcomeUnknown, timeout, error  —                         unknown
+=============  ==============================  ========================  ================
 
 An outcome is *unfinished* — kept in the store's pending list, reported on restart — when
 it is unknown, or when a publish failed (it is published again after a restart).

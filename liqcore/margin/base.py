@@ -26,7 +26,8 @@ class MarginModel(Protocol):
 
     Must raise :class:`~liqcore.errors.PlanningError` (not anything else) when it cannot
     evaluate the portfolio, e.g. a missing or non-positive spot for an underlying.
-    Closing part of a short option must never raise the margin it requires.
+    Closing part of a lone short option should never raise the margin it requires (under
+    scenario margin a hedged book can: see :mod:`liqcore.margin.portfolio`).
     """
 
     def evaluate(self, portfolio: Portfolio, now: int) -> MarginFacts:
