@@ -22,7 +22,10 @@ Phases (see :mod:`liqcore.state`; every move between them is in ``TRANSITIONS``)
   dispatch, and without re-validating values that passed the same validators already.
 * **PreLiquidation** — a pending full-auction request first: a confirmed one (a receipt
   came back) waits for the chain; an unconfirmed one waits until it is stale
-  (``pending_full_requested_at + full_escalation_timeout_ms``) and is then cleared.
+  (``pending_full_requested_at + full_escalation_timeout_ms``) and is then cleared. While
+  either waits, every open order of the wallet is cancelled and only the tracked orders
+  still open stay tracked (the account is about to be auctioned whole; SPEC's "stop here"
+  read safely).
   Next, escalation (only while liquidatable and below target: negative equity, no short
   option left, or the deadline passed): cancel every open order, ``StartAuction``. Else
   the partial cycle: cancel what ``reduce_only.cancel_targets`` says; recover to Healthy
@@ -328,13 +331,16 @@ def _pre_liquidation(
         target_equity=target_equity_from_mm(health.mm_required, buffer_bps),
     )
 
-    # a. A pending full-auction request.
+    # a. A pending full-auction request. The account is about to be auctioned whole, so
+    # every open order is cancelled while it waits (a user order placed since, or a cancel
+    # of the escalation that was lost), and only the tracked orders still open stay tracked.
     if phase.pending_full_auction_id is not None:
-        return phase, []  # confirmed: only the chain's events move it on
+        # Confirmed: only the chain's events move it on.
+        return _tracking_open(phase, orders), list(_cancels(wallet, orders, now))
     requested_at = phase.pending_full_requested_at  # set exactly with the request id
     if requested_at is not None:
         if now <= requested_at + config.full_escalation_timeout_ms:
-            return phase, []
+            return _tracking_open(phase, orders), list(_cancels(wallet, orders, now))
         phase = attrs.evolve(
             phase,
             pending_full_auction_id=None,
@@ -356,7 +362,9 @@ def _pre_liquidation(
         effects: list[Command] = list(_cancels(wallet, orders, now))
         effects.append(StartAuction(wallet=wallet, request_id=start_id))
         return attrs.evolve(
-            phase, pending_full_request_id=start_id, pending_full_requested_at=now
+            _tracking_open(phase, orders),
+            pending_full_request_id=start_id,
+            pending_full_requested_at=now,
         ), effects
 
     # c. The partial cycle.
@@ -563,10 +571,33 @@ def _cancels(wallet: str, orders: Sequence[OpenOrder], now: int) -> tuple[Cancel
     return tuple(cancels)
 
 
+def _tracking_open(phase: PreLiquidation, orders: tuple[OpenOrder, ...]) -> PreLiquidation:
+    """``phase`` tracking only its (request id, client id) pairs still open in ``orders``:
+    a submit whose answer was lost and that never reached the engine is dropped."""
+    tracked = phase.active_order_client_ids
+    if not tracked:
+        return phase
+    open_ids = {order.client_id for order in orders}
+    if all(client in open_ids for client in tracked):
+        return phase
+    pairs = [
+        (request, client)
+        for request, client in zip(phase.active_order_request_ids, tracked, strict=True)
+        if client in open_ids
+    ]
+    return attrs.evolve(
+        phase,
+        active_order_request_ids=tuple(request for request, _ in pairs),
+        active_order_client_ids=tuple(client for _, client in pairs),
+    )
+
+
 def _orphan_cancels(
     wallet: str, orders: tuple[OpenOrder, ...], now: int
 ) -> tuple[CancelOrder, ...]:
     """Cancels of the wallet's liquidation orders (none is tracked outside PreLiquidation)."""
+    if not orders:
+        return ()
     orphans = _liquidation_orders(orders, wallet=wallet, tracked=())
     return _cancels(wallet, orphans, now) if orphans else ()
 

@@ -469,12 +469,54 @@ def pending(requested_at: int, *, auction: str | None = None) -> PreLiquidation:
     )
 
 
-def test_step_unconfirmed_request_waits_silently_until_stale() -> None:
-    """Pending without receipt, not stale, nothing changed: no command at all."""
+def test_step_unconfirmed_request_waits_cancelling_every_open_order() -> None:
+    """Pending without receipt, not stale: nothing but a cancel of every open order (the
+    account is about to be auctioned whole), and no new request."""
     state = account(pending(70_000))
-    new, commands = step(state, health(), [order(1, side=Side.SELL)], 130_000, CONFIG)
+    orders = [order(2, client_id="user", created_at=2), order(1, side=Side.SELL)]
+    new, commands = step(state, health(), orders, 130_000, CONFIG)
+    assert [type(c) for c in commands] == [CancelOrder, CancelOrder]
+    assert [c.order_id for c in cancels(commands)] == [1, 2]
+    assert new.phase == state.phase
+
+
+def test_step_pending_request_with_nothing_open_is_silent() -> None:
+    """Pending, not stale, no open order and nothing changed: no command at all."""
+    state = account(pending(70_000))
+    new, commands = step(state, health(), [], 130_000, CONFIG)
     assert commands == ()
     assert new.phase == state.phase
+
+
+@pytest.mark.parametrize("auction", [None, "A1"])
+def test_step_pending_request_drops_tracked_ids_the_exchange_never_saw(
+    auction: str | None,
+) -> None:
+    """While a full auction is pending, only tracked orders still open stay tracked: a
+    submit lost before it reached the engine is not tracked forever."""
+    phase = attrs.evolve(
+        pending(70_000, auction=auction),
+        active_order_request_ids=("r-lost", "r-open"),
+        active_order_client_ids=("liq-W-1-0", "liq-W-1-1"),
+    )
+    orders = [order(5, client_id="liq-W-1-1")]
+    new, commands = step(account(phase), health(), orders, 130_000, CONFIG)
+    assert phase_of(new).active_order_client_ids == ("liq-W-1-1",)
+    assert phase_of(new).active_order_request_ids == ("r-open",)
+    assert [c.order_id for c in cancels(commands)] == [5]
+
+
+def test_step_escalation_drops_tracked_ids_the_exchange_never_saw() -> None:
+    """Escalating keeps only the tracked pairs still open in the snapshot."""
+    phase = pre(
+        active_order_request_ids=("r-lost",),
+        active_order_client_ids=("liq-W-1-0",),
+        last_reprice_at=1,
+    )
+    new, commands = step(account(phase), health(equity="-5"), [], 10_001, CONFIG)
+    assert len(starts(commands)) == 1
+    assert phase_of(new).active_order_client_ids == ()
+    assert phase_of(new).active_order_request_ids == ()
 
 
 def test_step_unconfirmed_request_waiting_publishes_refreshed_figures_as_immaterial() -> None:
@@ -516,10 +558,11 @@ def test_step_stale_request_of_recovered_account_goes_healthy() -> None:
 
 
 def test_step_confirmed_auction_is_never_cleared() -> None:
-    """With a receipt the auction stands, however late: no cancel, no start, no clear."""
+    """With a receipt the auction stands, however late: no start, no clear; open orders
+    are cancelled."""
     state = account(pending(70_000, auction="A1"))
     new, commands = step(state, health(), [order(1, side=Side.SELL)], 10**9, CONFIG)
-    assert commands == ()
+    assert [type(c) for c in commands] == [CancelOrder]
     assert new.phase == state.phase
 
 

@@ -95,14 +95,6 @@ EFFECTS = (
     "AND body_json NOT LIKE '{{\"commands\":[],%'"
 )
 
-KNOWN_ISSUE = (
-    "tracked ids unknown to the exchange while an auction request is pending (liqcore step "
-    "§7 3b keeps the active ids when it escalates, so a submit lost to a crash stays tracked; "
-    "see test_restart_after_lost_submit_then_escalation_tracks_only_known_orders)"
-)
-"""Tolerated by :func:`converged` (counted apart, printed) until liqcore is fixed."""
-
-
 # --------------------------------------------------------------------------- reading the store
 
 
@@ -244,10 +236,9 @@ def two_live_sets(world: World, where: str) -> list[str]:
 
 @attrs.define
 class Findings:
-    """What the checks after a poll found: violations, and the known issue tolerated."""
+    """What the checks after a poll found: the violations."""
 
     problems: list[str] = attrs.Factory(list)
-    known: list[str] = attrs.Factory(list)
 
 
 def converged(world: World, states: Mapping[str, Committed], where: str) -> Findings:
@@ -264,9 +255,9 @@ def converged(world: World, states: Mapping[str, Committed], where: str) -> Find
             case PreLiquidation() as phase:
                 unknown = sorted(set(phase.active_order_client_ids) - known)
                 if unknown:
-                    text = f"{where}: {wallet} tracks orders unknown to the exchange {unknown}"
-                    pending = phase.pending_full_request_id is not None
-                    (found.known if pending else found.problems).append(text)
+                    found.problems.append(
+                        f"{where}: {wallet} tracks orders unknown to the exchange {unknown}"
+                    )
                 requested = phase.pending_full_requested_at
                 if phase.pending_full_auction_id is not None:
                     if phase.pending_full_auction_id not in live:
@@ -607,7 +598,6 @@ def test_simulate_sigkilled_at_random_instants_loses_nothing_and_converges(
             if check.ran:
                 first_polls += 1
                 found.problems += check.found.problems
-                found.known += check.found.known
                 tracker.observe(check.states, check.where)
         finished = subprocess.run(
             [*base, str(store)], env=env, capture_output=True, text=True, timeout=180, check=False
@@ -623,7 +613,7 @@ def test_simulate_sigkilled_at_random_instants_loses_nothing_and_converges(
         assert world is not None
         assert world.done
         end = converged(world, final, "end of the run")
-        found.problems += end.problems + end.known
+        found.problems += end.problems
         records = list(read_records(store))
         found.problems += log_problems(records, final, tracker)
         reference_records = list(read_records(reference_store))
@@ -650,7 +640,6 @@ def test_simulate_sigkilled_at_random_instants_loses_nothing_and_converges(
         f"{sum(r.kind is RecordKind.DECISION for r in records)}",
         f"  violations: {len(tracker.violations) + len(found.problems)}; two live sets at a "
         f"kill instant (before the restart's poll): {len(at_kill_instants)}",
-        f"  known issue, {KNOWN_ISSUE}: {len(found.known)}",
         f"  final phases: crashed {dict(sorted(collections.Counter(ours.values()).items()))}, "
         f"uninterrupted {dict(sorted(collections.Counter(theirs.values()).items()))}",
         f"  wallets ending in another phase than the uninterrupted run: {len(differing)}",
@@ -676,7 +665,7 @@ def test_simulate_sigkilled_at_random_instants_loses_nothing_and_converges(
     assert tracker.checked >= MIN_KILLS * PARAMS.accounts
 
 
-# --------------------------------------------------------------------------- the known issue
+# ---------------------------------------------------------- a lost submit, then escalation
 
 W = "W"
 SYMBOL = "BTC-20261231-100000-C"
@@ -688,14 +677,6 @@ LIQUIDATABLE = MarginReport(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="liqcore.machine.step §7 3b keeps the active (request, client) id pairs when it "
-    "escalates and 3a never syncs them, so a submit lost to a crash stays tracked, unknown to "
-    "the exchange, while the auction request is pending (up to full_escalation_timeout_ms); "
-    "fix: in 3a/3b keep only the tracked pairs still open in the snapshot, as 3c does. When "
-    "fixed, drop this xfail and the KNOWN_ISSUE tolerance in converged()",
-)
 async def test_restart_after_lost_submit_then_escalation_tracks_only_known_orders() -> None:
     """A submit committed but lost to a crash is not tracked after the restart's first poll,
     even when that poll escalates to a full auction."""
