@@ -43,7 +43,9 @@ def positive(inst: object, attribute: attrs.Attribute[Decimal], value: object) -
         raise InvalidInput(f"{_name(inst, attribute)} must be > 0, was {value}")
 
 
-def optional_decimal(inst: object, attribute: attrs.Attribute[Decimal | None], value: object) -> None:
+def optional_decimal(
+    inst: object, attribute: attrs.Attribute[Decimal | None], value: object
+) -> None:
     """``None`` or a finite Decimal."""
     if value is not None:
         decimal(inst, attribute, value)  # type: ignore[arg-type]

@@ -134,9 +134,7 @@ class Portfolio:
     positions: Mapping[str, Position] = attrs.field(
         factory=dict, converter=_positions, validator=_positions_valid
     )
-    spot: Mapping[str, Decimal] = attrs.field(
-        factory=dict, converter=_spot, validator=_spot_valid
-    )
+    spot: Mapping[str, Decimal] = attrs.field(factory=dict, converter=_spot, validator=_spot_valid)
 
 
 @attrs.frozen(kw_only=True)
