@@ -83,6 +83,14 @@ def interleaved_ns(
     return best
 
 
+def calibrated_ns(fn: Callable[[], object], *, budget_s: float = 0.1, repeat: int = 5) -> float:
+    """:func:`best_ns` with as many calls per run as fit in ``budget_s`` (at least one)."""
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    return best_ns(fn, number=max(1, int(budget_s / max(first, 1e-9))), repeat=repeat)
+
+
 def once_s(fn: Callable[[], object], *, repeat: int = 3) -> float:
     """Best wall time in seconds of ``repeat`` runs of ``fn`` (GC on, as in production)."""
     times = []
@@ -119,14 +127,19 @@ class Growth:
     model: str  # the best-fitting shape, e.g. "n"
     error: float  # its root-mean-square relative error
     errors: dict[str, float]  # the same for every shape
-    tail_exponent: float  # log-log slope over the two largest sizes (→ 1 for linear)
+    tail_exponent: float  # log-log slope over the largest decade of sizes (→ 1 for linear)
+
+    def tied(self) -> list[str]:
+        """The shapes that fit as well as the best, within the noise (``self.model`` first)."""
+        close = [n for n, e in self.errors.items() if e <= self.error * 1.25 + 0.01]
+        return sorted(close, key=lambda name: name != self.model)
 
     def describe(self) -> str:
-        """``"n (rms error 3 %; n log n 9 %, n² 60 %)"``."""
-        others = ", ".join(
-            f"{name} {error:.0%}" for name, error in self.errors.items() if name != self.model
-        )
-        return f"{self.model} (rms error {self.error:.0%}; {others})"
+        """``"n (rms error 3 %; n log n 9 %, n² 60 %)"``, or ``"n ≈ n log n (…)"`` when the
+        data cannot tell two shapes apart."""
+        tied = self.tied()
+        others = ", ".join(f"{n} {e:.0%}" for n, e in self.errors.items() if n != self.model)
+        return f"{' ≈ '.join(tied)} (rms error {self.error:.0%}; {others})"
 
 
 def fit_growth(sizes: Sequence[float], times: Sequence[float]) -> Growth:
@@ -138,7 +151,10 @@ def fit_growth(sizes: Sequence[float], times: Sequence[float]) -> Growth:
     """
     errors = {name: _fit_error(g, sizes, times) for name, g in GROWTH_MODELS.items()}
     model = min(errors, key=lambda name: errors[name])
-    tail = math.log(times[-1] / times[-2]) / math.log(sizes[-1] / sizes[-2])
+    top = [i for i, n in enumerate(sizes) if n * 10 >= sizes[-1]]
+    if len(top) < 2:
+        top = [len(sizes) - 2, len(sizes) - 1]
+    tail = growth_exponent([sizes[i] for i in top], [times[i] for i in top])
     return Growth(model=model, error=errors[model], errors=errors, tail_exponent=tail)
 
 
@@ -185,7 +201,7 @@ def profile_top(fn: Callable[[], object], *, limit: int = 12) -> list[tuple[str,
 def _where(path: str, line: int, name: str) -> str:
     if path == "~":
         return name  # a builtin, e.g. "<method 'add' of 'decimal.Context' objects>"
-    for marker in ("/liqcore/", "/bench/", "/site-packages/", "/lib/python"):
+    for marker in ("/site-packages/", "/liqcore/", "/bench/", "/lib/python"):
         if marker in path:
             path = path.split(marker, 1)[1]
             break
