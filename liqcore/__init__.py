@@ -7,6 +7,7 @@ clock, no randomness, no logging.
 
 from __future__ import annotations
 
+from liqcore._version import __version__
 from liqcore.commands import (
     Alert,
     AlertCode,
@@ -149,6 +150,7 @@ __all__ = [
     "StopRequestFailed",
     "SubmitOrder",
     "TimeInForce",
+    "__version__",
     "apply",
     "cancel_targets",
     "close_short",

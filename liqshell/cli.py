@@ -27,7 +27,7 @@ from typing import NoReturn, TextIO
 
 import attrs
 
-from liqcore import Config, codec
+from liqcore import Config, __version__, codec
 from liqcore.errors import LiqcoreError
 from liqcore.state import phase_tag
 from liqshell.adapters import ServiceUnavailable
@@ -97,6 +97,7 @@ def _parser() -> _Parser:
         prog="liqshell",
         description="Liquidation watcher: simulate, run, check a config, replay or report.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
