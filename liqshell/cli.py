@@ -20,7 +20,7 @@ import os
 import signal
 import sqlite3
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import NoReturn, TextIO
@@ -30,7 +30,7 @@ import attrs
 from liqcore import Config, __version__, codec
 from liqcore.errors import LiqcoreError
 from liqcore.state import phase_tag
-from liqshell.adapters import ServiceUnavailable
+from liqshell.adapters import ForeignFile, ServiceUnavailable
 from liqshell.ports import Record, RecordKind
 from liqshell.settings import Settings, SettingsError, load_settings
 
@@ -212,15 +212,21 @@ def _writable_file(path: str, option: str) -> Path:
     return target
 
 
-def _is_sqlite(path: Path) -> bool:
-    with path.open("rb") as handle:
-        return handle.read(16) == b"SQLite format 3\x00"
+def _ours(path: Path, option: str, kind: str) -> None:
+    """An existing ``--store`` (``kind="store"``) or ``--record`` must be a file liqshell
+    wrote: another program's file is refused before anything is written into it."""
+    from liqshell.adapters.jsonl import check_file
+    from liqshell.adapters.sqlite import check_store_file
 
-
-def _existing_store(path: Path, option: str) -> None:
-    """An existing ``--store`` must be a SQLite file."""
-    if path.exists() and path.stat().st_size > 0 and not _is_sqlite(path):
-        raise CliError(f"{option} {path}: not a SQLite file")
+    try:
+        if kind == "store":
+            check_store_file(path)
+        else:
+            check_file(path)
+    except ForeignFile as error:
+        raise CliError(f"{option} {_first_line(error)}") from None
+    except sqlite3.DatabaseError as error:
+        raise CliError(f"{option} {path}: cannot read it: {error}") from None
 
 
 # --- simulate ------------------------------------------------------------------------------
@@ -247,8 +253,10 @@ def _simulate(args: argparse.Namespace) -> int:
         raise CliError(f"simulate: {error}") from None
     store = _writable_file(args.store, "--store") if args.store else None
     if store is not None:
-        _existing_store(store, "--store")
+        _ours(store, "--store", "store")
     record = _writable_file(args.record, "--record") if args.record else None
+    if record is not None:
+        _ours(record, "--record", "recording")
     _configure_logging(args.log_level, sys.stderr)
     progress = None if args.quiet else ProgressBar(params.ticks, sys.stderr)
     elapsed = wall_timer()
@@ -340,9 +348,14 @@ def read_records(path: Path) -> Iterator[Record]:
         raise CliError(f"{path}: cannot read the SQLite recording: {error}") from None
     except UnicodeDecodeError:
         raise CliError(f"{path}: not a recording (JSON Lines or SQLite expected)") from None
+    except RecursionError:
+        raise CliError(f"{path}: not a liqshell recording: nested too deeply") from None
     except (ValueError, LiqcoreError) as error:
         detail = _first_line(error).removeprefix(f"{path}:")
-        raise CliError(f"{path}: not a liqshell recording:{detail}") from None
+        number, colon, rest = detail.partition(": ")
+        where = f"{path}: line {number}" if colon and number.isdigit() else f"{path}"
+        text = rest if colon and number.isdigit() else detail.strip()
+        raise CliError(f"{where}: not a liqshell recording: {text}") from None
     except OSError as error:
         raise CliError(f"{path}: cannot read: {error.strerror or error}") from None
 
@@ -403,20 +416,46 @@ def replay_records(records: Iterator[Record], config: Config) -> tuple[int, list
     return decisions, mismatches
 
 
+_SHOWN = 160
+"""How much of a recorded and a replayed value a mismatch line shows."""
+
+
+def _shown(value: object) -> str:
+    text = value if isinstance(value, str) else codec_text(value)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…"
+
+
+def codec_text(value: object) -> str:
+    """``value`` as compact JSON in the codec's encoding (Decimals as strings)."""
+    import json
+
+    return json.dumps(codec.unstructure(value), sort_keys=True, separators=(",", ":"))
+
+
+def _differences(left: Mapping[str, object], right: Mapping[str, object]) -> str:
+    keys = sorted(k for k in set(left) | set(right) if left.get(k) != right.get(k))
+    return "; ".join(
+        f"{key}: recorded {_shown(left.get(key))}, replayed {_shown(right.get(key))}"
+        for key in keys
+    )
+
+
 def _state_difference(recorded: object, replayed: object) -> str:
     if recorded is None:
         return "the record holds no new state"
     left = codec.unstructure(recorded)
     right = codec.unstructure(replayed)
     if not isinstance(left, dict) or not isinstance(right, dict):
-        return "state differs"
-    keys = sorted(k for k in set(left) | set(right) if left.get(k) != right.get(k))
-    return f"state differs in {', '.join(keys)}"
+        return f"state: recorded {_shown(left)}, replayed {_shown(right)}"
+    return f"state differs in {_differences(left, right)}"
 
 
 def _commands_difference(recorded: tuple[object, ...], replayed: tuple[object, ...]) -> str:
     if len(recorded) != len(replayed):
-        return f"{len(recorded)} commands recorded, {len(replayed)} replayed"
+        return (
+            f"{len(recorded)} commands recorded ({_kinds(recorded)}), "
+            f"{len(replayed)} replayed ({_kinds(replayed)})"
+        )
     for i, (a, b) in enumerate(zip(recorded, replayed, strict=True)):
         if a == b:
             continue
@@ -424,16 +463,35 @@ def _commands_difference(recorded: tuple[object, ...], replayed: tuple[object, .
             return f"command {i} is a {type(b).__name__}, was a {type(a).__name__}"
         left, right = codec.unstructure(a), codec.unstructure(b)
         if isinstance(left, dict) and isinstance(right, dict):
-            keys = sorted(k for k in set(left) | set(right) if left.get(k) != right.get(k))
-            return f"command {i} ({type(a).__name__}) differs in {', '.join(keys)}"
-        return f"command {i} ({type(a).__name__}) differs"
+            return f"command {i} ({type(a).__name__}) differs in {_differences(left, right)}"
+        return f"command {i} ({type(a).__name__}): recorded {_shown(a)}, replayed {_shown(b)}"
     return "commands differ"
+
+
+def _kinds(commands: tuple[object, ...]) -> str:
+    return ", ".join(type(command).__name__ for command in commands) or "none"
+
+
+class _Counted:
+    """An iterator of records that counts them."""
+
+    def __init__(self, records: Iterator[Record]) -> None:
+        self._records = records
+        self.count = 0
+
+    def __iter__(self) -> Iterator[Record]:
+        for record in self._records:
+            self.count += 1
+            yield record
 
 
 def _replay(args: argparse.Namespace) -> int:
     path = _recording_path(args.recording)
     config = load_settings(args.config).config if args.config else Config()
-    decisions, mismatches = replay_records(read_records(path), config)
+    counted = _Counted(read_records(path))
+    decisions, mismatches = replay_records(iter(counted), config)
+    if counted.count == 0:
+        raise CliError(f"{path}: no records (an empty recording, or only a torn line)")
     for mismatch in mismatches[: args.show]:
         print(
             f"mismatch: record {mismatch.index} wallet {mismatch.wallet} now {mismatch.now}: "
@@ -578,6 +636,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILURE
+    except ForeignFile as error:
+        return _fail(_first_line(error), EXIT_USAGE)
     except ServiceUnavailable as error:
         return _fail(f"service unavailable: {_first_line(error)}", EXIT_FAILURE)
     except Exception as error:

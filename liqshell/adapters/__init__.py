@@ -14,6 +14,10 @@ serializes with :mod:`liqcore.codec` (records, states and commands as its JSON) 
 translates its library's exceptions at the port boundary: ``Conflict``, ``NotSent`` and
 ``OutcomeUnknown`` of :mod:`liqshell.ports`, and :class:`ServiceUnavailable` /
 :class:`StoreUnavailable` below for a service that cannot be reached (retry later).
+
+No adapter writes into a file it did not write itself: a JSON Lines recording opens with a
+:class:`RecordingHeader` line, a SQLite store holds only liqshell's tables, and a file that
+is not recognisably liqshell's raises :class:`ForeignFile` before anything is written.
 """
 
 from __future__ import annotations
@@ -25,15 +29,20 @@ from pathlib import Path
 
 import attrs
 
-from liqcore import codec
+from liqcore import __version__, codec
 from liqcore.errors import InvalidInput
-from liqshell.ports import Cursor, LiqshellError, Record
+from liqshell.ports import RECORD_SCHEMA, Cursor, LiqshellError, Record
 
 __all__ = [
+    "RECORDING_FORMAT",
+    "ForeignFile",
+    "RecordingHeader",
     "ServiceUnavailable",
     "StoreUnavailable",
     "cursor_from_json",
     "cursor_to_json",
+    "header_from_data",
+    "header_to_json",
     "read_records",
     "record_from_data",
     "record_from_json",
@@ -59,6 +68,74 @@ class StoreUnavailable(ServiceUnavailable):
     """
 
 
+class ForeignFile(LiqshellError, ValueError):
+    """A file liqshell was asked to write into is not one it wrote (another program's
+    SQLite database, a text file, a recording of an unknown schema): nothing was written."""
+
+
+RECORDING_FORMAT = "liqshell-recording"
+"""The ``format`` of a :class:`RecordingHeader`: what marks a JSON Lines file as a recording."""
+
+
+@attrs.frozen(kw_only=True)
+class RecordingHeader:
+    """The first line of a JSON Lines recording: it marks the file as liqshell's and says how
+    to read it (``schema``, the :data:`~liqshell.ports.RECORD_SCHEMA` of its records) and what
+    wrote it (``library``, the liqcore version). Versioned by ``schema``, it can grow: fields
+    added later get defaults, so an older header still reads."""
+
+    format: str = RECORDING_FORMAT
+    schema: int = RECORD_SCHEMA
+    library: str = __version__
+
+
+def header_to_json(header: RecordingHeader) -> str:
+    """A header as one compact, key-sorted JSON line (without the newline)."""
+    return json.dumps(attrs.asdict(header), sort_keys=True, separators=(",", ":"))
+
+
+def header_from_data(data: object) -> RecordingHeader | None:
+    """The header ``data`` holds, ``None`` if it is not a header (a record, say); raises
+    ``InvalidInput`` naming the schema or library version this liqshell cannot read."""
+    if not isinstance(data, dict) or data.get("format") != RECORDING_FORMAT:
+        return None
+    names = {field.name for field in attrs.fields(RecordingHeader)}
+    unknown = sorted(str(key) for key in data if key not in names)
+    schema, library = data.get("schema"), data.get("library")
+    if type(schema) is not int or schema != RECORD_SCHEMA:
+        raise InvalidInput(
+            f"recording schema {schema!r} is not one this liqshell reads "
+            f"(schema {RECORD_SCHEMA}, liqshell {__version__})"
+        )
+    written = _version_key(library) if type(library) is str else None
+    if written is None:
+        raise InvalidInput(f"recording header: library version {library!r} is not a version")
+    if written > (_version_key(__version__) or ()):
+        raise InvalidInput(
+            f"recording written by liqshell {library}, newer than this {__version__}: "
+            "upgrade liqshell to read it"
+        )
+    if unknown:
+        raise InvalidInput(f"recording header: unknown field(s) {', '.join(unknown)}")
+    return RecordingHeader(format=RECORDING_FORMAT, schema=schema, library=str(library))
+
+
+def _version_key(text: str) -> tuple[int, ...] | None:
+    """``"1.2.3"`` → ``(1, 2, 3)``; pre-release and local suffixes are ignored."""
+    head = text.split("+", 1)[0]
+    parts: list[int] = []
+    for part in head.split("."):
+        digits = ""
+        for char in part:
+            if not char.isdigit():
+                break
+            digits += char
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts) if parts else None
+
+
 def _reject_constant(name: str) -> object:
     raise InvalidInput(f"JSON must not contain {name}")
 
@@ -66,6 +143,8 @@ def _reject_constant(name: str) -> object:
 def _loads(text: str | bytes) -> object:
     try:
         return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise InvalidInput("JSON nested too deeply") from None
     except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
         if isinstance(error, InvalidInput):
             raise
@@ -145,6 +224,12 @@ def record_from_data(data: object) -> Record:
     )
     if missing:
         raise InvalidInput(f"Record: missing required field(s) {', '.join(missing)}")
+    schema = data.get("schema", RECORD_SCHEMA)
+    if type(schema) is not int or schema != RECORD_SCHEMA:
+        raise InvalidInput(
+            f"Record.schema {schema!r} is not one this liqshell reads "
+            f"(schema {RECORD_SCHEMA}, liqshell {__version__})"
+        )
     values: dict[str, object] = {}
     for name, value in data.items():
         if name == "cursor":
@@ -154,6 +239,8 @@ def record_from_data(data: object) -> Record:
             values[name] = codec.structure(value, _RECORD_FIELDS[name][0])  # type: ignore[call-overload]
         except InvalidInput as error:
             raise type(error)(f"Record.{name}: {error}") from None
+        except RecursionError:
+            raise InvalidInput(f"Record.{name}: nested too deeply") from None
     try:
         return Record(**values)  # type: ignore[arg-type]
     except (TypeError, ValueError) as error:

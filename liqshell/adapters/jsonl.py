@@ -1,9 +1,18 @@
 """``Recorder`` and ``EventSink`` as JSON Lines files: one codec JSON object per line.
 
-A :class:`JsonlRecorder` line is the :mod:`liqcore.codec` JSON of one
-:class:`~liqshell.ports.Record` (:func:`liqshell.adapters.record_to_json`); a
-:class:`JsonlEventSink` line is ``{"change": <StateChange JSON>, "key": [wallet, version,
-index]}``. Keys are sorted and separators compact, so equal inputs give identical bytes.
+A :class:`JsonlRecorder` file opens with a :class:`~liqshell.adapters.RecordingHeader` line
+(``{"format":"liqshell-recording","library":"0.1.0","schema":1}``) and then holds the
+:mod:`liqcore.codec` JSON of one :class:`~liqshell.ports.Record` per line
+(:func:`liqshell.adapters.record_to_json`); a :class:`JsonlEventSink` line is ``{"change":
+<StateChange JSON>, "key": [wallet, version, index]}``. Keys are sorted and separators
+compact, so equal inputs give identical bytes.
+
+Nothing is written into a file liqshell did not write: an existing file is appended to only
+when its first line is a header of the schema this liqshell writes, or a record (a
+recording from before headers), or — for the sink — a state change; anything else (a text
+file, a SQLite database, a recording of another schema) raises
+:class:`~liqshell.adapters.ForeignFile` when the recorder or sink is made, before anything
+is written (:func:`check_file` checks a path without writing).
 
 Durability (the fsync policy): each line is written with one ``write`` on a file opened with
 ``O_APPEND``, so lines from several writers never interleave. With ``fsync=True`` (the
@@ -13,15 +22,17 @@ operating system only — it survives the process being killed, not a power loss
 much faster (a simulation, a notebook). Writes run in a worker thread, never on the event
 loop, and nothing is bound to an event loop.
 
-A crash can leave a torn last line (no newline). On opening a file to append, a torn tail
-that is not valid JSON is cut off and a complete one gets its newline, so the next line
-starts clean; :func:`read_records` likewise ignores a torn, unparsable last line. Any other
-bad line raises :class:`~liqcore.InvalidInput` naming the file and the line.
+A crash can leave a torn last line (no newline). On opening a file of liqshell's to append,
+a torn tail that is not valid JSON is cut off and a complete one gets its newline, so the
+next line starts clean (a file holding only the torn start of a header is started afresh);
+:func:`read_records` likewise ignores a torn, unparsable last line. Any other bad line
+raises :class:`~liqcore.InvalidInput` naming the file and the line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import threading
@@ -30,12 +41,22 @@ from pathlib import Path
 
 from liqcore import StateChange, codec
 from liqcore.errors import InvalidInput
-from liqshell.adapters import record_from_data, record_to_json
+from liqshell.adapters import (
+    ForeignFile,
+    RecordingHeader,
+    _loads,
+    header_from_data,
+    header_to_json,
+    record_from_data,
+    record_to_json,
+)
 from liqshell.ports import Record
 
 __all__ = [
     "JsonlEventSink",
     "JsonlRecorder",
+    "check_file",
+    "read_header",
     "read_records",
     "read_state_changes",
 ]
@@ -43,20 +64,34 @@ __all__ = [
 _TAIL = 1 << 16
 
 
-class _AppendFile:
-    """A file that whole lines are appended to, from worker threads, under a lock."""
+_HEAD_LIMIT = 1 << 24
+"""How far the first line of an existing file is looked for (a record is far shorter)."""
 
-    def __init__(self, path: str | os.PathLike[str], *, fsync: bool) -> None:
+_RECORDING = "recording"
+_CHANGES = "changes"
+
+
+class _AppendFile:
+    """A file that whole lines are appended to, from worker threads, under a lock.
+
+    ``kind`` says what the file holds (a recording, or state changes): an existing file is
+    checked to be one before anything is written into it (:func:`check_file`), at
+    construction and again on opening.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, fsync: bool, kind: str) -> None:
         self.path = os.fspath(path)
         self.fsync = fsync
+        self.kind = kind
         self._lock = threading.Lock()
         self._fd: int | None = None
+        check_file(self.path, kind=kind)  # fail fast: never after a run has started
 
     def _open(self) -> int:
         if self._fd is None:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                _repair_tail(fd)
+                _prepare(fd, self.path, self.kind, fsync=self.fsync)
             except BaseException:
                 os.close(fd)
                 raise
@@ -67,10 +102,7 @@ class _AppendFile:
         data = (line + "\n").encode("utf-8")
         with self._lock:
             fd = self._open()
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            _write_all(fd, data)
             if self.fsync:
                 os.fsync(fd)
 
@@ -85,6 +117,104 @@ class _AppendFile:
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def check_file(path: str | os.PathLike[str], *, kind: str = _RECORDING) -> None:
+    """Raise :class:`~liqshell.adapters.ForeignFile` unless the file at ``path`` is missing,
+    empty, or one liqshell wrote: a recording (``kind="recording"``: its first line is a
+    :class:`~liqshell.adapters.RecordingHeader` of a schema this liqshell writes, or a record
+    of a recording written before headers) or a state-change log (``kind="changes"``).
+    Reads only; a torn first line counts as liqshell's only if it is the start of what
+    liqshell writes first."""
+    where = os.fspath(path)
+    try:
+        fd = os.open(where, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    except IsADirectoryError:
+        raise ForeignFile(f"{where}: is a directory") from None
+    try:
+        _verdict(fd, where, kind)
+    finally:
+        os.close(fd)
+
+
+def _verdict(fd: int, path: str, kind: str) -> bool:
+    """Whether the file is liqshell's and holds at least one whole line (false: it is empty
+    or only a torn start of liqshell's first line); raises ForeignFile otherwise."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return False
+    head = os.pread(fd, min(size, _HEAD_LIMIT), 0)
+    end = head.find(b"\n")
+    first = head if end < 0 else head[:end]
+    if end < 0 and size > len(head):
+        raise _foreign(path, kind, "its first line is longer than any liqshell writes")
+    problem = _first_line_problem(first, kind)
+    if problem is None:
+        return True
+    if end < 0 and _torn_start(first, kind):
+        return False
+    raise _foreign(path, kind, problem)
+
+
+def _foreign(path: str, kind: str, problem: str) -> ForeignFile:
+    noun = "recording" if kind == _RECORDING else "state-change log"
+    return ForeignFile(f"{path}: not a liqshell {noun} ({problem}): refusing to write to it")
+
+
+def _first_line_problem(line: bytes, kind: str) -> str | None:
+    """Why ``line`` cannot be the first line of a file of ``kind`` (None: it can)."""
+    try:
+        data = _loads(line)
+    except InvalidInput:
+        return "its first line is not JSON"
+    try:
+        if kind == _CHANGES:
+            _change_from_data(data, "its first line")
+            return None
+        if header_from_data(data) is not None:
+            return None
+        record_from_data(data)
+    except InvalidInput as error:
+        return f"its first line is not liqshell's: {error}"
+    return None
+
+
+def _torn_start(fragment: bytes, kind: str) -> bool:
+    """Whether ``fragment`` is the torn start of the first line liqshell writes."""
+    if kind == _RECORDING:
+        return header_to_json(RecordingHeader()).encode().startswith(fragment)
+    return fragment.startswith(b'{"change":{')
+
+
+def _prepare(fd: int, path: str, kind: str, *, fsync: bool) -> None:
+    """Check the file is liqshell's, start a recording with its header, and make the file end
+    with a newline (a torn last line is cut, a whole one ended). Under an exclusive lock on
+    the file, so two writers opening a new file at once write one header."""
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        _prepare_locked(fd, path, kind, fsync=fsync)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _prepare_locked(fd: int, path: str, kind: str, *, fsync: bool) -> None:
+    if not _verdict(fd, path, kind):
+        os.ftruncate(fd, 0)  # empty, or only a torn start of our own first line
+        if kind == _RECORDING:
+            _write_all(fd, (header_to_json(RecordingHeader()) + "\n").encode())
+            if fsync:
+                os.fsync(fd)
+        return
+    _repair_tail(fd)
 
 
 def _repair_tail(fd: int) -> None:
@@ -103,7 +233,7 @@ def _repair_tail(fd: int) -> None:
     fragment = tail[cut + 1 :]
     try:
         json.loads(fragment)
-    except ValueError:
+    except (ValueError, RecursionError):
         os.ftruncate(fd, start + cut + 1)
     else:
         os.write(fd, b"\n")
@@ -119,33 +249,71 @@ def _lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
             if not line.endswith("\n"):  # the last line, cut short by a crash mid-write?
                 try:
                     json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     return
             yield number, line
 
 
 def _parse(path: str | os.PathLike[str], number: int, line: str) -> object:
     try:
-        return json.loads(line, parse_constant=_reject_constant)
-    except ValueError as error:
-        raise InvalidInput(f"{os.fspath(path)}:{number}: not valid JSON: {error}") from None
+        return _loads(line)
+    except InvalidInput as error:
+        raise InvalidInput(f"{os.fspath(path)}:{number}: {error}") from None
 
 
-def _reject_constant(name: str) -> object:
-    raise InvalidInput(f"JSON must not contain {name}")
-
-
-def read_records(path: str | os.PathLike[str]) -> Iterator[Record]:
-    """The records of a JSON Lines recording, in order.
-
-    Raises ``FileNotFoundError``, or ``InvalidInput`` naming the file and line of a bad record.
-    """
+def read_header(path: str | os.PathLike[str]) -> RecordingHeader | None:
+    """The recording's header (``None`` for a recording written before headers, or an
+    empty file); raises ``InvalidInput`` for a header of a schema or a library version this
+    liqshell cannot read."""
     for number, line in _lines(path):
         data = _parse(path, number, line)
         try:
+            return header_from_data(data)
+        except InvalidInput as error:
+            raise type(error)(f"{os.fspath(path)}:{number}: {error}") from None
+    return None
+
+
+def read_records(path: str | os.PathLike[str]) -> Iterator[Record]:
+    """The records of a JSON Lines recording, in order (after its header, if it has one).
+
+    Raises ``FileNotFoundError``, or ``InvalidInput`` naming the file and line of a bad record
+    or of a header of a schema or library version this liqshell cannot read.
+    """
+    first = True
+    for number, line in _lines(path):
+        data = _parse(path, number, line)
+        try:
+            if header_from_data(data) is not None:
+                if not first:
+                    raise InvalidInput("a recording header after the first line")
+                first = False
+                continue
+            first = False
             yield record_from_data(data)
         except InvalidInput as error:
             raise type(error)(f"{os.fspath(path)}:{number}: {error}") from None
+
+
+def _change_from_data(data: object, where: str) -> tuple[tuple[str, int, int], StateChange]:
+    if not isinstance(data, dict) or set(data) != {"change", "key"}:
+        raise InvalidInput(f"{where}: expected an object with 'change' and 'key'")
+    key = data["key"]
+    if not (
+        isinstance(key, list)
+        and len(key) == 3
+        and type(key[0]) is str
+        and type(key[1]) is int
+        and type(key[2]) is int
+    ):
+        raise InvalidInput(f"{where}: key must be [wallet, version, index], was {key!r}")
+    try:
+        change = codec.structure(data["change"], StateChange)
+    except InvalidInput as error:
+        raise type(error)(f"{where}: {error}") from None
+    except RecursionError:
+        raise InvalidInput(f"{where}: nested too deeply") from None
+    return (key[0], key[1], key[2]), change
 
 
 def read_state_changes(
@@ -154,23 +322,7 @@ def read_state_changes(
     """``(key, change)`` of each line a :class:`JsonlEventSink` wrote, in order."""
     for number, line in _lines(path):
         data = _parse(path, number, line)
-        where = f"{os.fspath(path)}:{number}"
-        if not isinstance(data, dict) or set(data) != {"change", "key"}:
-            raise InvalidInput(f"{where}: expected an object with 'change' and 'key'")
-        key = data["key"]
-        if not (
-            isinstance(key, list)
-            and len(key) == 3
-            and type(key[0]) is str
-            and type(key[1]) is int
-            and type(key[2]) is int
-        ):
-            raise InvalidInput(f"{where}: key must be [wallet, version, index], was {key!r}")
-        try:
-            change = codec.structure(data["change"], StateChange)
-        except InvalidInput as error:
-            raise type(error)(f"{where}: {error}") from None
-        yield (key[0], key[1], key[2]), change
+        yield _change_from_data(data, f"{os.fspath(path)}:{number}")
 
 
 class JsonlRecorder:
@@ -180,7 +332,7 @@ class JsonlRecorder:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True) -> None:
-        self._file = _AppendFile(path, fsync=fsync)
+        self._file = _AppendFile(path, fsync=fsync, kind=_RECORDING)
 
     @property
     def path(self) -> str:
@@ -207,7 +359,7 @@ class JsonlEventSink:
     """``EventSink``: appends ``{"change": …, "key": [wallet, version, index]}`` lines."""
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True) -> None:
-        self._file = _AppendFile(path, fsync=fsync)
+        self._file = _AppendFile(path, fsync=fsync, kind=_CHANGES)
 
     @property
     def path(self) -> str:

@@ -2,8 +2,12 @@
 
 The file is opened in WAL mode with ``synchronous=FULL``: a commit that returned is on disk
 and survives a crash of the process or the machine. The schema is created on first use and
-versioned (table ``schema_version``); other tables in the same file (the simulator's
-``sim_*``) are left alone. Tables:
+versioned (table ``schema_version``); the simulator's tables (``sim_*``) may share the file.
+Before anything is written, an existing file is checked to be liqshell's
+(:func:`check_store_file`): empty, or a SQLite database holding only liqshell's tables with
+their columns. Another program's database — with or without a table called ``states`` — or
+a file that is not SQLite raises :class:`~liqshell.adapters.ForeignFile` and is left
+untouched. Tables:
 
 ``states(wallet PK, version, state_json, unfinished_json, updated_at)``
     one row per wallet: the codec JSON of its :class:`~liqcore.AccountState`, the codec JSON
@@ -41,7 +45,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -50,6 +56,8 @@ from typing import TypeVar
 
 from liqcore import AccountState, codec
 from liqshell.adapters import (
+    SQLITE_MAGIC,
+    ForeignFile,
     StoreUnavailable,
     cursor_from_json,
     cursor_to_json,
@@ -59,7 +67,7 @@ from liqshell.adapters import (
 )
 from liqshell.ports import Conflict, Cursor, LiqshellError, Record, Stored, Unfinished
 
-__all__ = ["SCHEMA_VERSION", "SqliteStore", "read_records"]
+__all__ = ["SCHEMA_VERSION", "SqliteStore", "check_store_file", "read_records"]
 
 T = TypeVar("T")
 
@@ -92,6 +100,86 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+_OUR_TABLES: Mapping[str, tuple[str, ...] | None] = MappingProxyType(
+    {
+        "schema_version": ("id", "version"),
+        "states": ("wallet", "version", "state_json", "unfinished_json", "updated_at"),
+        "records": ("seq", "wallet", "kind", "version", "now", "body_json"),
+        "feed": ("id", "cursor_json"),
+        "applied_events": ("event_id",),
+        # liqshell.sim.persistence: the simulated world in the watcher's file.
+        "sim_world": ("id", "params", "tick", "body"),
+        "sim_journal": ("seq", "body"),
+        "sqlite_sequence": None,  # SQLite's own, made for AUTOINCREMENT
+    }
+)
+"""Every table liqshell writes into a SQLite file, with its columns in order."""
+_OUR_INDEXES = frozenset({"records_by_wallet"})
+_WATCHER_TABLES = frozenset({"states", "records", "feed", "applied_events"})
+
+
+def _foreign_objects(db: sqlite3.Connection) -> str | None:
+    """Why the database on ``db`` is not liqshell's (``None``: it is, or it is empty)."""
+    objects = db.execute("SELECT type, name FROM sqlite_master ORDER BY type, name").fetchall()
+    tables: set[str] = set()
+    for kind, name in objects:
+        if kind == "table":
+            if name not in _OUR_TABLES:
+                return f"it holds table {name!r}, which liqshell does not write"
+            tables.add(name)
+        elif kind == "index":
+            if name not in _OUR_INDEXES and not name.startswith("sqlite_autoindex_"):
+                return f"it holds index {name!r}, which liqshell does not write"
+        else:
+            return f"it holds {kind} {name!r}, which liqshell does not write"
+    for name in sorted(tables):
+        expected = _OUR_TABLES[name]
+        columns = tuple(row[1] for row in db.execute(f'PRAGMA table_info("{name}")'))
+        if expected is not None and columns != expected:
+            return f"its table {name!r} has columns {', '.join(columns)}, not liqshell's"
+    if tables & _WATCHER_TABLES and "schema_version" not in tables:
+        return (
+            f"it holds table(s) {', '.join(sorted(tables & _WATCHER_TABLES))} but no schema_version"
+        )
+    return None
+
+
+def _check_ours(db: sqlite3.Connection, path: str) -> None:
+    try:
+        problem = _foreign_objects(db)
+    except sqlite3.DatabaseError as error:
+        if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
+            raise
+        raise ForeignFile(
+            f"{path}: not a liqshell store ({error}): refusing to write to it"
+        ) from None
+    if problem is not None:
+        raise ForeignFile(f"{path}: not a liqshell store, {problem}: refusing to write to it")
+
+
+def check_store_file(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`~liqshell.adapters.ForeignFile` unless the file at ``path`` is missing,
+    empty, or a SQLite database holding only liqshell's tables (the watcher's and the
+    simulator's, with their columns). Reads only: nothing is written, no WAL file is made."""
+    where = os.fspath(path)
+    location = Path(where)
+    if not location.exists():
+        return
+    if location.is_dir():
+        raise ForeignFile(f"{where}: is a directory")
+    with location.open("rb") as handle:
+        head = handle.read(len(SQLITE_MAGIC))
+    if not head:
+        return
+    if head != SQLITE_MAGIC:
+        raise ForeignFile(f"{where}: not a SQLite file: refusing to write to it")
+    db = sqlite3.connect(f"{location.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        _check_ours(db, where)
+    finally:
+        db.close()
+
 
 _INSERT_STATE = (
     "INSERT INTO states (wallet, version, state_json, unfinished_json, updated_at) "
@@ -196,6 +284,7 @@ class SqliteStore:
                 check_same_thread=False,  # used from worker threads, under self._lock
             )
             try:
+                _check_ours(db, self.path)  # before the first write, even of the WAL mode
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=FULL")
                 _migrate(db, self.path)
@@ -375,8 +464,9 @@ def read_records(path: str | os.PathLike[str], *, wallet: str | None = None) -> 
 
 
 def _read_records(location: Path, wallet: str | None) -> Iterator[Record]:
-    db = sqlite3.connect(f"{location.resolve().as_uri()}?mode=ro", uri=True)
-    try:
+    with contextlib.ExitStack() as stack:
+        db = _open_read_only(location, stack)
+        stack.callback(db.close)
         after = 0
         while True:
             if wallet is None:
@@ -395,5 +485,26 @@ def _read_records(location: Path, wallet: str | None) -> Iterator[Record]:
             for seq, body in rows:
                 yield record_from_json(body)
                 after = seq
-    finally:
+
+
+def _open_read_only(location: Path, stack: contextlib.ExitStack) -> sqlite3.Connection:
+    """A connection that reads the store at ``location`` and writes nothing, even where the
+    folder is read-only: ``mode=ro`` first; if SQLite cannot open the WAL index there, the
+    file is read as ``immutable`` when no WAL content is pending, else from a private copy of
+    the file and its WAL (so no committed transaction is missed)."""
+    uri = location.resolve().as_uri()
+    db = sqlite3.connect(f"{uri}?mode=ro", uri=True)
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
         db.close()
+    else:
+        return db
+    wal = location.with_name(location.name + "-wal")
+    if not wal.exists() or wal.stat().st_size == 0:
+        return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True)
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="liqshell-read-")))
+    copy = folder / location.name
+    shutil.copyfile(location, copy)
+    shutil.copyfile(wal, folder / wal.name)
+    return sqlite3.connect(copy, isolation_level=None)

@@ -6,7 +6,9 @@ between ticks (a submit, a cancel, an auction start or stop, a published state c
 journaled — committed durably — *before* it takes effect, as a real exchange persists an
 order before acknowledging it. On restart the last snapshot is loaded and the journal
 replayed, so a ``simulate`` killed at any instant resumes from exactly what the exchange
-had done, and the watcher's crash recovery sees the world it would see in production.
+had done, and the watcher's crash recovery sees the world it would see in production. An
+existing file is checked to be liqshell's before anything is written into it
+(:func:`liqshell.adapters.sqlite.check_store_file`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from liqcore import codec
 from liqcore.errors import InvalidInput
+from liqshell.adapters.sqlite import check_store_file
 from liqshell.sim.world import SimParams, World
 
 __all__ = ["SimStateError", "WorldStore"]
@@ -44,6 +47,7 @@ class WorldStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        check_store_file(self.path)  # never write into another program's file
         self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -109,7 +110,7 @@ def test_replay_tampered_recording_reports_mismatch_and_fails(
     changed = False
     for line in lines:
         data = json.loads(line)
-        if not changed and data["kind"] == "decision" and data["commands"]:
+        if not changed and data.get("kind") == "decision" and data["commands"]:
             data["commands"] = data["commands"][:-1]
             changed = True
         tampered.append(json.dumps(data))
@@ -270,3 +271,132 @@ def test_main_in_process_leaves_logging_as_it_found_it(fast_dir: Path) -> None:
     assert main(["simulate", "--accounts", "1", "--minutes", "1", "--quiet",
                  "--store", str(fast_dir / "log.sqlite")]) == 0  # fmt: skip
     assert (list(logger.handlers), logger.propagate, logger.level) == before
+
+
+# --------------------------------------------------------------------------- foreign files
+
+
+def _other_programs_database(path: Path, *, states: bool) -> bytes:
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE t (a INTEGER)")
+        if states:
+            db.execute("CREATE TABLE states (wallet TEXT PRIMARY KEY, version INTEGER)")
+        db.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(5_000)])
+    db.close()
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("states", [False, True], ids=["tables", "clashing-states"])
+def test_simulate_refuses_another_programs_file_as_store_or_record_untouched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], states: bool
+) -> None:
+    """``--record`` on a text file and ``--store`` or ``--record`` on another program's
+    SQLite file exit 2 in one line, and the file is byte for byte as it was (nothing
+    written into it first, not even the simulator's tables)."""
+    text = tmp_path / "n.txt"
+    text.write_bytes(b"keep me")
+    assert main(["simulate", *SMALL, "--minutes", "1", "--record", str(text)]) == 2
+    assert "not a liqshell recording" in one_line_error(capsys)
+    assert text.read_bytes() == b"keep me"
+    database = tmp_path / "other.db"
+    before = _other_programs_database(database, states=states)
+    for option in ("--store", "--record"):
+        assert main(["simulate", *SMALL, "--minutes", "1", option, str(database)]) == 2
+        assert "not a liqshell" in one_line_error(capsys)
+        assert database.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["n.txt", "other.db"]
+
+
+def test_simulate_record_appends_to_its_own_recording(
+    fast_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A recording liqshell wrote is appended to: one header, the first run's records kept."""
+    from liqshell.adapters.jsonl import read_records as jsonl_records
+
+    path = fast_dir / "twice.jsonl"
+    args = ["simulate", "--accounts", "4", "--minutes", "1", "--quiet", "--record", str(path)]
+    assert main([*args, "--seed", "1"]) == 0
+    first = list(jsonl_records(path))
+    assert main([*args, "--seed", "2"]) == 0
+    capsys.readouterr()
+    both = list(jsonl_records(path))
+    assert both[: len(first)] == first
+    assert len(both) > len(first)
+    assert path.read_text().count('"format":"liqshell-recording"') == 1
+
+
+# --------------------------------------------------------------------------- bad recordings
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "",
+        "\n \n\n",
+        '{"commands":[],"kind":"deci',
+        '{"format":"liqshell-recording","library":"0.1.0","schema":1}\n',
+    ],
+    ids=["empty", "blank", "torn-only", "header-only"],
+)
+def test_replay_of_a_recording_without_records_fails_saying_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str
+) -> None:
+    """An empty, blank, torn-only or header-only file is not a recording to replay: exit 2
+    and one line saying there are no records."""
+    path = tmp_path / "nothing.jsonl"
+    path.write_text(content)
+    assert main(["replay", str(path)]) == 2
+    assert "no records" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        ('{"format":"liqshell-recording","library":"0.1.0","schema":7}\n', "schema 7"),
+        ('{"format":"liqshell-recording","library":"42.1.0","schema":1}\n', "42.1.0"),
+        ("[" * 100_000 + "]" * 100_000 + "\n", "nested too deeply"),
+    ],
+    ids=["schema", "library", "deep-nesting"],
+)
+def test_replay_refuses_an_unreadable_recording_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, named: str
+) -> None:
+    """An unknown schema or library version is refused naming it; deep nesting is the usual
+    one-line error: exit 2, never a RecursionError."""
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    assert main(["replay", str(path)]) == 2
+    line = one_line_error(capsys)
+    assert named in line
+    assert f"{path}: line 1: not a liqshell recording: " in line
+
+
+def test_replay_bad_line_names_it_with_a_space(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The bad line's number reads ``PATH: line N: not a liqshell recording: …``."""
+    path = tmp_path / "junk.jsonl"
+    path.write_text('{"format":"liqshell-recording","library":"0.1.0","schema":1}\n{"kind": 1}\n')
+    assert main(["replay", str(path)]) == 2
+    assert f"{path}: line 2: not a liqshell recording: Record" in one_line_error(capsys)
+
+
+def test_replay_mismatch_shows_the_recorded_and_the_replayed_value(
+    recorded: tuple[Path, Path, str], fast_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mismatch line names the field and shows both values, recorded and replayed."""
+    lines = recorded[1].read_text().splitlines()
+    tampered, changed = [], False
+    for line in lines:
+        data = json.loads(line)
+        if not changed and data.get("kind") == "decision" and data["state"]:
+            data["state"]["equity"] = "12345.678"
+            changed = True
+        tampered.append(json.dumps(data))
+    assert changed
+    path = fast_dir / "tampered-state.jsonl"
+    path.write_text("\n".join(tampered) + "\n")
+    assert main(["replay", str(path)]) == 1
+    out = capsys.readouterr().out
+    (line,) = [line for line in out.splitlines() if line.startswith("mismatch:")]
+    assert "state differs in equity: recorded 12345.678, replayed " in line

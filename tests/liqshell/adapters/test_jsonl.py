@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -22,7 +24,15 @@ from liqcore.strategies import (
     state_changes,
     wallets,
 )
-from liqshell.adapters import jsonl, read_records, record_from_json, record_to_json
+from liqshell.adapters import (
+    ForeignFile,
+    RecordingHeader,
+    header_to_json,
+    jsonl,
+    read_records,
+    record_from_json,
+    record_to_json,
+)
 from liqshell.adapters.jsonl import (
     JsonlEventSink,
     JsonlRecorder,
@@ -140,7 +150,7 @@ async def test_jsonl_recorder_reopened_after_a_torn_write_starts_a_clean_line(
     assert list(jsonl.read_records(unterminated)) == [first, third]
 
 
-@pytest.mark.parametrize(("fsync", "expected"), [(True, 3), (False, 0)])
+@pytest.mark.parametrize(("fsync", "expected"), [(True, 4), (False, 0)])
 async def test_jsonl_recorder_fsyncs_each_append_only_when_asked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsync: bool, expected: int
 ) -> None:
@@ -229,3 +239,122 @@ def test_jsonl_sink_reader_with_a_bad_line_raises_invalid_input(tmp_path: Path, 
     path.write_text(line + "\n")
     with pytest.raises(InvalidInput, match=r"changes\.jsonl:1"):
         list(read_state_changes(path))
+
+
+# --------------------------------------------------------------------------- foreign files
+
+
+def _sqlite_file(path: Path) -> bytes:
+    """Another program's SQLite file of 5,000 rows; its bytes."""
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE t (a INTEGER)")
+        db.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(5_000)])
+    db.close()
+    return path.read_bytes()
+
+
+FOREIGN = {
+    "text": b"keep me",
+    "text-lines": b"keep me\nand me\n",
+    "json-not-ours": b'{"name": "x"}\n{"name": "y"}',
+    "newer-schema": b'{"format":"liqshell-recording","library":"0.1.0","schema":7}\n',
+    "newer-library": b'{"format":"liqshell-recording","library":"99.0.0","schema":1}\n',
+}
+
+
+@pytest.mark.parametrize("content", FOREIGN.values(), ids=FOREIGN.keys())
+async def test_jsonl_recorder_refuses_a_file_it_did_not_write_and_leaves_it_alone(
+    tmp_path: Path, content: bytes
+) -> None:
+    """A text file, JSON of another program, or a recording of a schema or library this
+    liqshell does not write is refused with ForeignFile when the recorder is made — before
+    anything is written — and its bytes stay as they were (no torn-line repair either)."""
+    path = tmp_path / "n.txt"
+    path.write_bytes(content)
+    with pytest.raises(ForeignFile, match="not a liqshell recording"):
+        JsonlRecorder(path)
+    with pytest.raises(ForeignFile):
+        jsonl.check_file(path)
+    assert path.read_bytes() == content
+
+
+async def test_jsonl_recorder_and_sink_refuse_a_sqlite_database(tmp_path: Path) -> None:
+    """A 5,000-row SQLite file given as a recording or a change log is refused, untouched."""
+    path = tmp_path / "data.db"
+    before = _sqlite_file(path)
+    with pytest.raises(ForeignFile):
+        JsonlRecorder(path)
+    with pytest.raises(ForeignFile, match="state-change log"):
+        JsonlEventSink(path)
+    assert path.read_bytes() == before
+
+
+async def test_jsonl_recorder_appends_to_its_own_recording_under_one_header(
+    tmp_path: Path,
+) -> None:
+    """A new recording starts with a header; reopened, it is appended to (one header)."""
+    path = tmp_path / "log.jsonl"
+    first, second = decision(state_of("0xa", 1), 1), decision(state_of("0xa", 2), 2)
+    for record in (first, second):
+        recorder = JsonlRecorder(path)
+        await recorder.append(record)
+        await recorder.close()
+    lines = path.read_text().splitlines()
+    assert lines[0] == header_to_json(RecordingHeader())
+    assert jsonl.read_header(path) == RecordingHeader()
+    assert len(lines) == 3
+    assert list(jsonl.read_records(path)) == [first, second]
+
+
+async def test_jsonl_recorder_appends_to_a_recording_from_before_headers(tmp_path: Path) -> None:
+    """A header-less recording (written before headers) is ours: appended to, as it is."""
+    path = tmp_path / "old.jsonl"
+    first = decision(state_of("0xa", 1), 1)
+    path.write_text(record_to_json(first) + "\n")
+    recorder = JsonlRecorder(path)
+    second = decision(state_of("0xa", 2), 2)
+    await recorder.append(second)
+    await recorder.close()
+    assert jsonl.read_header(path) is None
+    assert list(jsonl.read_records(path)) == [first, second]
+
+
+async def test_jsonl_recorder_starts_afresh_over_a_torn_header_only(tmp_path: Path) -> None:
+    """A file holding only the torn start of a header (a crash while a recording was
+    being created) is ours: started again with a whole header."""
+    path = tmp_path / "log.jsonl"
+    path.write_text(header_to_json(RecordingHeader())[:20])
+    recorder = JsonlRecorder(path)
+    record = decision(state_of("0xa", 1), 1)
+    await recorder.append(record)
+    await recorder.close()
+    assert jsonl.read_header(path) == RecordingHeader()
+    assert list(jsonl.read_records(path)) == [record]
+
+
+def test_jsonl_reader_refuses_an_unknown_schema_or_library_naming_it(tmp_path: Path) -> None:
+    """A recording whose header or records carry a schema, or whose header a library
+    version, this liqshell does not read is refused, naming the value."""
+    path = tmp_path / "log.jsonl"
+    path.write_text(FOREIGN["newer-schema"].decode())
+    with pytest.raises(InvalidInput, match="schema 7"):
+        list(jsonl.read_records(path))
+    path.write_text(FOREIGN["newer-library"].decode())
+    with pytest.raises(InvalidInput, match=r"99\.0\.0"):
+        list(jsonl.read_records(path))
+    data = json.loads(record_to_json(decision(state_of("0xa", 1), 1)))
+    data["schema"] = 9
+    path.write_text(json.dumps(data) + "\n")
+    with pytest.raises(InvalidInput, match=r"Record\.schema 9"):
+        list(jsonl.read_records(path))
+
+
+def test_jsonl_reader_of_deeply_nested_json_raises_invalid_input(tmp_path: Path) -> None:
+    """Deep nesting is a bad line (InvalidInput), never a RecursionError."""
+    path = tmp_path / "deep.jsonl"
+    path.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(InvalidInput, match="nested too deeply"):
+        list(jsonl.read_records(path))
+    path.write_text('{"kind":' * 50_000 + "1" + "}" * 50_000 + "\n")
+    with pytest.raises(InvalidInput, match="nested too deeply"):
+        list(jsonl.read_records(path))

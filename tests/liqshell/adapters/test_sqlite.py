@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shlex
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -18,10 +20,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import liqshell
-from liqshell.adapters import StoreUnavailable, storage_key
+from liqshell.adapters import ForeignFile, StoreUnavailable, storage_key
 from liqshell.adapters import read_records as read_any_records
-from liqshell.adapters.sqlite import SCHEMA_VERSION, SqliteStore, read_records
+from liqshell.adapters.sqlite import (
+    SCHEMA_VERSION,
+    SqliteStore,
+    check_store_file,
+    read_records,
+)
 from liqshell.ports import LiqshellError, Record, RecordKind, StateStore
+from liqshell.sim.persistence import SCHEMA as SIM_SCHEMA
+from liqshell.sim.persistence import WorldStore
 from liqshell.testing import MemoryStore
 from tests.liqshell.adapters.store_contract import (
     CONTRACT,
@@ -34,6 +43,7 @@ from tests.liqshell.adapters.store_contract import (
     state_of,
 )
 
+ROOT = Path(__file__).resolve().parents[3]
 _files = itertools.count(1)
 
 
@@ -201,12 +211,12 @@ async def test_sqlite_store_refuses_a_newer_schema(tmp_path: Path) -> None:
         await SqliteStore(path).load()
 
 
-async def test_sqlite_store_shares_a_file_with_other_tables(tmp_path: Path) -> None:
-    """Tables of others in the same file (the simulator's) are left as they were."""
+async def test_sqlite_store_shares_a_file_with_the_simulators_tables(tmp_path: Path) -> None:
+    """The simulator's tables in the same file are left as they were."""
     path = tmp_path / "s.sqlite"
     with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE sim_world (id INTEGER PRIMARY KEY, body TEXT)")
-        db.execute("INSERT INTO sim_world VALUES (1, 'world')")
+        db.executescript(SIM_SCHEMA)
+        db.execute("INSERT INTO sim_world VALUES (1, '{}', 0, 'world')")
     db.close()
     store = SqliteStore(path)
     await store.commit(
@@ -369,3 +379,140 @@ async def test_sqlite_store_killed_mid_run_keeps_every_reported_commit(tmp_path:
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     db.close()
+
+
+# --------------------------------------------------------------------------- foreign files
+
+
+def _foreign_database(path: Path, tables: str) -> bytes:
+    """Another program's SQLite file with ``tables`` (and 5,000 rows); its bytes."""
+    with sqlite3.connect(path) as db:
+        db.executescript(tables)
+        db.executemany("INSERT INTO t (a) VALUES (?)", [(i,) for i in range(5_000)])
+    db.close()
+    return path.read_bytes()
+
+
+FOREIGN_SCHEMAS = {
+    "other-tables": "CREATE TABLE t (a INTEGER);",
+    "clashing-states": "CREATE TABLE t (a INTEGER); CREATE TABLE states (wallet TEXT, x INT);",
+    "states-alike": (
+        "CREATE TABLE t (a INTEGER); CREATE TABLE states (wallet TEXT PRIMARY KEY, "
+        "version INT, state_json TEXT, unfinished_json TEXT, updated_at INT);"
+    ),
+}
+
+
+@pytest.mark.parametrize("tables", FOREIGN_SCHEMAS.values(), ids=FOREIGN_SCHEMAS.keys())
+async def test_sqlite_store_refuses_another_programs_database_and_writes_nothing(
+    tmp_path: Path, tables: str
+) -> None:
+    """Another program's SQLite file — with or without a ``states`` table — is refused with
+    ForeignFile by the store, the world store and the check, and its bytes stay as they were
+    (no table created, no WAL switch, no -wal file)."""
+    path = tmp_path / "other.db"
+    before = _foreign_database(path, tables)
+    with pytest.raises(ForeignFile, match="not a liqshell store"):
+        check_store_file(path)
+    store = SqliteStore(path)
+    with pytest.raises(ForeignFile, match="not a liqshell store"):
+        await store.commit(
+            "0xa", state_of("0xa", 1), decision(state_of("0xa", 1), 1), expected_version=0
+        )
+    with pytest.raises(ForeignFile):
+        await store.load()
+    with pytest.raises(ForeignFile):
+        WorldStore(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
+
+
+def test_sqlite_store_refuses_a_file_that_is_not_sqlite(tmp_path: Path) -> None:
+    """A text file is not a store: refused, untouched."""
+    path = tmp_path / "notes.txt"
+    path.write_text("keep me")
+    with pytest.raises(ForeignFile, match="not a SQLite file"):
+        check_store_file(path)
+    with pytest.raises(ForeignFile):
+        asyncio.run(SqliteStore(path).load())
+    assert path.read_text() == "keep me"
+
+
+async def test_sqlite_store_accepts_its_own_file_an_empty_one_and_an_empty_database(
+    tmp_path: Path,
+) -> None:
+    """Its own store (with the simulator's tables), an empty file and a database with no
+    tables are liqshell's to use."""
+    own = tmp_path / "own.sqlite"
+    store = SqliteStore(own)
+    await store.commit(
+        "0xa", state_of("0xa", 1), decision(state_of("0xa", 1), 1), expected_version=0
+    )
+    await store.close()
+    WorldStore(own).close()
+    check_store_file(own)
+    empty = tmp_path / "empty.sqlite"
+    empty.write_bytes(b"")
+    check_store_file(empty)
+    bare = tmp_path / "bare.sqlite"
+    sqlite3.connect(bare).execute("VACUUM").connection.close()
+    check_store_file(bare)
+    for path in (own, empty, bare):
+        assert (await SqliteStore(path).load()).keys() <= {"0xa"}
+
+
+# --------------------------------------------------------------------------- read-only
+
+
+def _read_only_mount(source: Path, target: Path, argv: list[str]) -> list[str]:
+    """``argv`` run where ``target`` is ``source`` mounted read-only (a private mount
+    namespace: root, like every user, cannot write there — nor create SQLite's -shm)."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("a read-only mount needs root and unshare")
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a mount namespace: {probe.stderr.strip()}")
+    command = " ".join(shlex.quote(part) for part in argv)
+    mount = f"mount --bind -o ro {shlex.quote(str(source))} {shlex.quote(str(target))}"
+    return ["unshare", "-m", "sh", "-c", f"{mount} && exec {command}"]
+
+
+@pytest.mark.parametrize("pending_wal", [False, True], ids=["checkpointed", "wal-pending"])
+async def test_sqlite_read_records_on_a_read_only_filesystem_reads_every_record(
+    tmp_path: Path, pending_wal: bool
+) -> None:
+    """A store on a read-only filesystem is read whole: closed cleanly (no WAL left), or as
+    a crash leaves it (committed transactions still in the -wal file), through ``liqshell
+    replay`` as through read_records."""
+    source, copy, target = tmp_path / "work", tmp_path / "copy", tmp_path / "ro"
+    for folder in (source, copy, target):
+        folder.mkdir()
+    store = SqliteStore(source / "s.sqlite")
+    for n in range(1, 6):
+        await store.commit(
+            "0xa", state_of("0xa", n), decision(state_of("0xa", n), n), expected_version=n - 1
+        )
+    names = ["s.sqlite", "s.sqlite-wal"] if pending_wal else ["s.sqlite"]
+    if not pending_wal:
+        await store.close()
+    for name in names:  # while the store is open: its WAL is not checkpointed yet
+        shutil.copyfile(source / name, copy / name)
+    await store.close()
+    script = (
+        "import sys; from liqshell.adapters.sqlite import read_records; "
+        "print([r.version for r in read_records(sys.argv[1])])"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for argv, expected in (
+        ([sys.executable, "-c", script, str(target / "s.sqlite")], "[1, 2, 3, 4, 5]"),
+        (
+            [sys.executable, "-m", "liqshell", "replay", str(target / "s.sqlite")],
+            "replayed 5 decisions",
+        ),
+    ):
+        out = subprocess.run(
+            _read_only_mount(copy, target, argv), capture_output=True, text=True, env=env,
+            check=False,
+        )  # fmt: skip
+        assert expected in out.stdout, out.stderr
+    assert sorted(p.name for p in copy.iterdir()) == sorted(names)

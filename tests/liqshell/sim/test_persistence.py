@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 from liqcore import Config, codec
+from liqshell.adapters import ForeignFile
+from liqshell.adapters.sqlite import SqliteStore
 from liqshell.sim import SimParams, SimStateError, WorldStore, new_world
+from tests.liqshell.adapters.store_contract import decision, state_of
 
 PARAMS = SimParams(accounts=4, seed=8)
 
@@ -34,19 +37,33 @@ def test_world_store_save_load_round_trip_and_clears_journal(tmp_path: Path) -> 
     store.close()
 
 
-def test_world_store_tables_of_its_own_only(tmp_path: Path) -> None:
-    """The simulator touches only its sim_* tables of a shared file."""
+async def test_world_store_tables_of_its_own_only(tmp_path: Path) -> None:
+    """The simulator touches only its sim_* tables of the watcher's store file."""
     path = tmp_path / "shared.sqlite"
-    with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE states (wallet TEXT)")
-        db.execute("INSERT INTO states VALUES ('w')")
+    states = SqliteStore(path)
+    await states.commit("w", state_of("w", 1), decision(state_of("w", 1), 1), expected_version=0)
+    await states.close()
     store = WorldStore(path)
     store.save(new_world(PARAMS, Config()))
     store.close()
     with sqlite3.connect(path) as db:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert db.execute("SELECT wallet FROM states").fetchall() == [("w",)]
+        assert db.execute("SELECT wallet, version FROM states").fetchall() == [("w", 1)]
     assert {"states", "sim_world", "sim_journal"} <= tables
+
+
+def test_world_store_refuses_another_programs_database(tmp_path: Path) -> None:
+    """A SQLite file of another program (here with a ``states`` table of its own) is refused
+    before the simulator's tables are written into it."""
+    path = tmp_path / "other.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE states (wallet TEXT)")
+        db.execute("INSERT INTO states VALUES ('w')")
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(ForeignFile, match="not a liqshell store"):
+        WorldStore(path)
+    assert path.read_bytes() == before
 
 
 def test_world_store_corrupt_snapshot_clear_error(tmp_path: Path) -> None:
