@@ -84,7 +84,16 @@ class NullMetrics:
         """``count`` unfinished commands were reported at start-up."""
 
     def quarantined(self, count: int) -> None:
-        """``count`` wallets are quarantined until a restart."""
+        """``count`` wallets are quarantined (until reloaded from the store)."""
+
+    def released(self) -> None:
+        """A quarantined wallet was reloaded from the store and is stepped again."""
+
+    def resent(self, command: str) -> None:
+        """An unfinished ``StartAuction`` / ``StopAuction`` was sent again at a restart."""
+
+    def backfilled(self, count: int) -> None:
+        """``count`` committed records were appended to a recorder that lacked them."""
 
     def active_orders(self, count: int) -> None:
         """``count`` liquidation orders are tracked across all wallets."""
@@ -141,7 +150,18 @@ class Metrics(NullMetrics):
             "unfinished_commands", "Unfinished commands reported at start-up"
         )
         self.quarantined_wallets = gauge(
-            "quarantined_wallets", "Wallets not stepped until a restart reconciles them"
+            "quarantined_wallets", "Wallets not stepped until reloaded from the store"
+        )
+        self.quarantine_releases = counter(
+            "quarantine_releases", "Quarantined wallets reloaded from the store after a backoff"
+        )
+        self.resent_requests = counter(
+            "resent_requests",
+            "Unfinished auction requests sent again at a restart, by command",
+            ("command",),
+        )
+        self.backfilled_records = counter(
+            "backfilled_records", "Committed records appended to a recorder that lacked them"
         )
         self.active_liquidation_orders = gauge(
             "active_liquidation_orders", "Liquidation orders tracked by pre-liquidation states"
@@ -204,6 +224,15 @@ class Metrics(NullMetrics):
 
     def quarantined(self, count: int) -> None:
         self.quarantined_wallets.set(count)
+
+    def released(self) -> None:
+        self.quarantine_releases.inc()
+
+    def resent(self, command: str) -> None:
+        self.resent_requests.labels(command=command).inc()
+
+    def backfilled(self, count: int) -> None:
+        self.backfilled_records.inc(count)
 
     def active_orders(self, count: int) -> None:
         self.active_liquidation_orders.set(count)

@@ -39,6 +39,7 @@ __all__ = [
     "AuctionFeed",
     "AuctionReceipt",
     "Clock",
+    "CompletableRecorder",
     "Conflict",
     "Cursor",
     "EventSink",
@@ -168,7 +169,8 @@ class Record:
     ``orders``, ``now``) and what it returned (``commands``, ``state``), so
     ``step(previous, health, orders, now, config)`` reproduces it exactly. ``executed`` is
     false in shadow mode. ``pending`` is what the store keeps as the wallet's unfinished
-    commands after this record is committed.
+    commands after this record is committed. ``version`` is the version its commit created;
+    0 for a record that was not committed with a state (see :attr:`commits_version`).
     """
 
     kind: RecordKind
@@ -188,6 +190,13 @@ class Record:
     note: str = ""
     schema: int = RECORD_SCHEMA
 
+    @property
+    def commits_version(self) -> bool:
+        """Whether the record was committed with a state: executed, and ``version`` is the
+        version that commit created (records that went in without a state — a skipped feed
+        item, a quarantine or a failed restart report — carry version 0)."""
+        return self.executed and self.version > 0
+
 
 @attrs.frozen(kw_only=True)
 class Stored:
@@ -200,12 +209,16 @@ class Stored:
 
 @attrs.frozen(kw_only=True)
 class PollReport:
-    """What one poll did."""
+    """What one poll did: wallets stepped and skipped, commits lost to another instance,
+    commands executed; ``released`` wallets came back from quarantine at its start (their
+    backoff over, reloaded from the store) and ``quarantined`` wallets are still held."""
 
     stepped: int = 0
     skipped: int = 0
     conflicts: int = 0
     commands: int = 0
+    released: int = 0
+    quarantined: int = 0
 
 
 class PortfolioSource(Protocol):
@@ -287,6 +300,17 @@ class StateStore(Protocol):
         """Every stored wallet."""
         ...
 
+    async def load_one(self, wallet: str) -> Stored | None:
+        """One wallet's entry (``None``: nothing stored). The watcher reloads a wallet whose
+        version is in doubt with it; for a store without it, it falls back to :meth:`load`."""
+        ...
+
+    async def history(self, wallet: str, *, after_version: int) -> Sequence[Record]:
+        """The records committed with the wallet's states after ``after_version``, in
+        version order. The watcher completes a separate recorder's log with them at start-up;
+        for a store without it, it cannot (and says so)."""
+        ...
+
     async def cursor(self) -> Cursor | None:
         """The committed feed cursor."""
         ...
@@ -334,6 +358,15 @@ class Recorder(Protocol):
 
     async def append(self, record: Record) -> None:
         """Append one record."""
+        ...
+
+
+class CompletableRecorder(Recorder, Protocol):
+    """A recorder that can tell what it holds, so the watcher completes it at start-up from
+    the store's history (records committed before a crash but never appended)."""
+
+    async def last_versions(self) -> Mapping[str, int]:
+        """The highest version committed with a state that the log holds, by wallet."""
         ...
 
 

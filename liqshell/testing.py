@@ -274,6 +274,14 @@ class MemoryRecorder:
         """The records of ``kind``, in order."""
         return [record for record in self.records if record.kind is kind]
 
+    async def last_versions(self) -> Mapping[str, int]:
+        """The highest version committed with a state among the records, by wallet."""
+        last: dict[str, int] = {}
+        for record in self.records:
+            if record.commits_version:
+                last[record.wallet] = max(last.get(record.wallet, 0), record.version)
+        return MappingProxyType(dict(sorted(last.items())))
+
 
 class MemoryStore(MemoryRecorder):
     """``StateStore`` and ``Recorder`` in memory, with real compare-and-set semantics.
@@ -282,13 +290,16 @@ class MemoryStore(MemoryRecorder):
     :attr:`committed` only the records that went in with a state or cursor. Each call is
     one atomic step of the event loop, so concurrent callers see compare-and-set exactly as
     with a database. :meth:`fail_commit` scripts failures (before or after the commit took
-    effect). :meth:`close` only counts calls, so a "restarted" watcher can reuse the store.
+    effect). :meth:`close` only counts calls, so a "restarted" watcher can reuse the store;
+    ``load_calls`` and ``load_one_calls`` count full and single-wallet loads.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.committed: list[Record] = []
         self.close_calls = 0
+        self.load_calls = 0
+        self.load_one_calls = 0
         self._stored: dict[str, Stored] = {}
         self._cursor: Cursor | None = None
         self._applied: set[str] = set()
@@ -298,7 +309,21 @@ class MemoryStore(MemoryRecorder):
 
     async def load(self) -> Mapping[str, Stored]:
         """Every stored wallet, sorted by wallet."""
+        self.load_calls += 1
         return MappingProxyType(dict(sorted(self._stored.items())))
+
+    async def load_one(self, wallet: str) -> Stored | None:
+        """The wallet's entry (``None``: nothing stored)."""
+        self.load_one_calls += 1
+        return self._stored.get(wallet)
+
+    async def history(self, wallet: str, *, after_version: int) -> Sequence[Record]:
+        """The records committed with the wallet's states after ``after_version``."""
+        return tuple(
+            record
+            for record in self.committed
+            if record.wallet == wallet and record.commits_version and record.version > after_version
+        )
 
     async def cursor(self) -> Cursor | None:
         """The committed feed cursor."""

@@ -12,7 +12,11 @@ stepped on an unknown state.
 Chain and operator events from the feed are applied under the same per-wallet lock as the
 polls and committed with the feed cursor; event ids already applied are skipped, and every
 item moves the cursor. At start-up the unfinished commands of each wallet's last decision
-are reported (never replayed) and unconfirmed publishes are published again with their key.
+are reported; a ``StartAuction`` or ``StopAuction`` that is still the wallet's latest
+request is sent again with its request id (the executor is idempotent per wallet) and its
+outcome folded in; unconfirmed publishes are published again with their key; submits and
+cancels are not replayed (the next step, on a fresh snapshot, supersedes them). A recorder
+that is not the store is completed from the store's history before the first poll.
 
 In shadow mode (``Config.enabled = False``) decisions are recorded with
 ``executed=False``; nothing is executed and nothing is committed to the store, whose
@@ -45,6 +49,7 @@ from liqcore import (
     Config,
     Event,
     Health,
+    InLiquidation,
     InvalidInput,
     OpenOrder,
     Portfolio,
@@ -52,6 +57,7 @@ from liqcore import (
     PublishStateChange,
     Quote,
     StartAuction,
+    StopAuction,
     SubmitOrder,
 )
 from liqcore.machine import apply, next_wakeup, step, wallets_to_check
@@ -82,12 +88,16 @@ from liqshell.ports import (
     Unfinished,
 )
 
-__all__ = ["OUTCOME_COMMIT_ATTEMPTS", "Watcher"]
+__all__ = ["OUTCOME_COMMIT_ATTEMPTS", "QUARANTINE_BACKOFF_MS", "Watcher"]
 
 T = TypeVar("T")
 
 OUTCOME_COMMIT_ATTEMPTS = 3
 """How often the outcomes of a decision are committed before the wallet is quarantined."""
+
+QUARANTINE_BACKOFF_MS = 30_000
+"""How long a quarantined wallet waits before it is reloaded from the store (the default of
+``Watcher(quarantine_backoff_ms=…)``); a reload that fails waits as long again."""
 
 _DEFAULT_CONFIG = Config()
 _log = get_logger("watcher")
@@ -100,14 +110,23 @@ class _Tally:
     skipped: int = 0
     conflicts: int = 0
     commands: int = 0
+    released: int = 0
 
-    def report(self) -> PollReport:
+    def report(self, quarantined: int) -> PollReport:
         return PollReport(
             stepped=self.stepped,
             skipped=self.skipped,
             conflicts=self.conflicts,
             commands=self.commands,
+            released=self.released,
+            quarantined=quarantined,
         )
+
+
+@attrs.define
+class _Quarantine:
+    reason: str
+    since_ms: int
 
 
 class _Stop(Exception):
@@ -122,7 +141,10 @@ class Watcher:
     created on it) or a :class:`~liqshell.metrics.Metrics`; ``None`` counts nothing.
     ``concurrency`` bounds how many wallets are worked on at once; one wallet's steps never
     overlap. When ``recorder`` is the store itself, records committed with a state are not
-    appended a second time.
+    appended a second time; when it is not, and it can tell what it holds (a
+    :class:`~liqshell.ports.CompletableRecorder`), it is completed from the store's history at
+    start-up. A wallet quarantined because its outcomes could not be committed is reloaded
+    from the store ``quarantine_backoff_ms`` later (at the start of a poll).
     """
 
     def __init__(
@@ -142,11 +164,17 @@ class Watcher:
         config: Config = _DEFAULT_CONFIG,
         concurrency: int = 32,
         metrics: object = None,
+        quarantine_backoff_ms: int = QUARANTINE_BACKOFF_MS,
     ) -> None:
         if not isinstance(config, Config):
             raise TypeError(f"Watcher config must be a liqcore.Config, was {config!r}")
         if type(concurrency) is not int or concurrency < 1:
             raise ValueError(f"Watcher concurrency must be an int ≥ 1, was {concurrency!r}")
+        if type(quarantine_backoff_ms) is not int or quarantine_backoff_ms < 0:
+            raise ValueError(
+                f"Watcher quarantine_backoff_ms must be an int ≥ 0, was {quarantine_backoff_ms!r}"
+            )
+        self._quarantine_backoff_ms = quarantine_backoff_ms
         self._portfolios = portfolios
         self._margin = margin
         self._quotes = quotes
@@ -173,7 +201,7 @@ class Watcher:
         self._cursor_stale = False
         self._shadow_applied: set[str] = set()
         self._stale: dict[str, bool] = {}  # wallet → reconcile its unfinished after reload
-        self._quarantined: dict[str, str] = {}
+        self._quarantined: dict[str, _Quarantine] = {}
         self._wakeups: dict[str, int] = {}
         self._active_orders: dict[str, int] = {}
         self._stop: asyncio.Event | None = None
@@ -203,7 +231,8 @@ class Watcher:
 
     @property
     def quarantined(self) -> frozenset[str]:
-        """Wallets not stepped again until a restart (their outcomes could not be committed)."""
+        """Wallets not stepped until they are reloaded from the store (their outcomes could
+        not be committed); see ``quarantine_backoff_ms``."""
         return frozenset(self._quarantined)
 
     @property
@@ -220,7 +249,9 @@ class Watcher:
         """One poll of every wallet to check (SPEC §9, the poll)."""
         await self._ensure_started()
         started = time.perf_counter()
+        tally = _Tally()
         try:
+            tally.released = await self._release_quarantined()
             try:
                 portfolios = await self._observe_call(self._portfolios.portfolios())
                 states = {wallet: stored.state for wallet, stored in self._stored.items()}
@@ -232,10 +263,9 @@ class Watcher:
                     error,
                     extra=fields(phase=None),
                 )
-                return PollReport()
-            tally = _Tally()
+                return tally.report(len(self._quarantined))
             await self._step_wallets(wallets, tally)
-            return tally.report()
+            return tally.report(len(self._quarantined))
         finally:
             self._metrics.poll_duration(time.perf_counter() - started)
 
@@ -333,6 +363,8 @@ class Watcher:
             loaded = await self._store.load()
             self._cursor = await self._store.cursor()
             self._stored = dict(loaded)
+            if not self._shadow:
+                await self._complete_recorder()
             for wallet in sorted(self._stored):
                 self._track(wallet)
                 if self._stored[wallet].unfinished:
@@ -349,48 +381,104 @@ class Watcher:
     def _is_started(self) -> bool:
         return self._started
 
+    async def _complete_recorder(self) -> None:
+        """Append to a separate recorder the records the store committed that it lacks (lost
+        to a crash between a commit and its append), so its log is complete again."""
+        if id(self._recorder) == id(self._store):
+            return
+        last_versions = getattr(self._recorder, "last_versions", None)
+        if last_versions is None:
+            return  # a recorder that cannot tell what it holds
+        if not hasattr(self._store, "history"):
+            _log.warning(
+                "the store has no history(): the recorder cannot be completed after a crash",
+                extra=fields(),
+            )
+            return
+        try:
+            held: Mapping[str, int] = await last_versions()
+            appended = 0
+            for wallet in sorted(self._stored):
+                have = held.get(wallet, 0)
+                if have >= self._stored[wallet].version:
+                    continue
+                for record in await self._store.history(wallet, after_version=have):
+                    await self._recorder.append(record)
+                    appended += 1
+        except Exception as error:
+            self._metrics.commit_failed("recorder")
+            _log.warning("completing the recorder failed: %r", error, extra=fields())
+            return
+        if appended:
+            self._metrics.backfilled(appended)
+            _log.warning(
+                "appended %d committed records the recorder lacked (lost at a crash)",
+                appended,
+                extra=fields(),
+            )
+
     async def _reconcile(self, wallet: str, note: str) -> None:
-        """Report a wallet's unfinished commands (never replayed) and publish again the
-        state changes whose publish was not confirmed, with their original key."""
+        """Reconcile a wallet's unfinished commands (at start-up, or after a reload).
+
+        A ``StartAuction`` or ``StopAuction`` that is still the wallet's latest request (its
+        request id is the one the stored state waits on, with no receipt yet) is sent again
+        with that id — the executor is idempotent per wallet — and its outcome folded in as
+        after any send. Publishes are published again with their original key. Submits and
+        cancels are reported, never replayed: the next step sees a fresh snapshot and
+        supersedes them."""
         stored = self._stored[wallet]
         unfinished = stored.unfinished
         self._metrics.unfinished(len(unfinished))
+        now = self._now(stored.state)
+        state = stored.state
+        events: list[Event] = []
         remaining: list[Unfinished] = []
         for entry in unfinished:
+            command = entry.command
+            resend = not self._shadow and (
+                isinstance(command, PublishStateChange) or _still_requested(stored.state, command)
+            )
             _log.warning(
-                "wallet %s: %s found unfinished %s (version %d, index %d): not replayed",
+                "wallet %s: %s found unfinished %s (version %d, index %d): %s",
                 wallet,
                 note,
-                type(entry.command).__name__,
+                type(command).__name__,
                 entry.version,
                 entry.index,
+                "sent again" if resend else "not replayed",
                 extra=fields(
                     wallet=wallet,
                     phase=state_phase(stored.state),
-                    request_id=command_request_id(entry.command),
+                    request_id=command_request_id(command),
                     version=entry.version,
                     index=entry.index,
                 ),
             )
-            if isinstance(entry.command, PublishStateChange):
-                if self._shadow:
-                    remaining.append(entry)
-                    continue
-                outcome = await self._interpreter.interpret(
-                    entry.command, version=entry.version, index=entry.index
-                )
-                if outcome.unfinished:
-                    remaining.append(entry)
-                else:
-                    self._metrics.publish("republished")
+            if not resend:
+                if isinstance(command, PublishStateChange):
+                    remaining.append(entry)  # shadow mode: published by nobody
+                continue
+            outcome = await self._interpreter.interpret(
+                command, version=entry.version, index=entry.index
+            )
+            for event in outcome.events:
+                state = apply(state, event, now)
+            events.extend(outcome.events)
+            if outcome.unfinished:
+                remaining.append(entry)
+            elif isinstance(command, PublishStateChange):
+                self._metrics.publish("republished")
+            else:
+                self._metrics.resent(type(command).__name__)
         record = Record(
             kind=RecordKind.RESTART,
             wallet=wallet,
-            now=self._clock.now_ms(),
+            now=now,
             version=stored.version + 1,
             previous=stored.state,
-            state=stored.state,
+            state=state,
             commands=tuple(entry.command for entry in unfinished),
+            events=tuple(events),
             pending=tuple(remaining),
             executed=not self._shadow,
             note=note,
@@ -400,29 +488,34 @@ class Watcher:
             return
         try:
             version = await self._store.commit(
-                wallet, stored.state, record, expected_version=stored.version
+                wallet, state, record, expected_version=stored.version
             )
-        except Conflict:
-            self._metrics.conflict()
-            self._stale[wallet] = False
-            await self._record(record, committed=False)
-            return
         except Exception as error:
-            self._metrics.commit_failed(RecordKind.RESTART.value)
-            _log.warning(
-                "wallet %s: committing the %s report failed: %r",
-                wallet,
-                note,
-                error,
-                extra=fields(wallet=wallet, phase=state_phase(stored.state)),
-            )
+            if isinstance(error, Conflict):
+                self._metrics.conflict()
+            else:
+                self._metrics.commit_failed(RecordKind.RESTART.value)
+                _log.warning(
+                    "wallet %s: committing the %s report failed: %r",
+                    wallet,
+                    note,
+                    error,
+                    extra=fields(wallet=wallet, phase=state_phase(stored.state)),
+                )
+            # The state is in doubt: reload it before the wallet is stepped again.
             self._stale[wallet] = False
-            await self._record(record, committed=False)
+            await self._record(attrs.evolve(record, version=0), committed=False)
             return
-        self._stored[wallet] = Stored(
-            state=stored.state, version=version, unfinished=record.pending
-        )
+        self._stored[wallet] = Stored(state=state, version=version, unfinished=record.pending)
+        self._counted_transition(stored.state, state)
+        self._track(wallet)
         await self._record(record, committed=True)
+
+    async def _load_one(self, wallet: str) -> Stored | None:
+        """The wallet's stored entry; a store without ``load_one`` is loaded whole."""
+        if hasattr(self._store, "load_one"):
+            return await self._store.load_one(wallet)
+        return (await self._store.load()).get(wallet)
 
     async def _refresh(self, wallet: str) -> bool:
         """Reload a wallet whose stored version is in doubt (a conflict or a failed commit);
@@ -430,7 +523,7 @@ class Watcher:
         if wallet not in self._stale:
             return True
         try:
-            loaded = await self._store.load()
+            entry = await self._load_one(wallet)
         except Exception as error:
             _log.warning(
                 "wallet %s: reloading from the store failed: %r",
@@ -440,7 +533,6 @@ class Watcher:
             )
             return False
         reconcile = self._stale.pop(wallet)
-        entry = loaded.get(wallet)
         if entry is None:
             self._stored.pop(wallet, None)
         else:
@@ -449,6 +541,55 @@ class Watcher:
                 await self._reconcile(wallet, "reload")
         self._track(wallet)
         return True
+
+    async def _release_quarantined(self) -> int:
+        """Reload from the store, and reconcile as a restart would, every quarantined wallet
+        whose backoff has passed; returns how many came back."""
+        if not self._quarantined:
+            return 0
+        now = self._clock.now_ms()
+        due = sorted(
+            wallet
+            for wallet, held in self._quarantined.items()
+            if now >= held.since_ms + self._quarantine_backoff_ms
+        )
+        released = 0
+        for wallet in due:
+            async with self._lock(wallet):
+                if wallet not in self._quarantined:
+                    continue
+                try:
+                    entry = await self._load_one(wallet)
+                except Exception as error:
+                    self._quarantined[wallet].since_ms = now  # wait another backoff
+                    _log.warning(
+                        "wallet %s: reloading the quarantined wallet failed: %r",
+                        wallet,
+                        error,
+                        extra=fields(wallet=wallet),
+                    )
+                    continue
+                del self._quarantined[wallet]
+                self._stale.pop(wallet, None)
+                if entry is None:
+                    self._stored.pop(wallet, None)
+                else:
+                    self._stored[wallet] = entry
+                    if entry.unfinished:
+                        await self._reconcile(wallet, "release")
+                self._track(wallet)
+                released += 1
+                self._metrics.released()
+                self._metrics.quarantined(len(self._quarantined))
+                _log.warning(
+                    "wallet %s: released from quarantine, reloaded at version %s",
+                    wallet,
+                    None if entry is None else entry.version,
+                    extra=fields(
+                        wallet=wallet, phase=state_phase(None if entry is None else entry.state)
+                    ),
+                )
+        return released
 
     # ---------------------------------------------------------------- the poll
 
@@ -665,12 +806,15 @@ class Watcher:
             self._track(wallet)
             await self._record(record, committed=True)
             return True
-        self._quarantined[wallet] = repr(failure)
+        self._quarantined[wallet] = _Quarantine(reason=repr(failure), since_ms=self._clock.now_ms())
         self._wakeups.pop(wallet, None)
         self._metrics.quarantined(len(self._quarantined))
-        await self._record(attrs.evolve(record, note=f"quarantined: {failure!r}"), committed=False)
+        await self._record(
+            attrs.evolve(record, version=0, note=f"quarantined: {failure!r}"), committed=False
+        )
         _log.error(
-            "wallet %s: committing the outcomes failed (%r); not stepped again until a restart",
+            "wallet %s: committing the outcomes failed (%r); quarantined: not stepped until "
+            "it is reloaded from the store",
             wallet,
             failure,
             extra=fields(wallet=wallet, phase=state_phase(after), version=stored.version),
@@ -725,7 +869,7 @@ class Watcher:
             if wallet in self._quarantined:
                 self._metrics.feed_item("blocked")
                 _feed_log.error(
-                    "wallet %s is quarantined: feed item %s waits for a restart",
+                    "wallet %s is quarantined: feed item %s waits for its reload",
                     wallet,
                     item.event_id,
                     extra=fields(wallet=wallet, event_id=item.event_id, cursor=item.cursor),
@@ -959,6 +1103,24 @@ def _reprice_cancels_confirmed(
         for o in cancels
         if isinstance(o.command, CancelOrder)
     )
+
+
+def _still_requested(state: AccountState, command: Command) -> bool:
+    """Whether ``command`` is an auction request the stored ``state`` still waits on: the
+    ``StartAuction`` of a pre-liquidation pending full request with no receipt yet, or the
+    ``StopAuction`` of the running auction's stop request."""
+    phase = state.phase
+    match command:
+        case StartAuction():
+            return (
+                isinstance(phase, PreLiquidation)
+                and phase.pending_full_request_id == command.request_id
+                and phase.pending_full_auction_id is None
+            )
+        case StopAuction():
+            return isinstance(phase, InLiquidation) and phase.stop_request_id == command.request_id
+        case _:
+            return False
 
 
 def _event_kind(event: Event) -> str:

@@ -36,8 +36,9 @@ import fcntl
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 from liqcore import StateChange, codec
 from liqcore.errors import InvalidInput
@@ -295,6 +296,20 @@ def read_records(path: str | os.PathLike[str]) -> Iterator[Record]:
             raise type(error)(f"{os.fspath(path)}:{number}: {error}") from None
 
 
+def _last_versions(path: str) -> Mapping[str, int]:
+    last: dict[str, int] = {}
+    if not os.path.exists(path):
+        return last
+    for number, line in _lines(path):
+        data = _parse(path, number, line)
+        if not isinstance(data, dict) or header_from_data(data) is not None:
+            continue
+        wallet, version = data.get("wallet"), data.get("version", 0)
+        if type(wallet) is str and type(version) is int and data.get("executed", True) is True:
+            last[wallet] = max(last.get(wallet, 0), version)
+    return MappingProxyType(dict(sorted(last.items())))
+
+
 def _change_from_data(data: object, where: str) -> tuple[tuple[str, int, int], StateChange]:
     if not isinstance(data, dict) or set(data) != {"change", "key"}:
         raise InvalidInput(f"{where}: expected an object with 'change' and 'key'")
@@ -349,6 +364,11 @@ class JsonlRecorder:
     async def close(self) -> None:
         """Close the file (the next append opens it again)."""
         await self._file.aclose()
+
+    async def last_versions(self) -> Mapping[str, int]:
+        """The highest version committed with a state that the file holds, by wallet (read
+        in a worker thread; the watcher completes the log from the store's history with it)."""
+        return await asyncio.to_thread(_last_versions, self.path)
 
     def records(self) -> Iterator[Record]:
         """The records written so far (:func:`read_records`; none before the first append)."""

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, LiteralString
 
@@ -107,6 +107,12 @@ class _Queries:
         self.load = q(
             "SELECT wallet, version, state_json, unfinished_json FROM {schema}.states "
             "ORDER BY wallet"
+        )
+        self.load_one = q(
+            "SELECT version, state_json, unfinished_json FROM {schema}.states WHERE wallet = %s"
+        )
+        self.history = q(
+            "SELECT body_json FROM {schema}.records WHERE wallet = %s AND version > %s ORDER BY seq"
         )
         self.cursor = q("SELECT cursor_json FROM {schema}.feed WHERE id = 1")
         self.applied = q("SELECT 1 FROM {schema}.applied_events WHERE event_id = %s")
@@ -264,6 +270,27 @@ class PostgresStore:
         return MappingProxyType(
             {s.state.wallet: s for s in sorted(stored, key=lambda s: s.state.wallet)}
         )
+
+    async def load_one(self, wallet: str) -> Stored | None:
+        """One wallet's entry (``None``: nothing stored)."""
+        async with self._connection("load_one") as conn:
+            row = await (await conn.execute(self._q.load_one, (storage_key(wallet),))).fetchone()
+        if row is None:
+            return None
+        version, state, unfinished = row
+        return Stored(
+            state=codec.from_json(state, AccountState),
+            version=int(version),
+            unfinished=codec.from_json(unfinished, tuple[Unfinished, ...]),
+        )
+
+    async def history(self, wallet: str, *, after_version: int) -> Sequence[Record]:
+        """The records committed with the wallet's states after ``after_version``, in order."""
+        async with self._connection("history") as conn:
+            cur = await conn.execute(self._q.history, (storage_key(wallet), after_version))
+            rows = await cur.fetchall()
+        records = (record_from_json(body) for (body,) in rows)
+        return tuple(record for record in records if record.commits_version)
 
     async def cursor(self) -> Cursor | None:
         """The committed feed cursor."""

@@ -49,7 +49,7 @@ import shutil
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import TypeVar
@@ -315,6 +315,27 @@ class SqliteStore:
         )
         stored = [_stored(version, state, unfinished) for _, version, state, unfinished in rows]
         return MappingProxyType({s.state.wallet: s for s in sorted(stored, key=_wallet_of)})
+
+    async def load_one(self, wallet: str) -> Stored | None:
+        """One wallet's entry (``None``: nothing stored)."""
+        row = await self._call(
+            lambda db: db.execute(
+                "SELECT version, state_json, unfinished_json FROM states WHERE wallet = ?",
+                (storage_key(wallet),),
+            ).fetchone()
+        )
+        return None if row is None else _stored(int(row[0]), row[1], row[2])
+
+    async def history(self, wallet: str, *, after_version: int) -> Sequence[Record]:
+        """The records committed with the wallet's states after ``after_version``, in order."""
+        rows = await self._call(
+            lambda db: db.execute(
+                "SELECT body_json FROM records WHERE wallet = ? AND version > ? ORDER BY seq",
+                (storage_key(wallet), after_version),
+            ).fetchall()
+        )
+        records = (record_from_json(body) for (body,) in rows)
+        return tuple(record for record in records if record.commits_version)
 
     async def cursor(self) -> Cursor | None:
         """The committed feed cursor."""
