@@ -472,35 +472,84 @@ def _kinds(commands: tuple[object, ...]) -> str:
     return ", ".join(type(command).__name__ for command in commands) or "none"
 
 
-class _Counted:
-    """An iterator of records that counts them."""
+class _Tracked:
+    """An iterator of records that counts them and collects, per wallet, the versions of
+    the records committed with a state."""
 
     def __init__(self, records: Iterator[Record]) -> None:
         self._records = records
         self.count = 0
+        self.versions: dict[str, set[int]] = {}
 
     def __iter__(self) -> Iterator[Record]:
         for record in self._records:
             self.count += 1
+            if record.commits_version:
+                self.versions.setdefault(record.wallet, set()).add(record.version)
             yield record
+
+
+def version_gaps(versions: Mapping[str, set[int]], *, from_one: bool) -> dict[str, list[int]]:
+    """Per wallet, the versions missing from a log that holds ``versions`` (committed
+    versions are gapless in the store): the holes between the lowest and the highest, and
+    below the lowest too when the log starts at version 1 (``from_one``)."""
+    gaps: dict[str, list[int]] = {}
+    for wallet, held in sorted(versions.items()):
+        start = 1 if from_one else min(held)
+        missing = [v for v in range(start, max(held) + 1) if v not in held]
+        if missing:
+            gaps[wallet] = missing
+    return gaps
+
+
+def _ranges(numbers: Sequence[int]) -> str:
+    """``[3, 4, 5, 9]`` → ``"3-5, 9"``."""
+    parts: list[str] = []
+    start = previous = numbers[0]
+    for number in [*numbers[1:], None]:
+        if number is not None and number == previous + 1:
+            previous = number
+            continue
+        parts.append(str(start) if start == previous else f"{start}-{previous}")
+        if number is not None:
+            start = previous = number
+    return ", ".join(parts)
+
+
+def _starts_at_one(path: Path) -> bool:
+    """Whether the log at ``path`` holds every wallet's history from version 1: a store's
+    log, or a recording with a header (its recorder is completed from the store)."""
+    from liqshell.adapters import SQLITE_MAGIC
+    from liqshell.adapters.jsonl import read_header
+
+    with path.open("rb") as handle:
+        if handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC:
+            return True
+    return read_header(path) is not None
 
 
 def _replay(args: argparse.Namespace) -> int:
     path = _recording_path(args.recording)
     config = load_settings(args.config).config if args.config else Config()
-    counted = _Counted(read_records(path))
-    decisions, mismatches = replay_records(iter(counted), config)
-    if counted.count == 0:
+    tracked = _Tracked(read_records(path))
+    decisions, mismatches = replay_records(iter(tracked), config)
+    if tracked.count == 0:
         raise CliError(f"{path}: no records (an empty recording, or only a torn line)")
+    gaps = version_gaps(tracked.versions, from_one=_starts_at_one(path))
     for mismatch in mismatches[: args.show]:
         print(
             f"mismatch: record {mismatch.index} wallet {mismatch.wallet} now {mismatch.now}: "
             f"{mismatch.what}"
         )
-    print(f"replayed {decisions} decisions from {path}: {len(mismatches)} mismatches")
+    for wallet, missing in list(gaps.items())[: args.show]:
+        print(f"gap: wallet {wallet}: versions {_ranges(missing)} missing from the log")
+    summary = f"replayed {decisions} decisions from {path}: {len(mismatches)} mismatches"
+    if gaps:
+        summary += f", {len(gaps)} wallets with versions missing (the log is incomplete)"
+    print(summary)
     if decisions == 0:
         print(f"liqshell: warning: {path} holds no decision records", file=sys.stderr)
-    return EXIT_FAILURE if mismatches else EXIT_OK
+    return EXIT_FAILURE if mismatches or gaps else EXIT_OK
 
 
 @attrs.frozen(kw_only=True)

@@ -7,6 +7,7 @@ import itertools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
+from pathlib import Path
 
 import attrs
 import pytest
@@ -35,12 +36,25 @@ from liqcore import (
     Quote,
     Side,
     StartAuction,
+    StopAuction,
     SubmitOrder,
     to_decimal,
 )
 from liqcore.machine import step
 from liqshell import Watcher
-from liqshell.ports import MarginReport, PollReport, Record, RecordKind
+from liqshell.adapters.jsonl import JsonlRecorder
+from liqshell.adapters.jsonl import read_records as jsonl_records
+from liqshell.cli import main as cli_main
+from liqshell.ports import (
+    AuctionReceipt,
+    MarginReport,
+    OutcomeUnknown,
+    PollReport,
+    Record,
+    RecordKind,
+    Stored,
+    Unfinished,
+)
 from liqshell.testing import (
     FakeExchange,
     FakeFeed,
@@ -826,6 +840,330 @@ async def test_watcher_quarantines_wallet_whose_outcomes_cannot_be_committed() -
     report = await world.poll(restarted)
     assert report.stepped >= 1
     assert restarted.quarantined == frozenset()
+
+
+@attrs.define
+class Killed:
+    """An auction executor in a process killed right after the commit: nothing leaves."""
+
+    async def start(self, command: StartAuction) -> AuctionReceipt:
+        raise OutcomeUnknown("killed before sending")
+
+    async def stop(self, command: StopAuction) -> None:
+        raise OutcomeUnknown("killed before sending")
+
+
+async def test_watcher_restart_sends_again_a_start_auction_lost_to_a_crash() -> None:
+    """A StartAuction committed but never sent (the process died) is sent again at the
+    restart, before the first poll, with its original request id; its receipt is folded in
+    and committed, and nothing is left unfinished."""
+    world = seed_world()
+    world.exchange.set_portfolio(W, perp_portfolio())
+    await world.poll(world.watcher(auctions=Killed()))
+    decided = pre(world.state())
+    assert decided.pending_full_request_id is not None
+    assert decided.pending_full_auction_id is None
+    assert world.exchange.starts == []
+
+    restarted = world.watcher()
+    await world.drain(restarted)  # start-up only: no poll
+    (start,) = world.exchange.starts
+    assert start.request_id == decided.pending_full_request_id
+    phase = pre(world.state())
+    assert phase.pending_full_request_id == start.request_id
+    assert phase.pending_full_auction_id == world.exchange.auctions_created[0][1].auction_id
+    stored = world.store.stored(W)
+    assert stored is not None
+    assert stored.unfinished == ()
+    (restart,) = [r for r in world.store.records if r.kind is RecordKind.RESTART]
+    assert [type(e).__name__ for e in restart.events] == ["AuctionRequested"]
+    assert restart.state == stored.state
+    assert world.metric("resent_requests_total", command="StartAuction") == 1
+    report = await world.poll(restarted)
+    assert report.stepped == 1
+    assert len(world.exchange.auctions_created) == 1  # never a second auction
+
+
+async def test_watcher_restart_sends_again_a_stop_auction_lost_to_a_crash() -> None:
+    """A StopAuction committed but never sent is sent again at the restart with its
+    original request id, and the auction is stopped."""
+    world = seed_world()
+    world.exchange.set_margin(W, RECOVERED)
+    world.exchange.clear_orders(W)
+    receipt = await world.exchange.start(StartAuction(wallet=W, request_id="r0"))
+    running = InLiquidation(auction_id=receipt.auction_id, entered_at=5_000, chain_start_time=5_000)
+    world.store.put(
+        AccountState(wallet=W, margin_mode=MarginMode.STANDARD, phase=running, updated_at=5_000)
+    )
+    await world.poll(world.watcher(auctions=Killed()))
+    phase = world.state().phase
+    assert isinstance(phase, InLiquidation)
+    assert phase.stop_request_id is not None
+    assert world.exchange.stops == []
+
+    await world.drain(world.watcher())
+    (stop,) = world.exchange.stops
+    assert stop.request_id == phase.stop_request_id
+    assert world.exchange.auctions_stopped == [(W, receipt.auction_id)]
+    stored = world.store.stored(W)
+    assert stored is not None
+    assert stored.unfinished == ()
+
+
+async def test_watcher_restart_never_sends_a_stale_auction_request_or_an_order() -> None:
+    """Unfinished auction requests that are no longer the wallet's latest (the state waits on
+    another request id, or has its receipt) and unfinished submits are reported at the
+    restart and never sent."""
+    world = seed_world()
+    old_start = StartAuction(wallet=W, request_id="old")
+    submit = SubmitOrder(
+        wallet=W,
+        request_id="submit-1",
+        client_id="liq-W-1-0",
+        symbol=SYMBOL,
+        side=Side.BUY,
+        size=Decimal(1),
+        price=Decimal(150),
+    )
+    waiting = PreLiquidation(
+        entered_at=5_000,
+        mm_shortfall=Decimal(200),
+        target_equity=Decimal(330),
+        escalation_deadline=65_000,
+        bonus_bps=50,
+        pending_full_request_id="newer",
+        pending_full_requested_at=6_000,
+    )
+    world.store.put(
+        AccountState(wallet=W, margin_mode=MarginMode.STANDARD, phase=waiting, updated_at=6_000),
+        unfinished=[
+            Unfinished(version=1, index=0, command=old_start),
+            Unfinished(version=1, index=1, command=submit),
+        ],
+    )
+    await world.drain(world.watcher())
+    assert world.exchange.starts == []
+    assert world.exchange.submits == []
+    stored = world.store.stored(W)
+    assert stored is not None
+    assert stored.unfinished == ()
+    assert stored.state.phase == waiting
+
+
+# --------------------------------------------------------------------------- reloads
+
+
+async def test_watcher_reloads_only_the_wallets_in_doubt() -> None:
+    """After failed decision commits (a store blip) each wallet in doubt is reloaded alone:
+    no full load of the store after the start-up one."""
+    world = seed_world()
+    world.exchange.set_portfolio(V, seed_portfolio(ETH))
+    world.exchange.set_margin(V, LIQUIDATABLE)
+    world.exchange.set_quote(ETH, QUOTE)
+    watcher = world.watcher()
+    world.store.fail_commit(OSError("store blip"), kind=RecordKind.DECISION, times=2)
+    report = await world.poll(watcher)
+    assert (report.stepped, report.skipped) == (0, 2)
+    world.clock.set_time(11_000)
+    report = await world.poll(watcher)
+    assert report.stepped == 2
+    assert world.store.load_calls == 1  # the start-up
+    assert world.store.load_one_calls == 2  # one per wallet in doubt
+
+
+@attrs.define
+class PlainStore:
+    """A third-party store with only the original StateStore methods (no load_one,
+    no history)."""
+
+    inner: MemoryStore
+
+    async def load(self) -> Mapping[str, Stored]:
+        return await self.inner.load()
+
+    async def cursor(self) -> object:
+        return await self.inner.cursor()
+
+    async def applied(self, event_id: str) -> bool:
+        return await self.inner.applied(event_id)
+
+    async def commit(self, *args: object, **kwargs: object) -> int:
+        return await self.inner.commit(*args, **kwargs)  # type: ignore[arg-type]
+
+    async def commit_cursor(self, *args: object) -> None:
+        await self.inner.commit_cursor(*args)  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def append(self, record: Record) -> None:
+        await self.inner.append(record)
+
+
+async def test_watcher_reloads_a_wallet_from_a_store_without_load_one() -> None:
+    """A store without load_one still has its wallets in doubt reloaded (whole)."""
+    world = seed_world()
+    store = PlainStore(world.store)
+    watcher = world.watcher(store=store, recorder=store)
+    world.store.fail_commit(OSError("store blip"), kind=RecordKind.DECISION, times=1)
+    assert (await world.poll(watcher)).skipped == 1
+    world.clock.set_time(11_000)
+    assert (await world.poll(watcher)).stepped == 1
+    assert world.store.load_calls == 2
+
+
+async def test_watcher_releases_a_quarantined_wallet_after_its_backoff() -> None:
+    """A quarantined wallet is reloaded from the store once its backoff has passed (as a
+    restart would: its unfinished commands reconciled), counted, reported in the poll, and
+    stepped again — no restart needed."""
+    world = seed_world()
+    world.store.fail_commit(kind=RecordKind.OUTCOMES, times=3)
+    watcher = world.watcher(quarantine_backoff_ms=20_000)
+    report = await world.poll(watcher)
+    assert watcher.quarantined == {W}
+    assert report.quarantined == 1
+    world.clock.set_time(29_999)  # quarantined at 10_000: the backoff has not passed
+    report = await world.poll(watcher)
+    assert (report.released, report.quarantined, report.stepped) == (0, 1, 0)
+    world.clock.set_time(30_000)
+    report = await world.poll(watcher)
+    assert (report.released, report.quarantined, report.stepped) == (1, 0, 1)
+    assert watcher.quarantined == frozenset()
+    assert world.metric("quarantined_wallets") == 0
+    assert world.metric("quarantine_releases_total") == 1
+    assert [r.note for r in world.store.records if r.kind is RecordKind.RESTART] == ["release"]
+    stored = world.store.stored(W)
+    assert stored is not None
+    assert stored.state.updated_at > 30_000
+
+
+@attrs.define
+class FlakyLoads(PlainStore):
+    """A store whose single-wallet loads fail while ``down``."""
+
+    down: bool = False
+
+    async def load_one(self, wallet: str) -> Stored | None:
+        if self.down:
+            raise OSError("store down")
+        return await self.inner.load_one(wallet)
+
+
+async def test_watcher_keeps_a_quarantined_wallet_while_the_store_cannot_reload_it() -> None:
+    """A reload that fails keeps the wallet quarantined for another whole backoff."""
+    world = seed_world()
+    store = FlakyLoads(world.store)
+    world.store.fail_commit(kind=RecordKind.OUTCOMES, times=3)
+    watcher = world.watcher(store=store, recorder=store, quarantine_backoff_ms=1_000)
+    await world.poll(watcher)
+    assert watcher.quarantined == {W}
+    store.down = True
+    world.clock.set_time(11_000)
+    assert (await world.poll(watcher)).quarantined == 1
+    store.down = False
+    world.clock.set_time(11_999)
+    assert (await world.poll(watcher)).quarantined == 1
+    world.clock.set_time(12_000)
+    report = await world.poll(watcher)
+    assert (report.released, report.quarantined, report.stepped) == (1, 0, 1)
+
+
+# --------------------------------------------------------------------------- the log
+
+
+@attrs.define
+class Crashing:
+    """A recorder in a process that dies right after its commits: once ``dead``, nothing
+    more reaches the file."""
+
+    inner: JsonlRecorder
+    dead: bool = False
+
+    async def append(self, record: Record) -> None:
+        if self.dead:
+            raise OSError("killed before the append")
+        await self.inner.append(record)
+
+
+async def _log_with_a_lost_tail(world: World, path: Path) -> int:
+    """Two polls: the second's records are committed but never appended (a crash between
+    commit and append); returns the wallet's committed version."""
+    crashing = Crashing(JsonlRecorder(path))
+    watcher = world.watcher(recorder=crashing)
+    await watcher.run_once()  # not clock.drive: the recorder works in a thread
+    crashing.dead = True
+    world.exchange.clear_orders(W)
+    world.clock.set_time(20_000)
+    await watcher.run_once()
+    await crashing.inner.close()
+    stored = world.store.stored(W)
+    assert stored is not None
+    logged = {r.version for r in jsonl_records(path) if r.commits_version}
+    assert max(logged) < stored.version
+    return stored.version
+
+
+async def test_watcher_restart_completes_a_log_that_lost_records_at_a_crash(
+    tmp_path: Path,
+) -> None:
+    """Records committed but lost between the commit and the append are appended from the
+    store's history at the restart, before anything new: the log holds versions 1…N, and
+    replay finds it complete."""
+    world = seed_world()
+    path = tmp_path / "log.jsonl"
+    await _log_with_a_lost_tail(world, path)
+    recorder = JsonlRecorder(path)
+    restarted = world.watcher(recorder=recorder)
+    world.clock.set_time(30_000)
+    await restarted.run_once()
+    await recorder.close()
+    stored = world.store.stored(W)
+    assert stored is not None
+    versions = [r.version for r in jsonl_records(path) if r.commits_version]
+    assert versions == list(range(1, stored.version + 1))
+    assert world.metric("backfilled_records_total") >= 1
+    assert cli_main(["replay", str(path), "--config", str(seed_config_file(tmp_path))]) == 0
+
+
+async def test_replay_detects_versions_missing_from_a_log_and_names_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A log with a hole (records lost at a crash, the store unable to complete it) fails
+    replay with exit 1, naming the wallet and the missing versions."""
+    world = seed_world()
+    path = tmp_path / "log.jsonl"
+    lost_up_to = await _log_with_a_lost_tail(world, path)
+    store = PlainStore(world.store)  # no history(): the log cannot be completed
+    recorder = JsonlRecorder(path)
+    restarted = world.watcher(store=store, recorder=recorder)
+    world.clock.set_time(30_000)
+    await restarted.run_once()
+    await recorder.close()
+    logged = sorted({r.version for r in jsonl_records(path) if r.commits_version})
+    missing = [v for v in range(1, lost_up_to + 1) if v not in logged]
+    assert missing
+    capsys.readouterr()
+    assert cli_main(["replay", str(path), "--config", str(seed_config_file(tmp_path))]) == 1
+    out = capsys.readouterr().out
+    assert f"gap: wallet {W}: versions {missing[0]}-{missing[-1]} missing" in out
+
+
+def seed_config_file(folder: Path) -> Path:
+    """SEED_CONFIG as a TOML file for ``liqshell replay --config``."""
+    path = folder / "seed.toml"
+    lines = ["[liqcore]"] + [
+        f"{name} = {getattr(SEED_CONFIG, name)}"
+        for name in (
+            "partial_target_buffer_bps",
+            "partial_reprice_interval_ms",
+            "partial_bonus_start_bps",
+            "partial_bonus_max_bps",
+            "partial_bonus_ramp_ms",
+            "full_escalation_timeout_ms",
+        )
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 # --------------------------------------------------------------------------- shadow mode
