@@ -32,6 +32,7 @@ from liqcore.errors import LiqcoreError
 from liqcore.state import phase_tag
 from liqshell.adapters import ForeignFile, ServiceUnavailable
 from liqshell.ports import Record, RecordKind
+from liqshell.redaction import RedactingFormatter, redact
 from liqshell.settings import Settings, SettingsError, load_settings
 
 __all__ = ["CliError", "main"]
@@ -168,7 +169,7 @@ def _set_handler(handler: logging.Handler, level: str) -> None:
 def _configure_logging(level: str, stream: TextIO) -> None:
     """Log ``liqshell.*`` at ``level`` (client libraries at warning or above) to ``stream``."""
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     _set_handler(handler, level)
 
 
@@ -309,7 +310,7 @@ def describe(settings: Settings) -> str:
     """A one-line description of what ``liqshell run`` would build from ``settings``."""
     store = settings.store
     parts = [
-        f"store {store.kind} {store.path if store.kind == 'sqlite' else '(dsn set)'}",
+        f"store {store.kind} {store.path if store.kind == 'sqlite' else store.dsn}",
         f"record {store.record}" if store.record else "no JSON Lines log",
         f"nats {', '.join(settings.nats.servers)}" if settings.nats else "no nats",
         f"metrics {settings.metrics.host}:{settings.metrics.port}"
@@ -318,7 +319,7 @@ def describe(settings: Settings) -> str:
         "watcher enabled" if settings.config.enabled else "shadow mode",
         f"exchange {settings.exchange.source}" if settings.exchange.source else "no [exchange]",
     ]
-    return ", ".join(parts)
+    return redact(", ".join(parts))
 
 
 # --- recordings ----------------------------------------------------------------------------
@@ -697,5 +698,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str, status: int) -> int:
-    print(f"liqshell: error: {message}", file=sys.stderr)
+    print(f"liqshell: error: {redact(message)}", file=sys.stderr)
     return status

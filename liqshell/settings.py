@@ -47,6 +47,7 @@ from liqshell.ports import (
     Recorder,
     StateStore,
 )
+from liqshell.redaction import redact_url
 from liqshell.sim.world import SimParams
 
 if TYPE_CHECKING:
@@ -364,7 +365,9 @@ def _nats(section: _Section) -> NatsSettings:
         servers = section.texts("servers")
         for server in servers:
             if "://" not in server:
-                raise section.error("servers", f"{server!r} is not a URL (nats://host:port)")
+                raise section.error(
+                    "servers", f"{redact_url(server)!r} is not a URL (nats://host:port)"
+                )
         kwargs["servers"] = servers
     for field in fields:
         name = field.name

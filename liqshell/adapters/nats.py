@@ -96,6 +96,7 @@ from liqshell.ports import (
     OrderAnswer,
     OutcomeUnknown,
 )
+from liqshell.redaction import redact
 
 __all__ = [
     "AUCTION_START_SUBJECT",
@@ -191,7 +192,12 @@ class NatsConnector:
         self._client: Client | None = None
 
     def __repr__(self) -> str:
-        return f"NatsConnector({self.servers!r})"
+        return redact(f"NatsConnector({self.servers!r})")
+
+    @property
+    def shown_servers(self) -> str:
+        """The servers as they may be shown (credentials redacted)."""
+        return redact(", ".join(self.servers))
 
     async def client(self) -> Client:
         """The connected client; raises :class:`~liqshell.adapters.ServiceUnavailable` if
@@ -212,13 +218,14 @@ class NatsConnector:
         client = Client()
 
         async def on_error(error: Exception) -> None:
-            log.debug("nats: %s", error)
+            log.debug("nats: %s", redact(str(error)))
 
         async def on_disconnected() -> None:
-            log.warning("nats: disconnected from %s", self.servers)
+            log.warning("nats: disconnected from %s", self.shown_servers)
 
         async def on_reconnected() -> None:
-            log.warning("nats: reconnected to %s", client.connected_url)
+            url = client.connected_url
+            log.warning("nats: reconnected to %s", redact(url.geturl() if url else "?"))
 
         try:
             await asyncio.wait_for(
@@ -241,8 +248,8 @@ class NatsConnector:
             with contextlib.suppress(Exception):
                 await client.close()
             raise ServiceUnavailable(
-                f"cannot connect to NATS at {', '.join(self.servers)}: "
-                f"{type(error).__name__} {error}"
+                f"cannot connect to NATS at {self.shown_servers}: "
+                f"{type(error).__name__} {redact(str(error))}"
             ) from error
         return client
 

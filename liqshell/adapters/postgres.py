@@ -50,6 +50,7 @@ from liqshell.adapters import (
     storage_key,
 )
 from liqshell.ports import Conflict, Cursor, LiqshellError, Record, Stored, Unfinished
+from liqshell.redaction import redact
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
@@ -244,7 +245,9 @@ class PostgresStore:
                 yield conn
         except (psycopg.OperationalError, psycopg.InterfaceError) as error:
             await self._discard(pool)
-            raise StoreUnavailable(f"PostgreSQL store {self.schema!r}, {what}: {error}") from error
+            raise StoreUnavailable(
+                f"PostgreSQL store {self.schema!r}, {what}: {redact(str(error))}"
+            ) from error
 
     async def _discard(self, pool: AsyncConnectionPool | None) -> None:
         if pool is None or pool is not self._pool:

@@ -111,6 +111,7 @@ _OUR_TABLES: Mapping[str, tuple[str, ...] | None] = MappingProxyType(
         # liqshell.sim.persistence: the simulated world in the watcher's file.
         "sim_world": ("id", "params", "tick", "body"),
         "sim_journal": ("seq", "body"),
+        "sim_requests": ("seq", "op", "wallet", "request_id", "client_id"),
         "sqlite_sequence": None,  # SQLite's own, made for AUTOINCREMENT
     }
 )

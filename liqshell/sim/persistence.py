@@ -1,13 +1,15 @@
 """The simulated world in SQLite: a snapshot per tick plus a journal of exchange actions.
 
-Two tables of their own (``sim_world``, ``sim_journal``), so they can live in the watcher's
-store file. The snapshot is written once per tick; every action that changes the world
-between ticks (a submit, a cancel, an auction start or stop, a published state change) is
-journaled — committed durably — *before* it takes effect, as a real exchange persists an
-order before acknowledging it. On restart the last snapshot is loaded and the journal
-replayed, so a ``simulate`` killed at any instant resumes from exactly what the exchange
-had done, and the watcher's crash recovery sees the world it would see in production. An
-existing file is checked to be liqshell's before anything is written into it
+Tables of their own (``sim_world``, ``sim_journal``, ``sim_requests``), so they can live in
+the watcher's store file. The snapshot is written once per tick; every action that changes
+the world between ticks (a submit, a cancel, an auction start or stop, a published state
+change) is journaled — committed durably — *before* it takes effect, as a real exchange
+persists an order before acknowledging it. Every request received is also kept for the
+whole run (``sim_requests``, never emptied), so a test can count what reached the exchange.
+On restart the last snapshot is loaded and the journal replayed, so a ``simulate`` killed at
+any instant resumes from exactly what the exchange had done, and the watcher's crash
+recovery sees the world it would see in production. An existing file is checked to be
+liqshell's before anything is written into it
 (:func:`liqshell.adapters.sqlite.check_store_file`).
 """
 
@@ -34,6 +36,13 @@ CREATE TABLE IF NOT EXISTS sim_world (
 CREATE TABLE IF NOT EXISTS sim_journal (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sim_requests (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    op TEXT NOT NULL,
+    wallet TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    client_id TEXT
 );
 """
 
@@ -98,9 +107,32 @@ class WorldStore:
         self._db.execute("COMMIT")
 
     def journal(self, entry: dict[str, object]) -> None:
-        """Durably append one action (committed before the caller applies it)."""
+        """Durably append one action (committed before the caller applies it); a request
+        (submit, cancel, start, stop) also joins :meth:`requests`, in the same transaction."""
         body = json.dumps(entry, sort_keys=True, separators=(",", ":"))
-        self._db.execute("INSERT INTO sim_journal (body) VALUES (?)", (body,))
+        command = entry.get("command")
+        request = command.get("request_id") if isinstance(command, dict) else None
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("INSERT INTO sim_journal (body) VALUES (?)", (body,))
+            if isinstance(command, dict) and isinstance(request, str):
+                self._db.execute(
+                    "INSERT INTO sim_requests (op, wallet, request_id, client_id) "
+                    "VALUES (?, ?, ?, ?)",
+                    (entry["op"], command.get("wallet"), request, command.get("client_id")),
+                )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def requests(self) -> list[tuple[str, str, str, str | None]]:
+        """Every request the exchange received over the whole run, resumes included, in
+        order: ``(op, wallet, request_id, client_id)`` — what crash tests count sends by."""
+        rows = self._db.execute(
+            "SELECT op, wallet, request_id, client_id FROM sim_requests ORDER BY seq"
+        ).fetchall()
+        return [(str(op), str(w), str(r), None if c is None else str(c)) for op, w, r, c in rows]
 
     def close(self) -> None:
         """Close the connection."""

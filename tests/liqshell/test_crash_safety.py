@@ -16,11 +16,19 @@ and after each kill the test:
    timeout, and every auction a state waits for alive on the simulated chain;
 3. starts the subprocess again (it resumes) for the next kill.
 
-At the end the run completes; the replay log must hold each wallet's committed versions
-1…N with no gap or repeat, every state seen between kills at its version, and no request id
-in two decisions (nothing was replayed). The final phases are compared with an
-uninterrupted run of the same seed, and the wallets whose phase or history differ are
-printed with the first decision where they part and why (the lead quotes the report).
+At the end the run completes; the replay log — the store's, and the JSON Lines log the run
+also writes (``--record``), completed from the store at each restart — must hold each
+wallet's committed versions 1…N with no gap or repeat, every state seen between kills at
+its version, and no request id in two decisions (nothing was decided twice).
+
+Sends are counted *at the simulated exchange* (every request it received, kept across
+resumes in ``sim_requests``): every committed request reached it at least once, except the
+submits and cancels a restart reported unfinished (superseded by the next step, by design)
+and auction requests no longer the wallet's latest; submits and cancels reached it at most
+once and no client id became two orders; re-sent auction requests never opened a second
+auction. The final phases must equal those of an uninterrupted run of the same seed: no
+wallet may end elsewhere (a StartAuction or StopAuction lost to a kill is sent again at the
+restart). Wallets whose decisions differ are printed with where they part and why.
 """
 
 from __future__ import annotations
@@ -45,6 +53,8 @@ import pytest
 
 from liqcore import (
     AccountState,
+    CancelOrder,
+    Command,
     Config,
     Healthy,
     InLiquidation,
@@ -58,10 +68,12 @@ from liqcore import (
     Quote,
     StartAuction,
     StopAuction,
+    SubmitOrder,
     codec,
 )
 from liqcore.state import phase_tag
 from liqshell import Watcher
+from liqshell.adapters.jsonl import read_records as read_jsonl
 from liqshell.adapters.sqlite import read_records
 from liqshell.ports import MarginReport, Record, RecordKind, Unfinished
 from liqshell.sim import SimExchange, SimParams, WorldStore, simulate
@@ -398,15 +410,127 @@ class Killer:
         )
 
 
+# --------------------------------------------------------------------------- sends
+
+
+def exchange_requests(store: Path) -> list[tuple[str, str, str, str | None]]:
+    """Every request the simulated exchange received over the run: (op, wallet, request id,
+    client id)."""
+    worlds = WorldStore(store)
+    try:
+        return worlds.requests()
+    finally:
+        worlds.close()
+
+
+def still_requested(state: AccountState | None, command: Command) -> bool:
+    """Whether ``state`` still waits on the auction request ``command`` (no receipt yet)."""
+    if state is None:
+        return False
+    phase = state.phase
+    if isinstance(command, StartAuction):
+        return (
+            isinstance(phase, PreLiquidation)
+            and phase.pending_full_request_id == command.request_id
+            and phase.pending_full_auction_id is None
+        )
+    if isinstance(command, StopAuction):
+        return isinstance(phase, InLiquidation) and phase.stop_request_id == command.request_id
+    return False
+
+
+@attrs.frozen(kw_only=True)
+class Sends:
+    """What reached the exchange, against what was committed."""
+
+    committed: int
+    sent: int
+    superseded: int
+    resent: int
+    """Auction requests a restart found unfinished and still the wallet's latest: sent again."""
+    duplicates: int
+    """Auction requests that reached the exchange more than once (idempotent per wallet)."""
+    problems: tuple[str, ...]
+
+
+def send_problems(
+    records: Sequence[Record], requests: Sequence[tuple[str, str, str, str | None]], world: World
+) -> Sends:
+    """Every committed request reached the exchange at least once unless a restart found it
+    unfinished and superseded (a submit or cancel, or an auction request no longer the
+    wallet's latest); submits and cancels at most once, one order per client id; every
+    request at the exchange was committed; one auction per auction request id."""
+    problems: list[str] = []
+    decided: dict[str, Command] = {}
+    for record in records:
+        if record.kind is RecordKind.DECISION:
+            for command in record.commands:
+                request = getattr(command, "request_id", None)
+                if request is not None:
+                    decided[request] = command
+    superseded: set[str] = set()
+    must_resend: set[str] = set()
+    for record in records:
+        if record.kind is not RecordKind.RESTART:
+            continue
+        for command in record.commands:
+            if isinstance(command, SubmitOrder | CancelOrder):
+                superseded.add(command.request_id)
+            elif isinstance(command, StartAuction | StopAuction):
+                if still_requested(record.previous, command):
+                    must_resend.add(command.request_id)
+                else:
+                    superseded.add(command.request_id)
+    sent = collections.Counter(request for _, _, request, _ in requests)
+    for request, command in sorted(decided.items()):
+        if request not in sent and (request not in superseded or request in must_resend):
+            problems.append(f"committed {type(command).__name__} {request} never reached it")
+    problems += [
+        f"request {r} reached it but was never committed" for r in sent if r not in decided
+    ]
+    for op, _, request, _ in requests:
+        if op in ("submit", "cancel") and sent[request] > 1:
+            problems.append(f"{op} {request} reached it {sent[request]} times")
+    clients = collections.Counter(
+        (wallet, client) for op, wallet, _, client in requests if op == "submit"
+    )
+    problems += [
+        f"client id {c} of {w} submitted {n} times" for (w, c), n in clients.items() if n > 1
+    ]
+    orders = collections.Counter(
+        (o.wallet, o.client_id) for o in world.orders.values() if o.client_id is not None
+    )
+    problems += [f"client id {c} of {w} is {n} orders" for (w, c), n in orders.items() if n > 1]
+    auctions = collections.Counter(a.request_id for a in world.auctions.values())
+    problems += [f"auction request {r} opened {n} auctions" for r, n in auctions.items() if n > 1]
+    duplicates = sum(
+        n - 1
+        for (op, _, _, _), n in collections.Counter(requests).items()
+        if op in ("start", "stop") and n > 1
+    )
+    return Sends(
+        committed=len(decided),
+        sent=len(sent),
+        superseded=len(superseded - must_resend),
+        resent=len(must_resend),
+        duplicates=duplicates,
+        problems=tuple(sorted(set(problems))),
+    )
+
+
+def auctions_by_wallet(world: World) -> dict[str, int]:
+    """How many auctions each wallet had."""
+    return dict(sorted(collections.Counter(a.wallet for a in world.auctions.values()).items()))
+
+
 # --------------------------------------------------------------------------- the log
 
 
 def committed_records(records: Sequence[Record]) -> dict[str, list[Record]]:
     """The records committed together with a state, by wallet, in log order."""
-    kinds = (RecordKind.DECISION, RecordKind.OUTCOMES, RecordKind.RESTART)
     by_wallet: dict[str, list[Record]] = {}
     for record in records:
-        if record.kind in kinds or (record.kind is RecordKind.FEED and record.note == "applied"):
+        if record.commits_version:
             by_wallet.setdefault(record.wallet, []).append(record)
     return by_wallet
 
@@ -498,22 +622,16 @@ def why(wallet: str, records: Sequence[Record], world: World) -> str:
     unsent = [c for c in unfinished if isinstance(c, StartAuction)]
     if any(c.request_id not in requested for c in unsent):
         return (
-            "a kill came after its StartAuction was committed and before it was sent "
-            "(reported at restart, never replayed): the request went stale only after "
-            "full_escalation_timeout_ms (60 s), and the market moved meanwhile"
-        )
-    if any(isinstance(c, StopAuction) for c in unfinished):
-        return (
-            "a kill interrupted its StopAuction (reported at restart, never replayed): an "
-            "unanswered stop is re-sent only after full_escalation_timeout_ms (60 s), and "
-            "the auction ran on meanwhile"
+            "a kill came after its StartAuction was committed and before it was sent, and "
+            "the restart found it stale (no longer the wallet's latest request)"
         )
     if unfinished:
         kinds = collections.Counter(type(c).__name__ for c in unfinished)
         text = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
         return (
-            f"kills interrupted {text} (unfinished at restart: reported, never replayed); "
-            "later polls re-decided from fresh snapshots"
+            f"kills interrupted {text} (unfinished at restart: auction requests still "
+            "latest sent again, orders superseded); later polls re-decided from fresh "
+            "snapshots"
         )
     return (
         "no command of it was interrupted; restarts re-polled it at the interrupted tick "
@@ -565,6 +683,7 @@ def test_simulate_sigkilled_at_random_instants_loses_nothing_and_converges(
         log = folder / "stderr.log"
         base = [sys.executable, "-m", "liqshell", "simulate", *CLI_ARGS, "--quiet", "--store"]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        jsonl = folder / "crash.jsonl"
         reference = subprocess.Popen(
             [*base, str(reference_store)],
             env=env,
@@ -574,8 +693,12 @@ def test_simulate_sigkilled_at_random_instants_loses_nothing_and_converges(
             text=True,
         )
         cleanup.callback(reap, reference)
+        recording = ["--record", str(jsonl)]
         killer = Killer(
-            argv=[*base, str(store)], store=store, log=log, draw=random.Random(KILL_SEED)
+            argv=[*base, str(store), *recording],
+            store=store,
+            log=log,
+            draw=random.Random(KILL_SEED),
         )
         tracker = Tracker()
         kills: list[Kill] = []
@@ -600,7 +723,12 @@ def test_simulate_sigkilled_at_random_instants_loses_nothing_and_converges(
                 found.problems += check.found.problems
                 tracker.observe(check.states, check.where)
         finished = subprocess.run(
-            [*base, str(store)], env=env, capture_output=True, text=True, timeout=180, check=False
+            [*base, str(store), *recording],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
         )
         reference_out, reference_err = reference.communicate(timeout=180)
         assert reference.returncode == 0, reference_err
@@ -616,8 +744,14 @@ def test_simulate_sigkilled_at_random_instants_loses_nothing_and_converges(
         found.problems += end.problems
         records = list(read_records(store))
         found.problems += log_problems(records, final, tracker)
+        logged = list(read_jsonl(jsonl))
+        found.problems += [f"JSON Lines {p}" for p in log_problems(logged, final, tracker)]
+        sends = send_problems(records, exchange_requests(store), world)
+        found.problems += list(sends.problems)
         reference_records = list(read_records(reference_store))
         reference_final = read_committed(reference_store)
+        reference_world = exchange_world(reference_store)
+        assert reference_world is not None
 
     ours, theirs = final_phases(final), final_phases(reference_final)
     ours_h, theirs_h = histories(records), histories(reference_records)
@@ -634,7 +768,14 @@ def test_simulate_sigkilled_at_random_instants_loses_nothing_and_converges(
         f"with exchange actions of the interrupted tick journaled: "
         f"{sum(k.journaled > 0 for k in kills)}; ticks: {[k.tick for k in kills]}",
         f"  restarts that found a wallet's last decision unfinished: {len(restarts)} "
-        f"(commands reported, never replayed: {dict(sorted(lost.items()))})",
+        f"(commands found: {dict(sorted(lost.items()))}; auction requests still latest, "
+        f"sent again: {sends.resent}, of which had reached the exchange before: "
+        f"{sends.duplicates})",
+        f"  at the exchange: {sends.sent} distinct requests received of {sends.committed} "
+        f"committed; {sends.superseded} superseded at a restart (never sent, by design); "
+        f"problems: {len(sends.problems)}",
+        f"  JSON Lines log: {sum(r.commits_version for r in logged)} committed records, "
+        f"{len(logged)} in all",
         f"  committed states checked across kills: {tracker.checked}; first polls after a "
         f"restart checked: {first_polls}; decisions in the log: "
         f"{sum(r.kind is RecordKind.DECISION for r in records)}",
@@ -663,6 +804,8 @@ def test_simulate_sigkilled_at_random_instants_loses_nothing_and_converges(
     assert tracker.violations == []
     assert found.problems == []
     assert tracker.checked >= MIN_KILLS * PARAMS.accounts
+    assert differing == [], "wallets ended in another phase than the uninterrupted run"
+    assert auctions_by_wallet(world) == auctions_by_wallet(reference_world)
 
 
 # ---------------------------------------------------------- a lost submit, then escalation

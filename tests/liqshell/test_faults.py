@@ -41,6 +41,7 @@ from liqcore import (
     to_decimal,
 )
 from liqshell import Watcher
+from liqshell.adapters import StoreUnavailable
 from liqshell.adapters.postgres import PostgresStore
 from liqshell.adapters.sqlite import SqliteStore
 from liqshell.ports import (
@@ -372,6 +373,27 @@ def decided(records: Sequence[Record]) -> list[str]:
     ]
 
 
+@attrs.define
+class CommitFault:
+    """The store, with one fault injected at a commit: once ``armed``, the next commit of an
+    ``OUTCOMES`` record raises StoreUnavailable before reaching PostgreSQL (what a commit
+    sent as the server restarts gets), so the retry path runs whatever the timing."""
+
+    inner: PostgresStore
+    armed: bool = False
+    injected: int = 0
+
+    async def commit(self, wallet: str, state: object, record: Record, **kwargs: object) -> int:
+        if self.armed and record.kind is RecordKind.OUTCOMES:
+            self.armed = False
+            self.injected += 1
+            raise StoreUnavailable("injected: the commit met the restarting server")
+        return await self.inner.commit(wallet, state, record, **kwargs)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
 @pytest.mark.services
 async def test_faults_postgres_down_for_a_poll_then_restarted_mid_decision_loses_nothing(
     postgres_dsn: str,
@@ -381,10 +403,13 @@ async def test_faults_postgres_down_for_a_poll_then_restarted_mid_decision_loses
     """With PostgreSQL down for a poll every wallet is skipped and nothing is executed (no
     decision without a commit). PostgreSQL restarted as after a crash while a decision's
     submit or cancel runs: the outcomes are committed once it is back (no wallet
-    quarantined). Over the run the watcher's states equal the store's, every version of the
-    log is committed once and every committed request reached the exchange once."""
+    quarantined). The outcome commit after the restart is made to fail once (injected at the
+    commit, so it does not hang on timing) and is retried. Over the run the watcher's states
+    equal the store's, every version of the log is committed once and every committed request
+    reached the exchange once."""
     store = PostgresStore(postgres_dsn, schema=pg_schema, timeout_ms=1_500)
-    run = sim_run(store)
+    faulty = CommitFault(store)
+    run = sim_run(faulty)  # type: ignore[arg-type]
     down_at, restart_from = 9, 10  # the shock is at tick 7: liquidations run from tick 8
     skipped_down = sent_down = -1
     try:
@@ -400,7 +425,12 @@ async def test_faults_postgres_down_for_a_poll_then_restarted_mid_decision_loses
                     await asyncio.to_thread(postgres_server.start)
             else:
                 if run.tick == restart_from:
-                    run.sender.before.append(lambda: postgres_server.restart("immediate"))
+
+                    def restart() -> None:
+                        postgres_server.restart("immediate")
+                        faulty.armed = True
+
+                    run.sender.before.append(restart)
                 await run.poll()
             assert run.watcher.quarantined == frozenset(), run.tick
             if run.tick >= SIM.ticks:
@@ -413,7 +443,8 @@ async def test_faults_postgres_down_for_a_poll_then_restarted_mid_decision_loses
     assert run.sender.before == [], "the restart never ran: no submit or cancel after it"
     assert (skipped_down, sent_down) == (len(run.exchange.world.accounts), 0)
     assert run.metric("commit_failures_total", kind="decision") >= len(run.exchange.world.accounts)
-    assert run.metric("commit_failures_total", kind="outcomes") >= 1  # the restart hit them
+    assert faulty.injected == 1
+    assert run.metric("commit_failures_total", kind="outcomes") >= 1  # the injected fault
     assert dict(run.watcher.states) == {w: s.state for w, s in loaded.items()}
     for wallet, entry in loaded.items():
         assert versions(records, wallet) == list(range(1, entry.version + 1)), wallet
