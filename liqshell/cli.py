@@ -301,7 +301,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from liqshell.settings import resolve_exchange
+
     settings = load_settings(args.file)
+    resolve_exchange(settings)  # imported and checked, never called
     print(f"{args.file}: ok ({describe(settings)})")
     return EXIT_OK
 

@@ -10,10 +10,14 @@ A file has these optional sections::
     [metrics]   Prometheus endpoint (host, port)
     [sim]       parameters of the simulated exchange (SimParams fields)
     [exchange]  what ``liqshell run`` observes: source = "sim" (the simulated exchange on
-                wall-clock time, ``speed`` × faster) or "package.module:factory"
+                wall-clock time, ``speed`` × faster), the name of an entry point of the
+                group ``liqshell.exchanges``, or "package.module:factory" naming a callable
+                marked with :func:`exchange_factory`
 
 Parsing is strict — unknown sections and keys, wrong types and invalid values are errors —
-and never connects to anything (``liqshell check-config`` is exactly :func:`load_settings`).
+and never connects to anything. ``liqshell check-config`` is :func:`load_settings` and
+:func:`resolve_exchange`, which imports the exchange factory and checks it may be called,
+without calling it.
 Every problem is one :class:`SettingsError` whose message names the file, the section and
 the key. :func:`build` turns settings into the adapters of ``liqshell run``.
 """
@@ -23,8 +27,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import importlib.metadata
 import logging
 import os
+import re
 import tomllib
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from decimal import Decimal
@@ -55,14 +61,17 @@ if TYPE_CHECKING:
     from liqshell.watcher import Watcher
 
 __all__ = [
+    "EXCHANGE_GROUP",
     "ExchangeSettings",
     "MetricsSettings",
     "NatsSettings",
     "Settings",
     "SettingsError",
     "StoreSettings",
+    "exchange_factory",
     "load_settings",
     "parse_settings",
+    "resolve_exchange",
     "run_watcher",
 ]
 
@@ -122,7 +131,9 @@ class MetricsSettings:
 
 @attrs.frozen(kw_only=True)
 class ExchangeSettings:
-    """Where ``liqshell run`` observes accounts: ``"sim"`` or ``"package.module:factory"``.
+    """Where ``liqshell run`` observes accounts: ``"sim"``, the name of an entry point of the
+    group :data:`EXCHANGE_GROUP`, or ``"package.module:factory"`` naming a callable marked
+    with :func:`exchange_factory` (any other callable — ``os:system`` — is refused).
 
     A factory is called with the :class:`Settings` and returns one object serving
     ``PortfolioSource``, ``MarginSource``, ``QuoteSource`` and ``OrderSnapshot`` (and, without
@@ -416,17 +427,26 @@ def _sim(section: _Section) -> SimParams:
     return _build(section, SimParams, kwargs)
 
 
+_ENTRY_POINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
 def _exchange(section: _Section) -> ExchangeSettings:
     section.known = ("source", "speed")
     kwargs: dict[str, object] = {}
     if section.has("source"):
         source = section.text("source")
-        if source != "sim":
-            module, _, name = source.partition(":")
-            if not module or not name or not all(p.isidentifier() for p in module.split(".")):
-                raise section.error(
-                    "source", f'must be "sim" or "package.module:factory", was {source!r}'
-                )
+        module, colon, name = source.partition(":")
+        if colon:
+            valid = bool(module) and name.isidentifier()
+            valid = valid and all(p.isidentifier() for p in module.split("."))
+        else:
+            valid = _ENTRY_POINT_NAME.fullmatch(source) is not None
+        if not valid:
+            raise section.error(
+                "source",
+                'must be "sim", an entry point name of the group "liqshell.exchanges" or '
+                f'"package.module:factory", was {source!r}',
+            )
         kwargs["source"] = source
     if section.has("speed"):
         speed = section.number("speed")
@@ -521,17 +541,79 @@ def _file_setting(settings: Settings, where: str, path: str) -> Path:
     return target
 
 
+EXCHANGE_GROUP = "liqshell.exchanges"
+"""The entry-point group of exchange factories: a package declares
+``[project.entry-points."liqshell.exchanges"] myexchange = "mypkg.exchange:build"`` and a
+configuration names it as ``source = "myexchange"``."""
+
+_MARK = "__liqshell_exchange_factory__"
+
+_F = TypeVar("_F", bound=Callable[..., object])
+
+
+def exchange_factory(factory: _F) -> _F:
+    """Mark ``factory`` as a liqshell exchange factory, so ``[exchange] source =
+    "package.module:name"`` may call it (an unmarked callable is refused: a configuration
+    file must not be able to call ``os:system``). An entry point of the group
+    :data:`EXCHANGE_GROUP` needs no mark: the package that declares it vouches for it."""
+    setattr(factory, _MARK, True)
+    return factory
+
+
+def resolve_exchange(settings: Settings) -> Callable[[Settings], object] | None:
+    """The exchange factory ``[exchange] source`` names, imported and checked but not called
+    (``None`` for ``"sim"`` or no source). Raises :class:`SettingsError` when it cannot be
+    imported, is not callable, or is a ``module:name`` callable not marked with
+    :func:`exchange_factory`."""
+    source = settings.exchange.source
+    if source is None or source == "sim":
+        return None
+    where = "[exchange] source"
+    if ":" not in source:
+        found = [
+            point
+            for point in importlib.metadata.entry_points(group=EXCHANGE_GROUP)
+            if point.name == source
+        ]
+        if not found:
+            known = sorted({p.name for p in importlib.metadata.entry_points(group=EXCHANGE_GROUP)})
+            raise _problem(
+                settings,
+                where,
+                f"no exchange {source!r} in the entry points of {EXCHANGE_GROUP!r}"
+                + (f" (installed: {', '.join(known)})" if known else " (none installed)"),
+            )
+        try:
+            loaded: object = found[0].load()
+        except Exception as error:
+            raise _problem(
+                settings, where, f"cannot load entry point {source!r}: {error}"
+            ) from None
+    else:
+        module_name, _, attribute = source.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            raise _problem(settings, where, f"cannot import {module_name}: {error}") from None
+        loaded = getattr(module, attribute, None)
+        if loaded is None:
+            raise _problem(settings, where, f"{module_name} has no {attribute!r}")
+        if getattr(loaded, _MARK, False) is not True:
+            raise _problem(
+                settings,
+                where,
+                f"{source} is not marked as a liqshell exchange factory (decorate it with "
+                f"liqshell.settings.exchange_factory, or declare it as an entry point of "
+                f"{EXCHANGE_GROUP!r})",
+            )
+    if not callable(loaded):
+        raise _problem(settings, where, f"{source} is not a callable")
+    return loaded
+
+
 def _factory(settings: Settings, source: str) -> object:
-    module_name, _, attribute = source.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise _problem(
-            settings, "[exchange] source", f"cannot import {module_name}: {error}"
-        ) from None
-    factory = getattr(module, attribute, None)
-    if not callable(factory):
-        raise _problem(settings, "[exchange] source", f"{source} is not a callable")
+    factory = resolve_exchange(settings)
+    assert factory is not None
     try:
         exchange: object = factory(settings)
     except Exception as error:
@@ -586,12 +668,45 @@ async def run_watcher(
                 raise result
 
 
+def _validate(settings: Settings) -> None:
+    """What ``run`` can check without creating or connecting anything: the exchange source
+    (imported, not called), and every file it would write — its folder exists and is
+    writable, and an existing file is liqshell's."""
+    from liqshell.adapters import ForeignFile
+    from liqshell.adapters.jsonl import check_file
+    from liqshell.adapters.sqlite import check_store_file
+
+    if settings.exchange.source is None:
+        raise _problem(
+            settings,
+            "[exchange] source",
+            'required by "liqshell run": "sim", an entry point name of the group '
+            f'"{EXCHANGE_GROUP}" or "package.module:factory"',
+        )
+    resolve_exchange(settings)
+    stored = settings.store
+    files: list[tuple[str, str, Callable[[Path], None]]] = []
+    if stored.kind == "sqlite":
+        files.append(("[store] path", stored.path, check_store_file))
+    if stored.record is not None:
+        files.append(("[store] record", stored.record, check_file))
+    if stored.changes is not None:
+        files.append(("[store] changes", stored.changes, lambda p: check_file(p, kind="changes")))
+    for where, path, check in files:
+        target = _file_setting(settings, where, path)
+        try:
+            check(target)
+        except ForeignFile as error:
+            raise _problem(settings, where, str(error)) from None
+
+
 async def _compose(
     settings: Settings, stop: asyncio.Event, stack: contextlib.AsyncExitStack
 ) -> tuple[Watcher, list[Coroutine[object, object, None]]]:
     from liqshell.adapters.jsonl import JsonlEventSink, JsonlRecorder
     from liqshell.watcher import Watcher
 
+    _validate(settings)  # everything that can be checked, before anything is created
     config = settings.config
     stored = settings.store
     store: StateStore
@@ -614,12 +729,7 @@ async def _compose(
         recorder = jsonl
 
     source = settings.exchange.source
-    if source is None:
-        raise _problem(
-            settings,
-            "[exchange] source",
-            'required by "liqshell run": "sim" or "package.module:factory"',
-        )
+    assert source is not None  # _validate
     background: list[Coroutine[object, object, None]] = []
     exchange: Any
     worlds: WorldStore | None = None

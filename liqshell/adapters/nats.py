@@ -148,6 +148,21 @@ _NOT_SENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+_DISCONNECTED_ERRORS: tuple[type[BaseException], ...] = (
+    nats.errors.OutboundBufferLimitError,  # nothing may be buffered: the socket is gone
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.ConnectionClosedError,
+)
+
+
+def _not_sent_reason(error: BaseException) -> str:
+    """Why a request provably never left, in words: with buffering off, nats-py reports a
+    lost connection as "outbound buffer limit exceeded"; say "disconnected"."""
+    if isinstance(error, _DISCONNECTED_ERRORS):
+        return "disconnected from NATS (reconnecting)"
+    return f"{type(error).__name__} {error}"
+
+
 def _seconds(ms: int, name: str) -> float:
     if type(ms) is not int or ms <= 0:
         raise ValueError(f"{name} must be an int > 0 (ms), was {ms!r}")
@@ -283,7 +298,7 @@ async def _request(
     except nats.errors.NoRespondersError as error:
         raise NotSent(f"{what}: no responder on {subject!r}") from error
     except _NOT_SENT_ERRORS as error:
-        raise NotSent(f"{what}: not sent: {type(error).__name__} {error}") from error
+        raise NotSent(f"{what}: not sent: {_not_sent_reason(error)}") from error
     except TimeoutError as error:  # nats.errors.TimeoutError is one
         raise OutcomeUnknown(f"{what}: no reply on {subject!r} within {timeout:g} s") from error
     except (nats.errors.Error, OSError) as error:
@@ -571,7 +586,7 @@ async def _publish(
             subject, payload, stream=stream, headers=headers
         )
     except _NOT_SENT_ERRORS as error:
-        raise NotSent(f"{what}: not sent: {type(error).__name__} {error}") from error
+        raise NotSent(f"{what}: not sent: {_not_sent_reason(error)}") from error
     except nats.js.errors.APIError as error:  # the stream refused it: not stored
         raise NotSent(f"{what}: refused by stream {stream!r}: {error}") from error
     except TimeoutError as error:

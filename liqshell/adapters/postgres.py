@@ -147,6 +147,21 @@ class _Queries:
         )
 
 
+_AUTHENTICATION = ("password authentication failed", "authentication failed", "no password")
+
+
+def _why_not_connected(error: psycopg.OperationalError) -> str:
+    """A connection failure in words: the server refused us (credentials, role, database)
+    or could not be reached — two problems an operator fixes in different places."""
+    text = redact(" ".join(str(error).split()))
+    lowered = text.lower()
+    if (error.sqlstate or "").startswith("28") or any(m in lowered for m in _AUTHENTICATION):
+        return f"authentication failed (check the user and password of the DSN): {text}"
+    if (error.sqlstate or "").startswith("3D") or "does not exist" in lowered:
+        return f"the server refused the connection (check the DSN): {text}"
+    return f"server unreachable: {text}"
+
+
 class PostgresStore:
     """``StateStore`` and ``Recorder`` in PostgreSQL schema ``schema`` of the database at ``dsn``.
 
@@ -195,6 +210,11 @@ class PostgresStore:
             return self._pool
         assert self._lock is not None
         async with self._lock:
+            if not self._ready:
+                # The first contact and the schema go over a connection of their own, not
+                # the pool: the pool's timeout would hide why a server cannot be used.
+                await self._first_contact()
+                self._ready = True
             if self._pool is None:
                 pool = AsyncConnectionPool(
                     self.dsn,
@@ -208,14 +228,27 @@ class PostgresStore:
                 )
                 await pool.open(wait=False)
                 self._pool = pool
-            if not self._ready:
-                await self._migrate(self._pool)
-                self._ready = True
             return self._pool
 
-    async def _migrate(self, pool: AsyncConnectionPool) -> None:
+    async def _first_contact(self) -> None:
+        """Connect once, directly, and migrate; a failure says whether the server refused
+        the credentials or could not be reached."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self.dsn, autocommit=True, connect_timeout=max(1, self.timeout_ms // 1000)
+            )
+        except psycopg.OperationalError as error:
+            raise StoreUnavailable(
+                f"PostgreSQL store {self.schema!r}: {_why_not_connected(error)}"
+            ) from error
+        try:
+            await self._migrate(conn)
+        finally:
+            await conn.close()
+
+    async def _migrate(self, conn: psycopg.AsyncConnection[Any]) -> None:
         q = self._q
-        async with pool.connection() as conn, conn.transaction():
+        async with conn.transaction():
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"liqshell.schema:{self.schema}",)
             )

@@ -400,3 +400,52 @@ def test_replay_mismatch_shows_the_recorded_and_the_replayed_value(
     out = capsys.readouterr().out
     (line,) = [line for line in out.splitlines() if line.startswith("mismatch:")]
     assert "state differs in equity: recorded 12345.678, replayed " in line
+
+
+# --------------------------------------------------------------------------- run's checks
+
+
+def test_check_config_refuses_os_system_as_exchange_source(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``source = "os:system"`` fails check-config (imported and checked, never called) and
+    run, in one line, exit 2."""
+    path = tmp_path / "evil.toml"
+    path.write_text(
+        f'[store]\npath = "{tmp_path / "s.sqlite"}"\n[exchange]\nsource = "os:system"\n'
+    )
+    assert main(["check-config", str(path)]) == 2
+    assert "not marked as a liqshell exchange factory" in one_line_error(capsys)
+    assert main(["run", "--config", str(path)]) == 2
+    assert "not marked" in one_line_error(capsys)
+    assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_run_with_an_empty_config_fails_before_creating_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run --config empty.toml`` fails (no exchange source) and leaves no liqshell.sqlite."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.toml").write_text("")
+    assert main(["run", "--config", "empty.toml"]) == 2
+    assert "[exchange] source" in one_line_error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.toml"]
+
+
+def test_run_refuses_a_foreign_record_or_changes_file_before_creating_the_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ``[store] record`` or ``changes`` file that is not liqshell's is refused, exit 2,
+    before the store is created."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    for key in ("record", "changes"):
+        path = tmp_path / f"{key}.toml"
+        path.write_text(
+            f'[store]\npath = "{tmp_path / "s.sqlite"}"\n{key} = "{notes}"\n'
+            '[exchange]\nsource = "sim"\n'
+        )
+        assert main(["run", "--config", str(path)]) == 2
+        assert f"[store] {key}" in one_line_error(capsys)
+    assert notes.read_text() == "keep me"
+    assert not (tmp_path / "s.sqlite").exists()

@@ -23,13 +23,16 @@ from liqcore import (
 from liqshell.adapters import ServiceUnavailable, read_records
 from liqshell.ports import RecordKind
 from liqshell.settings import (
+    EXCHANGE_GROUP,
     ExchangeSettings,
     MetricsSettings,
     Settings,
     SettingsError,
     StoreSettings,
+    exchange_factory,
     load_settings,
     parse_settings,
+    resolve_exchange,
     run_watcher,
 )
 from liqshell.sim import SimParams
@@ -255,20 +258,105 @@ async def test_run_watcher_unreachable_nats_service_unavailable(tmp_path: Path) 
         await run_for(settings, 5.0)
 
 
+CALLED: list[str] = []
+
+
+@exchange_factory
+def not_an_exchange(settings: Settings) -> object:
+    """A marked factory returning an object without the observation methods."""
+    CALLED.append("not_an_exchange")
+    return "not an exchange"
+
+
+@exchange_factory
+def failing_exchange(settings: Settings) -> object:
+    """A marked factory that fails."""
+    CALLED.append("failing_exchange")
+    raise TypeError("no exchange today")
+
+
+def unmarked_exchange(settings: Settings) -> object:
+    """Any callable, not marked as a factory."""
+    CALLED.append("unmarked_exchange")
+    return object()
+
+
 async def test_run_watcher_factory_source_missing_methods_refused(tmp_path: Path) -> None:
     """A factory whose object lacks observation methods is named."""
+    here = "tests.liqshell.test_settings"
     settings = parse_settings(
-        {"store": {"path": str(tmp_path / "x.sqlite")}, "exchange": {"source": "builtins:str"}},
+        {
+            "store": {"path": str(tmp_path / "x.sqlite")},
+            "exchange": {"source": f"{here}:not_an_exchange"},
+        },
         source="t.toml",
     )
     with pytest.raises(SettingsError, match="without portfolios"):
         await run_for(settings, 0.1)
-    failing = attrs.evolve(settings, exchange=ExchangeSettings(source="decimal:Decimal"))
-    with pytest.raises(SettingsError, match=r"decimal:Decimal\(\) failed: TypeError"):
+    failing = attrs.evolve(settings, exchange=ExchangeSettings(source=f"{here}:failing_exchange"))
+    with pytest.raises(SettingsError, match=r"failing_exchange\(\) failed: TypeError"):
         await run_for(failing, 0.1)
     absent = attrs.evolve(settings, exchange=ExchangeSettings(source="no_such_module:x"))
     with pytest.raises(SettingsError, match="cannot import no_such_module"):
         await run_for(absent, 0.1)
+
+
+@pytest.mark.parametrize(
+    "source", ["os:system", "builtins:print", "tests.liqshell.test_settings:unmarked_exchange"]
+)
+async def test_run_watcher_refuses_an_unmarked_callable_before_creating_anything(
+    tmp_path: Path, source: str
+) -> None:
+    """``source = "os:system"`` (any callable not marked as an exchange factory, nor an entry
+    point) is refused without being called and before any file is created."""
+    CALLED.clear()
+    settings = parse_settings(
+        {"store": {"path": str(tmp_path / "x.sqlite")}, "exchange": {"source": source}},
+        source="t.toml",
+    )
+    with pytest.raises(SettingsError, match="not marked as a liqshell exchange factory"):
+        resolve_exchange(settings)
+    with pytest.raises(SettingsError, match="not marked"):
+        await run_for(settings, 0.1)
+    assert CALLED == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def _entry_point(folder: Path, name: str, target: str) -> None:
+    """An installed distribution declaring ``name`` in the group liqshell.exchanges."""
+    info = folder / "liqshell_test_exchange-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: liqshell-test-exchange\nVersion: 1.0\n"
+    )
+    (info / "entry_points.txt").write_text(f"[{EXCHANGE_GROUP}]\n{name} = {target}\n")
+
+
+def test_resolve_exchange_loads_an_entry_point_without_calling_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``source = "name"`` loads the entry point of that name in the group
+    liqshell.exchanges (a package vouches for it: no mark needed), without calling it; an
+    unknown name lists the installed ones."""
+    CALLED.clear()
+    _entry_point(tmp_path, "test-exchange", "tests.liqshell.test_settings:unmarked_exchange")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    settings = parse_settings({"exchange": {"source": "test-exchange"}}, source="t.toml")
+    assert resolve_exchange(settings) is unmarked_exchange
+    assert CALLED == []
+    missing = parse_settings({"exchange": {"source": "nope"}}, source="t.toml")
+    with pytest.raises(SettingsError, match=r"installed: .*test-exchange"):
+        resolve_exchange(missing)
+
+
+def test_resolve_exchange_accepts_a_marked_factory_without_calling_it() -> None:
+    """A callable marked with exchange_factory is imported and checked, not called."""
+    CALLED.clear()
+    settings = parse_settings(
+        {"exchange": {"source": "tests.liqshell.test_settings:not_an_exchange"}}, source="t.toml"
+    )
+    assert resolve_exchange(settings) is not_an_exchange
+    assert CALLED == []
 
 
 @pytest.mark.services

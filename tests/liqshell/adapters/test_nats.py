@@ -27,6 +27,7 @@ from liqcore import (
 )
 from liqcore.strategies import state_changes
 from liqshell.adapters import ServiceUnavailable
+from liqshell.adapters import nats as nats_adapters
 from liqshell.adapters.nats import (
     MSG_ID,
     ChainEvent,
@@ -585,3 +586,19 @@ async def test_nats_feed_refuses_a_cursor_that_is_not_an_int(connector: NatsConn
     """Feed cursors are stream sequences: a string cursor is a ValueError."""
     with pytest.raises(ValueError, match="int"):
         NatsAuctionFeed(connector, stream="s").events("3")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        nats.errors.OutboundBufferLimitError(),
+        nats.errors.ConnectionReconnectingError(),
+        nats.errors.ConnectionClosedError(),
+    ],
+)
+def test_nats_request_while_disconnected_says_disconnected(error: Exception) -> None:
+    """With buffering off, nats-py reports a lost connection as "outbound buffer limit
+    exceeded": the NotSent reason says "disconnected" instead."""
+    reason = nats_adapters._not_sent_reason(error)
+    assert reason == "disconnected from NATS (reconnecting)"
+    assert "buffer" not in reason

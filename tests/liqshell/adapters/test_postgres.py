@@ -210,10 +210,51 @@ async def test_postgres_store_never_reached_raises_store_unavailable(
     dsn = postgres_server.dsn().replace(f"port={postgres_server.port}", "port=1")
     store = PostgresStore(dsn, schema="never", timeout_ms=300)
     try:
-        with pytest.raises(StoreUnavailable):
+        with pytest.raises(StoreUnavailable, match="server unreachable"):
             await store.load()
     finally:
         await store.close()
+
+
+PASSWORD_ROLE = "liq_pw_test"
+
+
+@pytest.fixture
+def password_role(postgres_server: PostgresServer) -> str:
+    """A role that must give its password (scram on loopback for it alone); its DSN
+    without the password."""
+    hba = postgres_server.data / "pg_hba.conf"
+    rule = f"host all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\n"
+    if rule not in hba.read_text():
+        hba.write_text(rule + hba.read_text())
+        postgres_server._run("pg_ctl", "-D", str(postgres_server.data), "reload")
+    with psycopg.connect(postgres_server.dsn(), autocommit=True) as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {PASSWORD_ROLE}")
+        conn.execute(f"CREATE ROLE {PASSWORD_ROLE} LOGIN SUPERUSER PASSWORD 'right-one'")
+    return postgres_server.dsn().replace(
+        f"user={postgres_server.superuser}", f"user={PASSWORD_ROLE}"
+    )
+
+
+@pytest.mark.services
+async def test_postgres_store_with_a_wrong_password_says_authentication_failed(
+    password_role: str,
+) -> None:
+    """A wrong password reads as an authentication failure, not as a server that is down;
+    the right one connects."""
+    wrong = PostgresStore(f"{password_role} password=WrongPw99", schema="auth", timeout_ms=2_000)
+    try:
+        with pytest.raises(StoreUnavailable, match="authentication failed") as raised:
+            await wrong.load()
+        assert "WrongPw99" not in str(raised.value)
+        assert "couldn't get a connection" not in str(raised.value)
+    finally:
+        await wrong.close()
+    right = PostgresStore(f"{password_role} password=right-one", schema="auth", timeout_ms=2_000)
+    try:
+        assert dict(await right.load()) == {}
+    finally:
+        await right.close()
 
 
 @pytest.mark.services
