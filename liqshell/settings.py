@@ -116,6 +116,9 @@ class NatsSettings:
     """JetStream stream for state changes (plain publish when unset)."""
     chain_stream: str | None = None
     """JetStream stream the chain events are read from (replayable from the cursor)."""
+    chain_key_file: str | None = None
+    """A file holding the key chain events are signed with (HMAC-SHA256, header
+    ``Liq-Signature``): with it, an event without a valid signature is rejected."""
     request_timeout_ms: int = 5_000
     connect_timeout_ms: int = 2_000
 
@@ -668,6 +671,22 @@ async def run_watcher(
                 raise result
 
 
+def _chain_key(settings: Settings) -> bytes | None:
+    """The chain events' signing key from ``[nats] chain_key_file`` (``None``: unsigned)."""
+    path = None if settings.nats is None else settings.nats.chain_key_file
+    if path is None:
+        return None
+    try:
+        key = Path(path).read_bytes().strip()
+    except OSError as error:
+        raise _problem(
+            settings, "[nats] chain_key_file", f"cannot read {path}: {error.strerror or error}"
+        ) from None
+    if not key:
+        raise _problem(settings, "[nats] chain_key_file", f"{path} is empty")
+    return key
+
+
 def _validate(settings: Settings) -> None:
     """What ``run`` can check without creating or connecting anything: the exchange source
     (imported, not called), and every file it would write — its folder exists and is
@@ -684,6 +703,7 @@ def _validate(settings: Settings) -> None:
             f'"{EXCHANGE_GROUP}" or "package.module:factory"',
         )
     resolve_exchange(settings)
+    _chain_key(settings)
     stored = settings.store
     files: list[tuple[str, str, Callable[[Path], None]]] = []
     if stored.kind == "sqlite":
@@ -796,9 +816,11 @@ async def _compose(
             connector, subject=nats_settings.state_subject, stream=nats_settings.stream,
             timeout_ms=timeout,
         )  # fmt: skip
+        chain_key = _chain_key(settings)
         feed = nats_adapters.NatsAuctionFeed(
             connector, subject=nats_settings.chain_subject, stream=nats_settings.chain_stream,
             timeout_ms=timeout,
+            verify=None if chain_key is None else nats_adapters.hmac_verifier(chain_key),
         )  # fmt: skip
         if source == "sim":
             # The simulated exchange answers on NATS, as the real one would.
@@ -822,7 +844,7 @@ async def _compose(
                     event_id=item.event_id, wallet=item.wallet, event=item.event
                 )
                 await nats_adapters.publish_chain_event(
-                    connector, event, subject=chain_subject, stream=chain_stream
+                    connector, event, subject=chain_subject, stream=chain_stream, key=chain_key
                 )
 
             publish = publish_item

@@ -51,16 +51,30 @@ Chain events (:class:`NatsAuctionFeed`) — subject ``liq.chain.events``, body
 "auction_started", …}}``, header ``Nats-Msg-Id`` = ``event_id``
 (:func:`publish_chain_event`). With a JetStream ``stream`` the cursor is the message's
 stream sequence (an int) and ``events(after)`` replays the stream from ``after + 1`` up to
-what is there now, through a short-lived consumer. Without a stream the feed subscribes on
-first use and only has what arrived since (cursors are increasing ints of this process);
-nothing published while the watcher is down is seen — use a stream in production. A body
-that cannot be read is logged and skipped (it would otherwise block the feed forever).
+what is there now, through a short-lived consumer, a batch at a time (the stream holds the
+rest: memory stays bounded however much is published). Without a stream the feed subscribes
+on first use and only has what arrived since (cursors are increasing ints of this process);
+nothing published while the watcher is down is seen — use a stream in production — and at
+most ``max_pending`` items wait for the watcher: beyond that, messages are dropped (counted
+in ``dropped``, logged) rather than grow memory without bound.
+
+The chain-event subject is a trust boundary: anyone who can publish on it can send any
+wallet an ``AccountReset`` or a forged ``AuctionSettled``. Give publish permission on it to
+the chain indexer alone (NATS accounts and permissions), and verify what arrives: a feed's
+``verify`` callable is given each :class:`ChainEvent`, the message headers and its body and
+returns whether to accept it; :func:`hmac_verifier` checks the ``Liq-Signature`` header that
+:func:`publish_chain_event` writes when given the shared ``key``. A body larger than
+:data:`MAX_CHAIN_EVENT_BYTES`, an id longer than :data:`MAX_ID_LENGTH`, a body that cannot be
+read, or an event ``verify`` refuses is logged and skipped (it would otherwise block the feed
+forever) and counted in ``skipped`` / ``rejected``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import time
@@ -103,7 +117,11 @@ __all__ = [
     "AUCTION_STOP_SUBJECT",
     "CANCEL_SUBJECT",
     "CHAIN_SUBJECT",
+    "MAX_CHAIN_EVENT_BYTES",
+    "MAX_ID_LENGTH",
+    "MAX_PENDING",
     "MSG_ID",
+    "SIGNATURE",
     "STATE_SUBJECT",
     "SUBMIT_SUBJECT",
     "ChainEvent",
@@ -115,6 +133,7 @@ __all__ = [
     "Responder",
     "ensure_stream",
     "error_reply",
+    "hmac_verifier",
     "publish_chain_event",
     "serve_auctions",
     "serve_orders",
@@ -133,6 +152,14 @@ STATE_SUBJECT = "liq.state"
 CHAIN_SUBJECT = "liq.chain.events"
 MSG_ID = "Nats-Msg-Id"
 """The header NATS JetStream deduplicates by."""
+SIGNATURE = "Liq-Signature"
+"""The header holding a chain event's HMAC-SHA256 (hex) over its body, when signed."""
+MAX_CHAIN_EVENT_BYTES = 16 * 1024
+"""The largest chain-event body the feed reads (a real one is a few hundred bytes)."""
+MAX_ID_LENGTH = 256
+"""The longest event id, wallet or auction id the feed accepts, in characters."""
+MAX_PENDING = 10_000
+"""How many items a feed without a stream keeps for the watcher (``max_pending``)."""
 
 # Raised by nats-py before anything was written for the server: provably not sent.
 _NOT_SENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -572,11 +599,12 @@ async def _publish(
     stream: str | None,
     timeout: float,
     what: str,
+    extra_headers: Mapping[str, str] | None = None,
 ) -> bool:
     """Publish; with a stream, wait for its ack. Returns whether the stream called it a
     duplicate. Raises ``NotSent`` / ``OutcomeUnknown``."""
     client = await _connected(connector, what)
-    headers = {MSG_ID: msg_id}
+    headers = {MSG_ID: msg_id, **(extra_headers or {})}
     try:
         if stream is None:
             await client.publish(subject, payload, headers=headers)
@@ -653,34 +681,66 @@ async def publish_chain_event(
     subject: str = CHAIN_SUBJECT,
     stream: str | None = None,
     timeout_ms: int = 5_000,
+    key: bytes | None = None,
 ) -> None:
     """Publish one chain event (``Nats-Msg-Id`` = its ``event_id``), for a chain bridge,
-    the simulator or a test. Raises ``NotSent`` or ``OutcomeUnknown``."""
+    the simulator or a test; with ``key``, signed (:data:`SIGNATURE`). Raises ``NotSent``
+    or ``OutcomeUnknown``."""
+    body = codec.to_json(item).encode()
     await _publish(
         connector,
         subject,
-        codec.to_json(item).encode(),
+        body,
         item.event_id,
         stream=stream,
         timeout=_seconds(timeout_ms, "timeout_ms"),
         what=f"publish chain event {item.event_id}",
+        extra_headers={} if key is None else {SIGNATURE: _signature(key, body)},
     )
 
 
-def _feed_item(data: bytes, cursor: int, subject: str) -> FeedItem | None:
-    try:
-        body = codec.from_json(data, ChainEvent)
-    except InvalidInput as error:
-        log.error("skipping unreadable chain event at %s on %s: %s", cursor, subject, error)
-        return None
-    return FeedItem(cursor=cursor, event_id=body.event_id, wallet=body.wallet, event=body.event)
+def _signature(key: bytes, body: bytes) -> str:
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+Verify = Callable[[ChainEvent, Mapping[str, str], bytes], bool]
+"""A feed's check of each event: ``verify(event, headers, body)`` → accept it? (``body`` is
+the message as received, ``event`` what it parsed to.)"""
+
+
+def hmac_verifier(key: bytes) -> Verify:
+    """A ``verify`` that accepts an event only with a valid :data:`SIGNATURE` header — the
+    HMAC-SHA256 of its body under ``key`` (what ``publish_chain_event(key=…)`` writes)."""
+    if not key:
+        raise ValueError("hmac_verifier key must be non-empty bytes")
+
+    def verify(event: ChainEvent, headers: Mapping[str, str], body: bytes) -> bool:
+        return hmac.compare_digest(headers.get(SIGNATURE, ""), _signature(key, body))
+
+    return verify
+
+
+def _oversized(body: ChainEvent) -> str | None:
+    texts = {"event_id": body.event_id, "wallet": body.wallet}
+    for field in attrs.fields(type(body.event)):
+        value = getattr(body.event, field.name)
+        if isinstance(value, str):
+            texts[f"event.{field.name}"] = value
+    for name, text in texts.items():
+        if len(text) > MAX_ID_LENGTH:
+            return f"{name} is {len(text)} characters (at most {MAX_ID_LENGTH})"
+    return None
 
 
 class NatsAuctionFeed:
     """``AuctionFeed`` of :class:`ChainEvent` messages on ``subject``; replayable from a
     stream sequence when ``stream`` is a JetStream stream (see the module docs).
 
-    ``skipped`` counts bodies that could not be read.
+    ``verify(event, headers, body)`` decides whether an event is accepted
+    (:func:`hmac_verifier`);
+    without a stream at most ``max_pending`` items are kept. ``skipped`` counts bodies that
+    could not be read or were too large, ``rejected`` events ``verify`` refused, ``dropped``
+    messages that found the buffer full.
     """
 
     def __init__(
@@ -691,15 +751,23 @@ class NatsAuctionFeed:
         stream: str | None = None,
         batch: int = 256,
         timeout_ms: int = 5_000,
+        max_pending: int = MAX_PENDING,
+        verify: Verify | None = None,
     ) -> None:
         if type(batch) is not int or batch < 1:
             raise ValueError(f"batch must be an int >= 1, was {batch!r}")
+        if type(max_pending) is not int or max_pending < 1:
+            raise ValueError(f"max_pending must be an int >= 1, was {max_pending!r}")
         self.connector = connector
         self.subject = subject
         self.stream = stream
         self.batch = batch
         self.timeout = _seconds(timeout_ms, "timeout_ms")
+        self.max_pending = max_pending
+        self.verify = verify
         self.skipped = 0
+        self.rejected = 0
+        self.dropped = 0
         self._buffer: list[FeedItem] = []
         self._subscribed: Client | None = None
         self._last = 0
@@ -711,6 +779,31 @@ class NatsAuctionFeed:
         if self.stream is None:
             return self._buffered(after)
         return self._replayed(after)
+
+    def _item(self, data: bytes, headers: Mapping[str, str] | None, cursor: int) -> FeedItem | None:
+        """The message as a feed item, or ``None`` (logged, counted) when it is too large,
+        unreadable, has an over-long id, or ``verify`` refuses it."""
+        where = f"chain event at {cursor} on {self.subject}"
+        if len(data) > MAX_CHAIN_EVENT_BYTES:
+            self.skipped += 1
+            log.error("skipping %s: %d bytes (at most %d)", where, len(data), MAX_CHAIN_EVENT_BYTES)
+            return None
+        try:
+            body = codec.from_json(data, ChainEvent)
+        except (InvalidInput, RecursionError) as error:
+            self.skipped += 1
+            log.error("skipping unreadable %s: %s", where, error)
+            return None
+        problem = _oversized(body)
+        if problem is not None:
+            self.skipped += 1
+            log.error("skipping %s: %s", where, problem)
+            return None
+        if self.verify is not None and not self.verify(body, dict(headers or {}), data):
+            self.rejected += 1
+            log.error("rejecting %s (%s for %s): not verified", where, body.event_id, body.wallet)
+            return None
+        return FeedItem(cursor=cursor, event_id=body.event_id, wallet=body.wallet, event=body.event)
 
     # ---- JetStream: replay the stream through a short-lived consumer
 
@@ -749,11 +842,9 @@ class NatsAuctionFeed:
                 for message in messages:
                     metadata = message.metadata
                     remaining = metadata.num_pending
-                    item = _feed_item(message.data, metadata.sequence.stream, self.subject)
-                    if item is None:
-                        self.skipped += 1
-                        continue
-                    yield item
+                    item = self._item(message.data, message.headers, metadata.sequence.stream)
+                    if item is not None:
+                        yield item
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
@@ -766,7 +857,14 @@ class NatsAuctionFeed:
     async def _buffered(self, after: int | None) -> AsyncIterator[FeedItem]:
         client = await self.connector.client()
         if self._subscribed is not client:
-            await client.subscribe(self.subject, cb=self._received)
+            await client.subscribe(
+                self.subject,
+                cb=self._received,
+                # The client's own queue in front of the callback is bounded too (it drops
+                # what does not fit, as a slow consumer); the callback keeps max_pending.
+                pending_msgs_limit=2 * self.max_pending,
+                pending_bytes_limit=2 * self.max_pending * MAX_CHAIN_EVENT_BYTES,
+            )
             await settle(client, self.timeout)  # from here on, what is published is seen
             self._subscribed = client
         if after is not None:
@@ -775,9 +873,18 @@ class NatsAuctionFeed:
             yield item
 
     async def _received(self, msg: Msg) -> None:
+        if len(self._buffer) >= self.max_pending:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1_000 == 0:
+                log.error(
+                    "chain feed on %s: %d messages dropped, %d items wait for the watcher "
+                    "(use a JetStream stream to keep every event)",
+                    self.subject,
+                    self.dropped,
+                    len(self._buffer),
+                )
+            return
         self._last = max(self._last + 1, time.time_ns())
-        item = _feed_item(msg.data, self._last, self.subject)
-        if item is None:
-            self.skipped += 1
-        else:
+        item = self._item(msg.data, msg.headers, self._last)
+        if item is not None:
             self._buffer.append(item)

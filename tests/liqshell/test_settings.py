@@ -361,10 +361,18 @@ def test_resolve_exchange_accepts_a_marked_factory_without_calling_it() -> None:
 
 @pytest.mark.services
 async def test_run_watcher_sim_over_nats_full_loop(tmp_path: Path, nats_server: NatsServer) -> None:
-    """With [nats], orders, auctions and chain events all travel over NATS (JetStream)."""
+    """With [nats], orders, auctions and chain events all travel over NATS (JetStream), the
+    chain events signed with the configured key and verified by the feed."""
+    key = tmp_path / "chain.key"
+    key.write_bytes(b"indexer-secret\n")
     settings = sim_settings(
         tmp_path,
-        nats={"servers": [nats_server.url], "stream": "LIQ_STATE", "chain_stream": "LIQ_CHAIN"},
+        nats={
+            "servers": [nats_server.url],
+            "stream": "LIQ_STATE",
+            "chain_stream": "LIQ_CHAIN",
+            "chain_key_file": str(key),
+        },
     )
     settings = attrs.evolve(settings, sim=SimParams(accounts=8, minutes=2, seed=1))
     await run_for(settings, 3.0)
@@ -374,3 +382,17 @@ async def test_run_watcher_sim_over_nats_full_loop(tmp_path: Path, nats_server: 
     outcomes = [e for r in records if r.kind is RecordKind.OUTCOMES for e in r.events]
     assert not any(isinstance(e, OrderFailed) for e in outcomes)
     assert any(r.kind is RecordKind.FEED for r in records)
+
+
+async def test_run_watcher_unreadable_chain_key_refused_before_creating_anything(
+    tmp_path: Path,
+) -> None:
+    """A ``[nats] chain_key_file`` that cannot be read is a settings error, before the store
+    is created or anything connects."""
+    settings = sim_settings(
+        tmp_path,
+        nats={"servers": ["nats://127.0.0.1:1"], "chain_key_file": str(tmp_path / "no.key")},
+    )
+    with pytest.raises(SettingsError, match="chain_key_file"):
+        await run_for(settings, 0.1)
+    assert not (tmp_path / "run.sqlite").exists()

@@ -29,6 +29,8 @@ from liqcore.strategies import state_changes
 from liqshell.adapters import ServiceUnavailable
 from liqshell.adapters import nats as nats_adapters
 from liqshell.adapters.nats import (
+    MAX_CHAIN_EVENT_BYTES,
+    MAX_ID_LENGTH,
     MSG_ID,
     ChainEvent,
     NatsAuctionExecutor,
@@ -38,6 +40,7 @@ from liqshell.adapters.nats import (
     NatsOrderGateway,
     ensure_stream,
     error_reply,
+    hmac_verifier,
     publish_chain_event,
     serve_auctions,
     serve_orders,
@@ -51,6 +54,7 @@ from liqshell.ports import (
     OrderAnswer,
     OutcomeUnknown,
 )
+from tests.liqshell.engine_service import eventually
 from tests.liqshell.services import NatsServer, free_port
 
 pytestmark = pytest.mark.services
@@ -602,3 +606,99 @@ def test_nats_request_while_disconnected_says_disconnected(error: Exception) -> 
     reason = nats_adapters._not_sent_reason(error)
     assert reason == "disconnected from NATS (reconnecting)"
     assert "buffer" not in reason
+
+
+# --------------------------------------------------------------------------- hostile feeds
+
+
+@pytest.mark.services
+async def test_nats_feed_without_a_stream_keeps_at_most_max_pending_items(
+    nats_url: str,
+) -> None:
+    """A flood on the chain subject (no stream) keeps at most ``max_pending`` items for the
+    watcher and drops the rest, counted — memory does not grow with the flood."""
+    connector = NatsConnector(nats_url)
+    subject = f"liq.chain.flood{next(_prefixes)}"
+    feed = NatsAuctionFeed(connector, subject=subject, max_pending=50)
+    try:
+        assert [item async for item in feed.events(None)] == []  # subscribed
+        client = await connector.client()
+        for n in range(300):
+            body = ChainEvent(event_id=f"e{n}", wallet=f"0x{n}", event=AccountReset())
+            await client.publish(subject, codec.to_json(body).encode() + b" " * 1_500)
+        await settle(client)
+        await eventually(lambda: len(feed._buffer) == 50 and feed.dropped > 0)
+        await settle(client)
+        items = [item async for item in feed.events(None)]
+        assert len(items) == 50
+        assert [i.event_id for i in items] == [f"e{n}" for n in range(50)]
+        after = [item async for item in feed.events(items[-1].cursor)]
+        assert after == []
+    finally:
+        await connector.close()
+
+
+@pytest.mark.services
+async def test_nats_feed_skips_oversized_bodies_and_ids(nats_url: str) -> None:
+    """A body over MAX_CHAIN_EVENT_BYTES or an id over MAX_ID_LENGTH characters (a
+    2,000-character wallet) is skipped and counted; a normal event behind it is read."""
+    connector = NatsConnector(nats_url)
+    stream, subject = f"HOSTILE{next(_prefixes)}", f"liq.chain.hostile{next(_prefixes)}"
+    await ensure_stream(connector, stream, [subject])
+    feed = NatsAuctionFeed(connector, subject=subject, stream=stream)
+    try:
+        long_wallet = ChainEvent(event_id="e1", wallet="0x" + "a" * 2_000, event=AccountReset())
+        long_id = ChainEvent(event_id="e" * (MAX_ID_LENGTH + 1), wallet="0xa", event=AccountReset())
+        long_auction = ChainEvent(
+            event_id="e2", wallet="0xa", event=AuctionSettled(auction_id="x" * 5_000)
+        )
+        good = ChainEvent(event_id="e3", wallet="0xa", event=AccountReset())
+        for body in (long_wallet, long_id, long_auction, good):
+            await publish_chain_event(connector, body, subject=subject, stream=stream)
+        client = await connector.client()
+        big = (
+            b'{"event":{"type":"account_reset"},"event_id":"big","wallet":"'
+            + b"w" * (MAX_CHAIN_EVENT_BYTES + 10)
+            + b'"}'
+        )
+        await client.jetstream().publish(subject, big, stream=stream)
+        items = [item async for item in feed.events(None)]
+        assert [item.event_id for item in items] == ["e3"]
+        assert feed.skipped == 4
+    finally:
+        await connector.close()
+
+
+@pytest.mark.services
+async def test_nats_feed_verify_hook_rejects_unsigned_and_forged_events(nats_url: str) -> None:
+    """With ``verify=hmac_verifier(key)`` only events signed with the key are applied: an
+    unsigned AccountReset and one signed with another key are rejected and counted."""
+    connector = NatsConnector(nats_url)
+    stream, subject = f"SIGNED{next(_prefixes)}", f"liq.chain.signed{next(_prefixes)}"
+    await ensure_stream(connector, stream, [subject])
+    feed = NatsAuctionFeed(
+        connector, subject=subject, stream=stream, verify=hmac_verifier(b"indexer-key")
+    )
+    try:
+        for event_id, key in (("unsigned", None), ("forged", b"guess"), ("signed", b"indexer-key")):
+            body = ChainEvent(event_id=event_id, wallet="0xvictim", event=AccountReset())
+            await publish_chain_event(connector, body, subject=subject, stream=stream, key=key)
+        items = [item async for item in feed.events(None)]
+        assert [item.event_id for item in items] == ["signed"]
+        assert feed.rejected == 2
+    finally:
+        await connector.close()
+
+
+def test_nats_feed_verify_hook_may_be_an_allow_list() -> None:
+    """Any callable is a verify hook: here an allow-list of wallets the indexer serves."""
+    allowed = {"0xa"}
+    feed = NatsAuctionFeed(
+        NatsConnector("nats://127.0.0.1:1"),
+        verify=lambda event, headers, body: event.wallet in allowed,
+    )
+    ok = codec.to_json(ChainEvent(event_id="e1", wallet="0xa", event=AccountReset())).encode()
+    other = codec.to_json(ChainEvent(event_id="e2", wallet="0xb", event=AccountReset())).encode()
+    assert feed._item(ok, {}, 1) is not None
+    assert feed._item(other, {}, 2) is None
+    assert feed.rejected == 1
