@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
+import tomllib
+from pathlib import Path
 
 import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.download_python = "never"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["tests", "typecheck", "lint", "docs"]
+nox.options.sessions = ["tests", "lowest", "typecheck", "lint", "docs"]
 
 PACKAGES = ["liqcore", "liqshell"]
 
@@ -26,6 +29,53 @@ def tests(session: nox.Session) -> None:
         *session.posargs,
         env={"CI": os.environ.get("CI", "")},
     )
+
+
+LOWEST_EXTRAS = ("testing", "shell", "postgres", "nats")
+"""The extras whose floors the ``lowest`` session pins (with the core dependencies)."""
+
+
+def lowest_pins() -> list[str]:
+    """``name==floor`` for every runtime dependency pyproject.toml declares, core and the
+    :data:`LOWEST_EXTRAS` — the floor being the ``>=`` bound, the one place it is written.
+    psycopg's binary build is pinned to psycopg's floor too (the tests need a libpq)."""
+    project = tomllib.loads(Path("pyproject.toml").read_text())["project"]
+    declared = list(project["dependencies"])
+    for extra in LOWEST_EXTRAS:
+        declared += project["optional-dependencies"][extra]
+    pins = []
+    for requirement in declared:
+        match = re.fullmatch(r"([A-Za-z0-9_.\-]+)(\[[^\]]*\])?>=([^,;\s]+)", requirement)
+        if match is None:
+            raise ValueError(f"{requirement!r} has no >= floor to pin")
+        name, _, floor = match.groups()
+        pins.append(f"{name}=={floor}")
+        if name == "psycopg":
+            pins.append(f"psycopg-binary=={floor}")
+    return pins
+
+
+@nox.session
+def lowest(session: nox.Session) -> None:
+    """The tests not marked slow against the lowest versions pyproject.toml declares, each
+    installed pinned: a floor that does not really work fails here."""
+    pins = lowest_pins()
+    constraints = Path(session.create_tmp()) / "lowest.txt"
+    constraints.write_text("\n".join(pins) + "\n")
+    session.install(*pins)
+    session.install("--no-deps", ".")
+    project = tomllib.loads(Path("pyproject.toml").read_text())["project"]
+    tools = [
+        r
+        for r in project["optional-dependencies"]["tests"]
+        if not r.startswith(("liqcore", "psycopg"))
+    ]
+    session.install("-c", str(constraints), *tools)
+    session.run("python", "-m", "pip", "freeze")
+    session.run(
+        "pytest", "-m", "not slow", "-p", "no:cacheprovider", *session.posargs,
+        env={"CI": os.environ.get("CI", "")},
+    )  # fmt: skip
 
 
 @nox.session

@@ -170,7 +170,8 @@ _NOT_SENT_ERRORS: tuple[type[BaseException], ...] = (
     nats.errors.OutboundBufferLimitError,
     nats.errors.MaxPayloadError,
     nats.errors.BadSubjectError,
-    nats.errors.BadHeaderError,
+    # BadHeaderError came with nats-py 2.13; older versions raise none.
+    *((nats.errors.BadHeaderError,) if hasattr(nats.errors, "BadHeaderError") else ()),
     nats.js.errors.NoStreamResponseError,
 )
 
