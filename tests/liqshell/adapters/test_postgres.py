@@ -347,3 +347,15 @@ def test_postgres_store_with_bad_settings_raises_value_error(
     """Bad constructor arguments raise ValueError naming the argument, before connecting."""
     with pytest.raises(ValueError, match=message):
         PostgresStore("host=127.0.0.1 port=1", **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.services
+async def test_postgres_store_load_one_and_history(postgres_dsn: str, pg_schema: str) -> None:
+    """PostgresStore: load_one and history as for every store."""
+    from tests.liqshell.adapters.test_sqlite import check_load_one_and_history
+
+    store = PostgresStore(postgres_dsn, schema=pg_schema)
+    try:
+        await check_load_one_and_history(store)
+    finally:
+        await store.close()

@@ -516,3 +516,46 @@ async def test_sqlite_read_records_on_a_read_only_filesystem_reads_every_record(
         )  # fmt: skip
         assert expected in out.stdout, out.stderr
     assert sorted(p.name for p in copy.iterdir()) == sorted(names)
+
+
+# --------------------------------------------------------------------------- load_one, history
+
+
+async def check_load_one_and_history(store: StateStore) -> None:
+    """``load_one`` is the wallet's entry of ``load`` (None when nothing is stored);
+    ``history`` the records committed with its versions after a version, in order — not a
+    skipped feed item's, not an appended uncommitted one's, not another wallet's."""
+    for n in range(1, 4):
+        await store.commit(
+            "0xa", state_of("0xa", n), decision(state_of("0xa", n), n), expected_version=n - 1
+        )
+    await store.commit(
+        "0xb", state_of("0xb", 1), decision(state_of("0xb", 1), 1), expected_version=0
+    )
+    skipped = Record(kind=RecordKind.FEED, wallet="0xa", now=5, event_id="e", cursor=1)
+    await store.commit_cursor(1, skipped)
+    append = getattr(store, "append", None)
+    if append is not None:
+        await append(Record(kind=RecordKind.OUTCOMES, wallet="0xa", now=6, note="quarantined"))
+    loaded = await store.load()
+    assert await store.load_one("0xa") == loaded["0xa"]
+    assert await store.load_one("0xnone") is None
+    history = await store.history("0xa", after_version=1)
+    assert [r.version for r in history] == [2, 3]
+    assert history == (decision(state_of("0xa", 2), 2), decision(state_of("0xa", 3), 3))
+    assert [r.version for r in await store.history("0xa", after_version=0)] == [1, 2, 3]
+    assert await store.history("0xa", after_version=3) == ()
+
+
+async def test_sqlite_store_load_one_and_history(tmp_path: Path) -> None:
+    """SqliteStore: see check_load_one_and_history."""
+    store = SqliteStore(tmp_path / "s.sqlite")
+    try:
+        await check_load_one_and_history(store)
+    finally:
+        await store.close()
+
+
+async def test_memory_store_load_one_and_history() -> None:
+    """MemoryStore: see check_load_one_and_history."""
+    await check_load_one_and_history(MemoryStore())
