@@ -20,6 +20,7 @@ from liqcore.commands import (
     SubmitOrder,
 )
 from liqcore.config import Config
+from liqcore.deadlines import Overstay, OverstayKind, overstay
 from liqcore.errors import InvalidConfig, InvalidInput, InvalidSymbol, LiqcoreError, PlanningError
 from liqcore.events import (
     AccountReset,
@@ -132,6 +133,8 @@ __all__ = [
     "OrderFailed",
     "OrderPlan",
     "OrderRejected",
+    "Overstay",
+    "OverstayKind",
     "PartialPlan",
     "Phase",
     "PlanningError",
@@ -165,6 +168,7 @@ __all__ = [
     "material_change",
     "merge_plan",
     "next_wakeup",
+    "overstay",
     "partial_bonus_bps",
     "plan_partial_orders",
     "reduce_only_order_ids",

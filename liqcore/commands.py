@@ -141,6 +141,8 @@ class AlertCode(enum.Enum):
     PLANNING_FAILED = "planning_failed"
     NO_HELPFUL_CLOSE = "no_helpful_close"
     MARGIN_MODEL_MISMATCH = "margin_model_mismatch"
+    STUCK = "stuck"
+    """The account overstays a phase (:func:`liqcore.overstay`)."""
 
 
 @attrs.frozen(kw_only=True)

@@ -81,6 +81,9 @@ class Config:
     partial_bonus_ramp_ms: int = attrs.field(default=300_000, validator=_ms)
     engine_response_timeout_ms: int = attrs.field(default=10_000, validator=_positive_ms)
     reference_band_bps: int = attrs.field(default=2_000, validator=_bps)
+    chain_start_timeout_ms: int = attrs.field(default=60_000, validator=_positive_ms)
+    """How long an account may be InLiquidation without the chain's start time before
+    ``step`` raises a ``STUCK`` alert (not in SPEC; see :func:`liqcore.overstay`)."""
     enabled: bool = attrs.field(default=True, validator=_enabled)
     standard_margin: MarginModel = attrs.field(factory=StandardMargin, validator=_model)
     portfolio_margin: MarginModel = attrs.field(factory=PortfolioMargin, validator=_model)
@@ -132,5 +135,6 @@ _RUNTIME_KEYS = {
     "partial_bonus_start_bps": "partial_bonus_start_bps",
     "partial_bonus_max_bps": "partial_bonus_max_bps",
     "partial_bonus_ramp_ms": "partial_bonus_ramp_ms",
+    "chain_start_timeout_ms": "chain_start_timeout_ms",
     "enabled": "enabled",
 }

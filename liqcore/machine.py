@@ -37,6 +37,10 @@ Phases (see :mod:`liqcore.state`; every move between them is in ``TRANSITIONS``)
   if a stop went unanswered past the timeout).
 * **Liquidated** — only orphans are cancelled; an operator's ``AccountReset`` re-opens.
 
+Whatever the phase, when the state a step leaves behind has overstayed a deadline nothing
+in the step could act on (:func:`liqcore.deadlines.overstay`), the step raises an
+``Alert`` with ``AlertCode.STUCK``.
+
 Command order within one step: the ``PublishStateChange`` of an entry into
 PreLiquidation, then the ``CancelOrder`` commands (sorted by ``(created_at, order_id)``),
 then the ``SubmitOrder`` commands (plan order), then ``Alert`` commands, then
@@ -78,6 +82,7 @@ from liqcore.commands import (
     SubmitOrder,
 )
 from liqcore.config import Config
+from liqcore.deadlines import overstay
 from liqcore.errors import InvalidInput, PlanningError
 from liqcore.events import (
     AccountReset,
@@ -277,6 +282,15 @@ def _decide(
             assert_never(start)
 
     new_state = _account(health, new_phase, now, closed)
+    stuck = overstay(new_state, now, config)
+    if stuck is not None:
+        # With the other alerts: before any StartAuction / StopAuction (none is emitted
+        # by a step that leaves an overstaying state, but the order stays the documented one).
+        at = next(
+            (i for i, c in enumerate(effects) if isinstance(c, StartAuction | StopAuction)),
+            len(effects),
+        )
+        effects.insert(at, _alert(wallet, AlertCode.STUCK, stuck.describe(now)))
     if new_phase != start:
         effects.append(_publish(start, new_state, now))
     return new_state, (*entry, *effects)

@@ -565,6 +565,7 @@ def _configs(draw: st.DrawFn, underlyings: tuple[str, ...]) -> Config:
         partial_bonus_ramp_ms=draw(_durations()),
         engine_response_timeout_ms=draw(st.integers(min_value=1, max_value=60_000)),
         reference_band_bps=draw(st.integers(min_value=0, max_value=10_000)),
+        chain_start_timeout_ms=draw(st.integers(min_value=1, max_value=600_000)),
         enabled=draw(st.booleans()),
         standard_margin=draw(standard_margins()),
         portfolio_margin=draw(portfolio_margins()),

@@ -98,6 +98,9 @@ class NullMetrics:
     def active_orders(self, count: int) -> None:
         """``count`` liquidation orders are tracked across all wallets."""
 
+    def stuck(self, count: int) -> None:
+        """``count`` wallets were found overstaying a phase by their last decision."""
+
     def poll_duration(self, seconds: float) -> None:
         """One poll took ``seconds``."""
 
@@ -165,6 +168,9 @@ class Metrics(NullMetrics):
         )
         self.active_liquidation_orders = gauge(
             "active_liquidation_orders", "Liquidation orders tracked by pre-liquidation states"
+        )
+        self.stuck_wallets = gauge(
+            "stuck_wallets", "Wallets whose last decision raised a STUCK alert (overstaying)"
         )
         self.poll_seconds = pc.Histogram(
             "poll_duration_seconds",
@@ -236,6 +242,9 @@ class Metrics(NullMetrics):
 
     def active_orders(self, count: int) -> None:
         self.active_liquidation_orders.set(count)
+
+    def stuck(self, count: int) -> None:
+        self.stuck_wallets.set(count)
 
     def poll_duration(self, seconds: float) -> None:
         self.poll_seconds.observe(seconds)

@@ -286,6 +286,7 @@ _CONFIG_INTS = (
     "partial_bonus_ramp_ms",
     "engine_response_timeout_ms",
     "reference_band_bps",
+    "chain_start_timeout_ms",
 )
 
 

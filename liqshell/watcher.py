@@ -41,6 +41,7 @@ from liqcore import (
     AccountReset,
     AccountState,
     Alert,
+    AlertCode,
     AuctionSettled,
     AuctionStarted,
     AuctionStopped,
@@ -204,6 +205,7 @@ class Watcher:
         self._quarantined: dict[str, _Quarantine] = {}
         self._wakeups: dict[str, int] = {}
         self._active_orders: dict[str, int] = {}
+        self._stuck: set[str] = set()  # wallets whose last decision raised a STUCK alert
         self._stop: asyncio.Event | None = None
         # Loop-bound resources, made afresh for each running loop.
         self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
@@ -657,6 +659,7 @@ class Watcher:
                 extra=fields(wallet=wallet, phase=state_phase(previous)),
             )
             return False
+        self._note_stuck(wallet, commands)
 
         expected = 0 if stored is None else stored.version
         version = expected + 1
@@ -1052,6 +1055,14 @@ class Watcher:
         else:
             self._active_orders.pop(wallet, None)
         self._metrics.active_orders(sum(self._active_orders.values()))
+
+    def _note_stuck(self, wallet: str, commands: tuple[Command, ...]) -> None:
+        """Keep the count of wallets whose last decision found them overstaying a phase."""
+        if any(isinstance(c, Alert) and c.code is AlertCode.STUCK for c in commands):
+            self._stuck.add(wallet)
+        else:
+            self._stuck.discard(wallet)
+        self._metrics.stuck(len(self._stuck))
 
     def _counted_transition(self, previous: AccountState | None, new: AccountState) -> None:
         was = previous is not None and isinstance(previous.phase, PreLiquidation)

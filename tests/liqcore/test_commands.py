@@ -192,11 +192,12 @@ def test_cancel_order_client_id_is_optional() -> None:
 
 
 def test_alert_codes_have_stable_values() -> None:
-    """Alert codes are the three of SPEC §4, by value."""
+    """Alert codes are the three of SPEC §4 and STUCK (liqcore.overstay), by value."""
     assert {code.value for code in AlertCode} == {
         "planning_failed",
         "no_helpful_close",
         "margin_model_mismatch",
+        "stuck",
     }
 
 

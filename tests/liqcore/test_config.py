@@ -29,6 +29,7 @@ _MS_FIELDS = [
     "partial_reprice_interval_ms",
     "partial_bonus_ramp_ms",
     "engine_response_timeout_ms",
+    "chain_start_timeout_ms",
 ]
 _BPS_FIELDS = [
     "partial_target_buffer_bps",
@@ -63,6 +64,7 @@ def test_config_defaults_are_exactly_the_seeds() -> None:
     assert config.partial_bonus_ramp_ms == 300_000
     assert config.engine_response_timeout_ms == 10_000
     assert config.reference_band_bps == 2_000
+    assert config.chain_start_timeout_ms == 60_000
     assert config.enabled is True
     assert config.standard_margin == StandardMargin()
     assert config.portfolio_margin == PortfolioMargin()
@@ -70,7 +72,8 @@ def test_config_defaults_are_exactly_the_seeds() -> None:
 
 
 def test_config_has_exactly_the_spec_fields() -> None:
-    """No field was added or dropped without the spec saying so."""
+    """No field was added or dropped without the spec (or a documented addition:
+    chain_start_timeout_ms, for liqcore.overstay) saying so."""
     assert [a.name for a in attrs.fields(Config)] == [
         "poll_interval_ms",
         "full_escalation_timeout_ms",
@@ -82,6 +85,7 @@ def test_config_has_exactly_the_spec_fields() -> None:
         "partial_bonus_ramp_ms",
         "engine_response_timeout_ms",
         "reference_band_bps",
+        "chain_start_timeout_ms",
         "enabled",
         "standard_margin",
         "portfolio_margin",
@@ -177,6 +181,7 @@ def test_from_runtime_of_a_configs_runtime_keys_rebuilds_it(config: Config) -> N
         "partial_bonus_start_bps": config.partial_bonus_start_bps,
         "partial_bonus_max_bps": config.partial_bonus_max_bps,
         "partial_bonus_ramp_ms": config.partial_bonus_ramp_ms,
+        "chain_start_timeout_ms": config.chain_start_timeout_ms,
         "enabled": config.enabled,
     }
     rebuilt = Config.from_runtime(runtime)
@@ -211,10 +216,17 @@ def test_config_negative_duration_raises_invalid_config(field: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "field", ["poll_interval_ms", "partial_reprice_interval_ms", "engine_response_timeout_ms"]
+    "field",
+    [
+        "poll_interval_ms",
+        "partial_reprice_interval_ms",
+        "engine_response_timeout_ms",
+        "chain_start_timeout_ms",
+    ],
 )
 def test_config_zero_interval_raises_invalid_config(field: str) -> None:
-    """A zero poll, reprice or engine-response interval is refused (it would spin)."""
+    """A zero poll, reprice, engine-response or chain-start interval is refused (it would
+    spin, or call every auction stuck at once)."""
     with pytest.raises(InvalidConfig, match=rf"Config\.{field} must be > 0 ms"):
         _config(**{field: 0})
 

@@ -559,11 +559,64 @@ def test_step_stale_request_of_recovered_account_goes_healthy() -> None:
 
 def test_step_confirmed_auction_is_never_cleared() -> None:
     """With a receipt the auction stands, however late: no start, no clear; open orders
-    are cancelled."""
+    are cancelled, and once the request is stale the account is reported stuck."""
     state = account(pending(70_000, auction="A1"))
     new, commands = step(state, health(), [order(1, side=Side.SELL)], 10**9, CONFIG)
-    assert [type(c) for c in commands] == [CancelOrder]
+    assert [type(c) for c in commands] == [CancelOrder, Alert]
+    assert [a.code for a in alerts(commands)] == [AlertCode.STUCK]
     assert new.phase == state.phase
+
+
+def test_step_confirmed_auction_within_its_limit_is_not_stuck() -> None:
+    """A request with a receipt waits for the chain quietly until it is stale."""
+    state = account(pending(70_000, auction="A1"))
+    _, commands = step(state, health(), [], 70_000 + 60_000, CONFIG)
+    assert commands == ()
+    _, late = step(state, health(), [], 70_000 + 60_001, CONFIG)
+    (alert,) = alerts(late)
+    assert alert.code is AlertCode.STUCK
+    assert alert.message == "request_stale since 130000 (1 ms)"
+
+
+def test_step_in_liquidation_without_chain_start_past_its_bound_is_stuck() -> None:
+    """An auction whose chain start time never arrived is reported stuck once
+    chain_start_timeout_ms has passed since the account entered it; not before."""
+    config = attrs.evolve(CONFIG, chain_start_timeout_ms=30_000)
+    state = account(InLiquidation(auction_id="A1", entered_at=1_000))
+    _, quiet = step(state, health(), [], 31_000, config)
+    assert not alerts(quiet)
+    _, commands = step(state, health(), [], 31_001, config)
+    assert [a.code for a in alerts(commands)] == [AlertCode.STUCK]
+
+
+def test_step_stop_unanswered_while_liquidatable_again_is_stuck() -> None:
+    """A stale stop that step does not send again (the account is liquidatable once more)
+    is reported; a stale stop of a recovered account is sent again instead."""
+    phase = InLiquidation(
+        auction_id="A1",
+        entered_at=0,
+        chain_start_time=10,
+        stop_request_id="s1",
+        stop_requested_at=1_000,
+    )
+    _, commands = step(account(phase), health(), [], 61_001, CONFIG)
+    assert [a.code for a in alerts(commands)] == [AlertCode.STUCK]
+    assert not stops(commands)
+    _, resent = step(account(phase), RECOVERED, [], 61_001, CONFIG)
+    assert len(stops(resent)) == 1
+    assert not alerts(resent)
+
+
+def test_step_below_maintenance_past_deadline_without_verdict_is_stuck() -> None:
+    """An engine that calls an account below maintenance "not liquidatable" past its
+    escalation deadline leaves it in pre-liquidation with no request: stuck."""
+    state = account(pre(last_reprice_at=59_000))
+    _, commands = step(state, health(liquidatable=False), [], 60_001, CONFIG)
+    assert not starts(commands)
+    assert [a.code for a in alerts(commands)] == [AlertCode.STUCK]
+    _, escalated = step(state, health(), [], 60_001, CONFIG)
+    assert len(starts(escalated)) == 1
+    assert not alerts(escalated)
 
 
 # --- step: escalation ----------------------------------------------------------------------------

@@ -575,6 +575,22 @@ async def auctioned_world() -> tuple[World, Watcher, str]:
     return world, watcher, auction
 
 
+async def test_watcher_counts_a_wallet_stuck_while_its_auction_never_starts() -> None:
+    """A requested auction that the chain never starts (the feed is silent) makes step
+    raise STUCK once the request is stale: the alert is counted and the wallet shows in
+    the stuck_wallets gauge until a decision no longer finds it overstaying."""
+    world, watcher, auction = await auctioned_world()
+    assert world.metric("stuck_wallets") == 0
+    world.clock.advance(SEED_CONFIG.full_escalation_timeout_ms + 1)
+    await world.poll(watcher)
+    assert world.metric("alerts_total", code="stuck") == 1
+    assert world.metric("stuck_wallets") == 1
+    world.feed.push(W, AuctionStarted(auction_id=auction, chain_start_time=10_500))
+    await world.drain(watcher)
+    await world.poll(watcher)
+    assert world.metric("stuck_wallets") == 0
+
+
 async def test_watcher_feed_applies_chain_events_with_cursor() -> None:
     """Chain events are applied and committed with the cursor; events change phases."""
     world, watcher, auction = await auctioned_world()
