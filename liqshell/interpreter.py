@@ -11,7 +11,7 @@ command        answer                          event                     status
 submit         ``ACKED``                       —                         confirmed
 submit         ``REJECTED``                    ``OrderRejected``         failed
 submit         :class:`NotSent`                ``OrderFailed``           failed
-cancel         ``CANCELED`` / benign           —                         confirmed
+cancel         ``CANCELED``, ``GONE``, benign  —                         confirmed
 cancel         other rejection, NotSent        — (logged, counted)       failed
 start auction  receipt                         ``AuctionRequested``      confirmed
 start auction  NotSent                         ``AuctionRequestFailed``  failed
@@ -229,7 +229,13 @@ class Interpreter:
         if answer.status is AnswerStatus.CANCELED:
             self._metrics.cancel("canceled")
             return Outcome(index=index, command=command, status=OutcomeStatus.CONFIRMED)
+        if answer.status is AnswerStatus.GONE:  # no longer open: nothing left to cancel
+            self._metrics.cancel("benign")
+            return Outcome(
+                index=index, command=command, status=OutcomeStatus.CONFIRMED, detail=answer.reason
+            )
         if answer.status is AnswerStatus.REJECTED:
+            # The fallback for engines that only send text ("order not found", …).
             if is_benign_cancel_rejection(answer.reason):
                 self._metrics.cancel("benign")
                 return Outcome(

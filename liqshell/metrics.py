@@ -45,7 +45,8 @@ class NullMetrics:
         """A submit answered: ``acked``, ``rejected``, ``failed`` (not sent) or ``unknown``."""
 
     def cancel(self, outcome: str) -> None:
-        """A cancel answered: ``canceled``, ``benign``, ``rejected``, ``failed`` or ``unknown``."""
+        """A cancel answered: ``canceled``, ``benign`` (``GONE`` or a benign rejection),
+        ``rejected``, ``failed`` or ``unknown``."""
 
     def auction_request(self, outcome: str) -> None:
         """A start-auction answered: ``receipt``, ``failed`` or ``unknown``."""

@@ -31,8 +31,10 @@ from liqcore import (
     StopAuction,
     SubmitOrder,
 )
+from liqcore.errors import InvalidInput
 
 __all__ = [
+    "PORT_METHODS",
     "RECORD_SCHEMA",
     "AnswerStatus",
     "AuctionExecutor",
@@ -61,6 +63,7 @@ __all__ = [
     "StateStore",
     "Stored",
     "Unfinished",
+    "check_port",
 ]
 
 T = TypeVar("T")
@@ -88,14 +91,48 @@ class Conflict(LiqshellError):
     """A compare-and-set commit lost: another instance committed this wallet first."""
 
 
+def _finite(inst: object, attribute: attrs.Attribute[Decimal], value: object) -> None:
+    if type(value) is not Decimal or not value.is_finite():
+        raise InvalidInput(
+            f"{type(inst).__name__}.{attribute.name} must be a finite Decimal, was {value!r}"
+        )
+
+
+def _non_negative(inst: object, attribute: attrs.Attribute[Decimal], value: object) -> None:
+    _finite(inst, attribute, value)
+    assert isinstance(value, Decimal)
+    if value < 0:
+        raise InvalidInput(f"{type(inst).__name__}.{attribute.name} must be ≥ 0, was {value}")
+
+
+def _mode(inst: object, attribute: attrs.Attribute[MarginMode], value: object) -> None:
+    if not isinstance(value, MarginMode):
+        raise InvalidInput(
+            f"{type(inst).__name__}.{attribute.name} must be a liqcore.MarginMode, was {value!r}"
+        )
+
+
+def _bool(inst: object, attribute: attrs.Attribute[bool], value: object) -> None:
+    if type(value) is not bool:
+        raise InvalidInput(
+            f"{type(inst).__name__}.{attribute.name} must be True or False, was {value!r}"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class MarginReport:
-    """The exchange margin engine's verdict on one account."""
+    """The exchange margin engine's verdict on one account.
 
-    margin_mode: MarginMode
-    equity: Decimal
-    mm_required: Decimal
-    is_liquidatable: bool
+    Validated like :class:`~liqcore.Health`: a float, a NaN, a negative requirement or a
+    truthy non-bool raises :class:`~liqcore.errors.InvalidInput` naming the field
+    (``MarginReport.equity must be a finite Decimal, was 1.5``) where the adapter builds
+    it, not later inside the watcher.
+    """
+
+    margin_mode: MarginMode = attrs.field(validator=_mode)
+    equity: Decimal = attrs.field(validator=_finite)
+    mm_required: Decimal = attrs.field(validator=_non_negative)
+    is_liquidatable: bool = attrs.field(validator=_bool)
 
 
 class AnswerStatus(enum.Enum):
@@ -104,6 +141,11 @@ class AnswerStatus(enum.Enum):
     ACKED = "acked"
     REJECTED = "rejected"
     CANCELED = "canceled"
+    GONE = "gone"
+    """A cancel of an order that is no longer open (filled, cancelled or expired before the
+    cancel arrived): nothing to do, the watcher treats it as done. Exchanges that only send
+    text may answer ``REJECTED`` with a reason such as "order not found"; those phrases are
+    recognised too (:func:`liqcore.reduce_only.is_benign_cancel_rejection`)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -265,7 +307,7 @@ class OrderGateway(Protocol):
         ...
 
     async def cancel(self, command: CancelOrder) -> OrderAnswer:
-        """``CANCELED`` or ``REJECTED``."""
+        """``CANCELED``, ``GONE`` (the order was no longer open) or ``REJECTED``."""
         ...
 
 
@@ -384,3 +426,35 @@ class Clock(Protocol):
     async def wait_for(self, awaitable: Awaitable[T], timeout_ms: int) -> T:
         """Await with a timeout on this clock; raises ``TimeoutError``."""
         ...
+
+
+PORT_METHODS: Mapping[str, tuple[str, tuple[str, ...]]] = {
+    "portfolios": ("PortfolioSource", ("portfolios", "portfolio")),
+    "margin": ("MarginSource", ("margin",)),
+    "quotes": ("QuoteSource", ("quotes",)),
+    "orders": ("OrderSnapshot", ("open_orders",)),
+    "gateway": ("OrderGateway", ("submit", "cancel")),
+    "auctions": ("AuctionExecutor", ("start", "stop")),
+    "feed": ("AuctionFeed", ("events",)),
+    "store": ("StateStore", ("load", "cursor", "applied", "commit", "commit_cursor", "close")),
+    "sink": ("EventSink", ("publish",)),
+    "recorder": ("Recorder", ("append",)),
+    "clock": ("Clock", ("now_ms", "sleep_until", "wait_for")),
+}
+"""The methods each of the :class:`~liqshell.watcher.Watcher`'s ports must have, by keyword:
+``keyword → (protocol, methods)``. Optional methods (``StateStore.load_one`` and
+``history``, which the watcher falls back from) are not listed."""
+
+
+def check_port(keyword: str, port: object) -> None:
+    """Raise ``TypeError`` naming the port and the first missing method when ``port`` lacks
+    one that :data:`PORT_METHODS` lists for ``keyword`` (``Watcher margin: FakeExchange has no
+    method 'margin' (a MarginSource needs margin)``) — at construction, instead of an
+    ``AttributeError`` in the middle of a poll."""
+    protocol, methods = PORT_METHODS[keyword]
+    for method in methods:
+        if not callable(getattr(port, method, None)):
+            raise TypeError(
+                f"Watcher {keyword}: {type(port).__name__} has no method {method!r} "
+                f"(a {protocol} needs {', '.join(methods)})"
+            )

@@ -570,7 +570,7 @@ class FakeExchange:
     :attr:`submits`, :attr:`cancels`, :attr:`starts`, :attr:`stops` hold the commands).
     An acked submit rests as an :class:`OpenOrder` until the test fills it
     (:meth:`remove_order`) or a cancel removes it; a cancel of an order that is not open is
-    rejected with ``"order not found"`` (a benign rejection). Submits and cancels are
+    answered ``GONE`` (``"order not found"``). Submits and cancels are
     deduplicated by request id (a repeated request gets the first answer). The auction
     executor is idempotent per wallet: while the wallet's auction is pending or running,
     ``start`` returns its receipt. :meth:`inject` scripts :class:`Fault`\\s per method
@@ -815,7 +815,9 @@ class FakeExchange:
         return await self._serve("submit", command.wallet, command, effect, rejected)
 
     async def cancel(self, command: CancelOrder) -> OrderAnswer:
-        """Remove the order (``CANCELED``), or reject with ``"order not found"``."""
+        """Remove the order (``CANCELED``), or answer ``GONE`` with ``"order not found"`` for
+        an order that is not open (``Fault.reject("order not found")`` scripts an exchange
+        that only sends text)."""
 
         def effect() -> OrderAnswer:
             if command.request_id in self._answers:
@@ -823,7 +825,7 @@ class FakeExchange:
             if self.remove_order(command.wallet, command.order_id):
                 answer = OrderAnswer(status=AnswerStatus.CANCELED, order_id=command.order_id)
             else:
-                answer = OrderAnswer(status=AnswerStatus.REJECTED, reason="order not found")
+                answer = OrderAnswer(status=AnswerStatus.GONE, reason="order not found")
             self._answers[command.request_id] = answer
             return answer
 

@@ -87,6 +87,7 @@ from liqshell.ports import (
     StateStore,
     Stored,
     Unfinished,
+    check_port,
 )
 
 __all__ = ["OUTCOME_COMMIT_ATTEMPTS", "QUARANTINE_BACKOFF_MS", "Watcher"]
@@ -175,6 +176,15 @@ class Watcher:
             raise ValueError(
                 f"Watcher quarantine_backoff_ms must be an int ≥ 0, was {quarantine_backoff_ms!r}"
             )
+        ports: dict[str, object] = {
+            "portfolios": portfolios, "margin": margin, "quotes": quotes, "orders": orders,
+            "gateway": gateway, "auctions": auctions, "store": store, "sink": sink,
+            "recorder": recorder, "clock": clock,
+        }  # fmt: skip
+        if feed is not None:
+            ports["feed"] = feed
+        for keyword, port in ports.items():
+            check_port(keyword, port)
         self._quarantine_backoff_ms = quarantine_backoff_ms
         self._portfolios = portfolios
         self._margin = margin
@@ -332,11 +342,24 @@ class Watcher:
                 await self._sleep_until(min([next_poll, *self._wakeups.values()]), stop)
         finally:
             self._stop = None
-            if not self._shadow:
-                try:
-                    await self._store.close()
-                except Exception as error:
-                    _log.warning("closing the store failed: %r", error, extra=fields())
+            await self.close()
+
+    async def close(self) -> None:
+        """Close the store (a shadow watcher leaves the store, which is not its own, open);
+        a failure is logged. ``async with watcher:`` starts the watcher (loads the store)
+        on entry and closes it on exit."""
+        if not self._shadow:
+            try:
+                await self._store.close()
+            except Exception as error:
+                _log.warning("closing the store failed: %r", error, extra=fields())
+
+    async def __aenter__(self) -> Watcher:
+        await self._ensure_started()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
     # ---------------------------------------------------------------- loop and start-up
 

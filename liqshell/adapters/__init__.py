@@ -35,6 +35,7 @@ from liqshell.ports import RECORD_SCHEMA, Cursor, LiqshellError, Record
 
 __all__ = [
     "RECORDING_FORMAT",
+    "AsyncClosing",
     "ForeignFile",
     "RecordingHeader",
     "ServiceUnavailable",
@@ -51,6 +52,21 @@ __all__ = [
 ]
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class AsyncClosing:
+    """``async with adapter:`` — the adapter itself on entry, :meth:`close` on exit (every
+    adapter with connections or files: the stores, the JSON Lines files, the NATS
+    connector). ``close`` may be called again: the next use opens what it needs anew."""
+
+    async def close(self) -> None:
+        """Release connections and files."""
+
+    async def __aenter__(self) -> typing.Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
 
 class ServiceUnavailable(LiqshellError):

@@ -43,6 +43,7 @@ from types import MappingProxyType
 from liqcore import StateChange, codec
 from liqcore.errors import InvalidInput
 from liqshell.adapters import (
+    AsyncClosing,
     ForeignFile,
     RecordingHeader,
     _loads,
@@ -340,7 +341,7 @@ def read_state_changes(
         yield _change_from_data(data, f"{os.fspath(path)}:{number}")
 
 
-class JsonlRecorder:
+class JsonlRecorder(AsyncClosing):
     """``Recorder``: appends each :class:`~liqshell.ports.Record` as one line to ``path``.
 
     ``fsync=True`` makes every append durable before it returns (see the module docs).
@@ -375,7 +376,7 @@ class JsonlRecorder:
         return read_records(self.path) if os.path.exists(self.path) else iter(())
 
 
-class JsonlEventSink:
+class JsonlEventSink(AsyncClosing):
     """``EventSink``: appends ``{"change": …, "key": [wallet, version, index]}`` lines."""
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True) -> None:

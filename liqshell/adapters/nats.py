@@ -21,7 +21,10 @@ subject (default)           request body                           success reply
                                                                    "rejected", "reason": "",
                                                                    "order_id": 42 | null}``
 ``liq.orders.cancel``       ``CancelOrder``                        ``OrderAnswer`` with status
-                                                                   ``"canceled" | "rejected"``
+                                                                   ``"canceled" | "gone" |
+                                                                   "rejected"`` (``"gone"``:
+                                                                   the order was no longer
+                                                                   open)
 ``liq.auctions.start``      ``StartAuction``                       ``AuctionReceipt``:
                                                                    ``{"auction_id": "…",
                                                                    "tx_hash": "0x…" | null,
@@ -100,7 +103,7 @@ from liqcore import (
     codec,
 )
 from liqcore.errors import InvalidInput
-from liqshell.adapters import ServiceUnavailable
+from liqshell.adapters import AsyncClosing, ServiceUnavailable
 from liqshell.ports import (
     AnswerStatus,
     AuctionReceipt,
@@ -208,7 +211,7 @@ async def settle(client: Client, timeout: float = 5.0) -> None:
     await client.flush(timeout=timeout)  # type: ignore[arg-type]
 
 
-class NatsConnector:
+class NatsConnector(AsyncClosing):
     """One lazily opened NATS connection, shared by the NATS adapters.
 
     ``options`` go to ``nats.connect`` as they are (credentials, TLS, …). The connection
@@ -397,7 +400,7 @@ class NatsOrderGateway:
         return answer
 
     async def cancel(self, command: CancelOrder) -> OrderAnswer:
-        """``CANCELED`` or ``REJECTED``; raises ``NotSent`` or ``OutcomeUnknown``."""
+        """``CANCELED``, ``GONE`` or ``REJECTED``; raises ``NotSent`` or ``OutcomeUnknown``."""
         what = f"cancel {command.request_id}"
         data = await _request(
             self.connector,
@@ -408,7 +411,7 @@ class NatsOrderGateway:
             what=what,
         )
         answer = _structured(data, OrderAnswer, what)
-        if answer.status not in (AnswerStatus.CANCELED, AnswerStatus.REJECTED):
+        if answer.status not in (AnswerStatus.CANCELED, AnswerStatus.GONE, AnswerStatus.REJECTED):
             raise OutcomeUnknown(f"{what}: a cancel cannot be {answer.status.value!r}")
         return answer
 

@@ -42,6 +42,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from liqcore import AccountState, codec
 from liqshell.adapters import (
+    AsyncClosing,
     StoreUnavailable,
     cursor_from_json,
     cursor_to_json,
@@ -162,7 +163,7 @@ def _why_not_connected(error: psycopg.OperationalError) -> str:
     return f"server unreachable: {text}"
 
 
-class PostgresStore:
+class PostgresStore(AsyncClosing):
     """``StateStore`` and ``Recorder`` in PostgreSQL schema ``schema`` of the database at ``dsn``.
 
     ``pool_size`` bounds the connections; ``timeout_ms`` is how long a call waits for a

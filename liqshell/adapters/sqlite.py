@@ -57,6 +57,7 @@ from typing import TypeVar
 from liqcore import AccountState, codec
 from liqshell.adapters import (
     SQLITE_MAGIC,
+    AsyncClosing,
     ForeignFile,
     StoreUnavailable,
     cursor_from_json,
@@ -257,7 +258,7 @@ def _stored(version: int, state_json: str, unfinished_json: str) -> Stored:
     )
 
 
-class SqliteStore:
+class SqliteStore(AsyncClosing):
     """``StateStore`` and ``Recorder`` in the SQLite file at ``path`` (created if missing).
 
     ``timeout_ms`` is how long a call waits for another connection's write lock before it

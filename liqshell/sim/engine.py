@@ -85,16 +85,16 @@ def submit(world: World, market: Market, command: SubmitOrder) -> OrderAnswer:
 
 
 def cancel(world: World, command: CancelOrder) -> OrderAnswer:
-    """Cancel an open order of the wallet; a closed or unknown one is rejected with the
-    reason a real engine gives (all of them benign for the watcher)."""
+    """Cancel an open order of the wallet; a closed or unknown one is answered ``GONE`` with
+    the reason a real engine gives."""
     order = world.orders.get(str(command.order_id))
     if order is None or order.wallet != command.wallet:
         world.stats.cancel_rejected += 1
-        return OrderAnswer(status=AnswerStatus.REJECTED, reason="order not found")
+        return OrderAnswer(status=AnswerStatus.GONE, reason="order not found")
     if order.status != "open":
         world.stats.cancel_rejected += 1
         verb = "filled" if order.status == "filled" else "cancelled"
-        return OrderAnswer(status=AnswerStatus.REJECTED, reason=f"order already {verb}")
+        return OrderAnswer(status=AnswerStatus.GONE, reason=f"order already {verb}")
     order.status = "cancelled"
     world.stats.cancelled += 1
     return OrderAnswer(status=AnswerStatus.CANCELED)

@@ -146,7 +146,8 @@ async def test_interpreter_timeout_is_measured_on_the_clock() -> None:
 @pytest.mark.parametrize(
     ("fault", "status", "metric"),
     [
-        (None, OutcomeStatus.CONFIRMED, "benign"),  # order 7 is not open: "order not found"
+        (None, OutcomeStatus.CONFIRMED, "benign"),  # order 7 is not open: GONE
+        (Fault.reject("order not found"), OutcomeStatus.CONFIRMED, "benign"),  # text only
         (Fault.reject("order already filled"), OutcomeStatus.CONFIRMED, "benign"),
         (Fault.reject("has already been completed"), OutcomeStatus.CONFIRMED, "benign"),
         (Fault.reject("engine busy"), OutcomeStatus.FAILED, "rejected"),

@@ -407,7 +407,7 @@ async def test_fake_exchange_cancel_removes_or_rejects_not_found() -> None:
     )
     assert (await exchange.cancel(cancel(7))).status is AnswerStatus.CANCELED
     missing = await exchange.cancel(cancel(7, "c2"))
-    assert (missing.status, missing.reason) == (AnswerStatus.REJECTED, "order not found")
+    assert (missing.status, missing.reason) == (AnswerStatus.GONE, "order not found")
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ from liqcore import (
     Event,
     Healthy,
     InLiquidation,
+    InvalidInput,
     Liquidated,
     MarginMode,
     OpenOrder,
@@ -512,10 +513,12 @@ async def test_watcher_portfolio_listing_failure_skips_the_poll() -> None:
 async def test_watcher_invalid_margin_report_is_an_observation_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A margin report with a negative requirement fails Health validation: the wallet is
-    skipped with a warning carrying the wallet field."""
+    """A margin report with a negative requirement fails validation where the adapter builds
+    it: the wallet is skipped with a warning carrying the wallet field."""
     world = seed_world()
-    world.exchange.set_margin(W, attrs.evolve(LIQUIDATABLE, mm_required=Decimal(-1)))
+    with pytest.raises(InvalidInput, match=r"MarginReport\.mm_required must be ≥ 0") as bad:
+        attrs.evolve(LIQUIDATABLE, mm_required=Decimal(-1))
+    world.exchange.inject("margin", Fault.raising(bad.value), wallet=W)
     with caplog.at_level(logging.WARNING, logger="liqshell.watcher"):
         report = await world.poll(world.watcher())
     assert report.skipped == 1

@@ -194,7 +194,7 @@ async def test_nats_gateway_returns_any_submit_answer_unchanged(
     connector: NatsConnector, exchange: NatsConnector, answer: OrderAnswer
 ) -> None:
     """Whatever acked or rejected answer the engine gives, the gateway returns it equal."""
-    if answer.status is AnswerStatus.CANCELED:
+    if answer.status in (AnswerStatus.CANCELED, AnswerStatus.GONE):  # cancel-only answers
         answer = OrderAnswer(status=AnswerStatus.REJECTED, reason=answer.reason)
     prefix = f"t{next(_prefixes)}"
 
@@ -213,6 +213,33 @@ async def test_nats_gateway_returns_any_submit_answer_unchanged(
     )
     try:
         assert await gateway(connector, prefix).submit(SUBMIT) == answer
+    finally:
+        await responder.stop()
+
+
+@pytest.mark.parametrize("status", [AnswerStatus.CANCELED, AnswerStatus.GONE])
+async def test_nats_gateway_cancel_passes_canceled_and_gone(
+    connector: NatsConnector, exchange: NatsConnector, prefix: str, status: AnswerStatus
+) -> None:
+    """A cancel answered ``"gone"`` (the order was no longer open) reaches the watcher as
+    ``GONE``, like ``"canceled"``."""
+    answer = OrderAnswer(status=status, reason="order already filled")
+
+    async def cancel(command: CancelOrder) -> OrderAnswer:
+        return answer
+
+    async def submit(command: SubmitOrder) -> OrderAnswer:
+        raise AssertionError("not called")
+
+    responder = await serve_orders(
+        exchange,
+        submit=submit,
+        cancel=cancel,
+        submit_subject=f"{prefix}.orders.submit",
+        cancel_subject=f"{prefix}.orders.cancel",
+    )
+    try:
+        assert await gateway(connector, prefix).cancel(CANCEL) == answer
     finally:
         await responder.stop()
 

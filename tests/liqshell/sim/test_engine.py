@@ -161,16 +161,17 @@ def test_match_reduce_only_on_flat_position_cancelled_unfilled() -> None:
 
 
 def test_cancel_open_order_then_again_benign_rejection() -> None:
-    """Cancelling twice: CANCELED, then a rejection the watcher counts as done."""
+    """Cancelling twice: CANCELED, then GONE (with the reason a text-only engine sends)."""
     world = world_with(Decimal(-4))
     acked = engine.submit(world, MARKET, order(Decimal(1), Decimal(1)))
     assert acked.order_id is not None
     command = CancelOrder(wallet=W, order_id=acked.order_id, client_id="liq-1", request_id="c")
     assert engine.cancel(world, command).status is AnswerStatus.CANCELED
     second = engine.cancel(world, command)
-    assert second.status is AnswerStatus.REJECTED
+    assert second.status is AnswerStatus.GONE
     assert is_benign_cancel_rejection(second.reason)
     unknown = engine.cancel(world, CancelOrder(wallet=W, order_id=999, request_id="u"))
+    assert unknown.status is AnswerStatus.GONE
     assert is_benign_cancel_rejection(unknown.reason)
 
 
@@ -182,5 +183,5 @@ def test_cancel_other_wallets_order_not_found() -> None:
     answer = engine.cancel(
         world, CancelOrder(wallet="0xother", order_id=acked.order_id, request_id="c")
     )
-    assert answer.status is AnswerStatus.REJECTED
+    assert answer.status is AnswerStatus.GONE  # not this wallet's: not found
     assert world.orders[str(acked.order_id)].status == "open"
