@@ -301,11 +301,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from liqshell.settings import resolve_exchange
+    from liqshell.settings import nats_options, redacted_settings, resolve_exchange
 
     settings = load_settings(args.file)
     resolve_exchange(settings)  # imported and checked, never called
+    nats_options(settings)  # credential and TLS files readable, certificates load
     print(f"{args.file}: ok ({describe(settings)})")
+    print("# the effective configuration: file, LIQSHELL_* environment and defaults")
+    print(redacted_settings(settings), end="")
     return EXIT_OK
 
 

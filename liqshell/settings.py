@@ -14,6 +14,15 @@ A file has these optional sections::
                 group ``liqshell.exchanges``, or "package.module:factory" naming a callable
                 marked with :func:`exchange_factory`
 
+Every setting can also come from the environment: ``LIQSHELL_<SECTION>__<KEY>`` (``__``
+between levels, case-insensitive: ``LIQSHELL_STORE__DSN``, ``LIQSHELL_NATS__SERVERS`` as a
+comma-separated list, ``LIQSHELL_LIQCORE__STANDARD_MARGIN__RATE``,
+``LIQSHELL_EXCHANGE__OPTIONS__API_KEY``) and overrides the file. A string value in the file
+may name environment variables as ``${VAR}`` (``$${`` is a literal ``${``), and the secrets
+(``[store] dsn``, ``[nats] user``, ``password``, ``token``) may be read from a file instead:
+``dsn_file = "/run/secrets/dsn"``. :func:`redacted_settings` renders the effective
+configuration with every secret replaced by ``***``.
+
 Parsing is strict — unknown sections and keys, wrong types and invalid values are errors —
 and never connects to anything. ``liqshell check-config`` is :func:`load_settings` and
 :func:`resolve_exchange`, which imports the exchange factory and checks it may be called,
@@ -26,15 +35,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import importlib
 import importlib.metadata
 import logging
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from decimal import Decimal
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import attrs
@@ -53,7 +65,7 @@ from liqshell.ports import (
     Recorder,
     StateStore,
 )
-from liqshell.redaction import redact_url
+from liqshell.redaction import REDACTED, redact, redact_url
 from liqshell.sim.world import SimParams
 
 if TYPE_CHECKING:
@@ -61,6 +73,7 @@ if TYPE_CHECKING:
     from liqshell.watcher import Watcher
 
 __all__ = [
+    "ENV_PREFIX",
     "EXCHANGE_GROUP",
     "ExchangeSettings",
     "MetricsSettings",
@@ -68,9 +81,12 @@ __all__ = [
     "Settings",
     "SettingsError",
     "StoreSettings",
+    "apply_environment",
     "exchange_factory",
     "load_settings",
+    "nats_options",
     "parse_settings",
+    "redacted_settings",
     "resolve_exchange",
     "run_watcher",
 ]
@@ -121,6 +137,22 @@ class NatsSettings:
     ``Liq-Signature``): with it, an event without a valid signature is rejected."""
     request_timeout_ms: int = 5_000
     connect_timeout_ms: int = 2_000
+    credentials: str | None = None
+    """A NATS credentials file (``.creds``: user JWT and nkey seed)."""
+    nkey_seed: str | None = None
+    """A file holding an nkey seed (``SU…``) to sign the server's challenge with."""
+    token: str | None = attrs.field(default=None, repr=False)
+    """An authentication token (or ``token_file``)."""
+    user: str | None = None
+    """A user name (with ``password`` or ``password_file``)."""
+    password: str | None = attrs.field(default=None, repr=False)
+    tls_ca: str | None = None
+    """A CA bundle (PEM) to verify the server with: turns TLS on."""
+    tls_cert: str | None = None
+    """A client certificate (PEM) for mutual TLS, with ``tls_key``."""
+    tls_key: str | None = None
+    tls_hostname: str | None = None
+    """The name to verify the server's certificate against (default: the URL's host)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -140,12 +172,16 @@ class ExchangeSettings:
 
     A factory is called with the :class:`Settings` and returns one object serving
     ``PortfolioSource``, ``MarginSource``, ``QuoteSource`` and ``OrderSnapshot`` (and, without
-    ``[nats]``, ``OrderGateway``, ``AuctionExecutor`` and ``AuctionFeed`` too). ``speed``
+    ``[nats]``, ``OrderGateway``, ``AuctionExecutor`` and ``AuctionFeed`` too); it finds its own
+    parameters (URL, API key, …) in ``options``. ``speed``
     scales the simulated exchange's time (1: real time).
     """
 
     source: str | None = None
     speed: Decimal = Decimal(1)
+    options: Mapping[str, object] = attrs.field(factory=dict, converter=MappingProxyType)
+    """The ``[exchange.options]`` table, as TOML gave it (after ``${VAR}`` and environment
+    overrides): a factory reads its URL, API key, … from ``settings.exchange.options``."""
 
 
 @attrs.frozen(kw_only=True)
@@ -163,6 +199,95 @@ class Settings:
 
 # --- reading values ------------------------------------------------------------------------
 
+ENV_PREFIX = "LIQSHELL_"
+"""Environment variables ``LIQSHELL_<SECTION>__<KEY>`` override the file's settings."""
+
+
+class _EnvText(str):
+    """A value from the environment: text, converted to what its key expects when read."""
+
+    variable: str = ""
+
+
+def _env_text(value: str, variable: str) -> _EnvText:
+    text = _EnvText(value)
+    text.variable = variable
+    return text
+
+
+def apply_environment(
+    document: Mapping[str, object], environ: Mapping[str, str], *, source: str = "<config>"
+) -> dict[str, object]:
+    """``document`` with the overrides of ``environ``: ``LIQSHELL_STORE__DSN=…`` sets
+    ``[store] dsn`` (``__`` separates levels; names are lower-cased, except the underlying of
+    ``[liqcore.instruments.<UNDERLYING>]``). A value is text, read as the key expects: an
+    integer, a number, ``true``/``false``, or a comma-separated list. Variables of the prefix
+    without ``__`` (``LIQSHELL_DEBUG``) are not settings."""
+    result = _copy(document)
+    for variable in sorted(environ):
+        if not variable.upper().startswith(ENV_PREFIX) or "__" not in variable:
+            continue
+        parts = variable[len(ENV_PREFIX) :].split("__")
+        if any(not part for part in parts) or len(parts) < 2:
+            raise SettingsError(
+                f"environment {variable}: expected {ENV_PREFIX}<SECTION>__<KEY>, "
+                "with __ between levels"
+            )
+        path = [
+            part if index > 0 and parts[index - 1].lower() == "instruments" else part.lower()
+            for index, part in enumerate(parts)
+        ]
+        if path[0] not in SECTIONS:
+            raise SettingsError(
+                f"environment {variable}: unknown section [{path[0]}]"
+                + _hint(path[0], SECTIONS)
+                + f"; expected {', '.join(f'[{s}]' for s in SECTIONS)}"
+            )
+        table: dict[str, object] = result
+        for depth, part in enumerate(path[:-1]):
+            inner = table.setdefault(part, {})
+            if not isinstance(inner, dict):
+                where = ".".join(path[: depth + 1])
+                raise SettingsError(
+                    f"{source}: environment {variable}: [{where}] is not a table in the file"
+                )
+            table = inner
+        table[path[-1]] = _env_text(environ[variable], variable)
+    return result
+
+
+def _copy(value: Mapping[str, object]) -> dict[str, object]:
+    return {k: _copy(v) if isinstance(v, dict) else v for k, v in value.items()}
+
+
+_REFERENCE = re.compile(r"\$\$\{|\$\{([^}]*)\}")
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _interpolate(
+    value: object, environ: Mapping[str, str], source: str, where: list[str]
+) -> object:
+    """``value`` with every ``${VAR}`` of its strings replaced from ``environ``."""
+    if isinstance(value, dict):
+        return {k: _interpolate(v, environ, source, [*where, k]) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(item, environ, source, where) for item in value]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$${":
+            return "${"
+        name = match.group(1)
+        place = f"[{'.'.join(where[:-1])}] {where[-1]}" if len(where) > 1 else f"[{where[0]}]"
+        if _VARIABLE.fullmatch(name) is None:
+            raise SettingsError(f"{source}: {place}: ${{{name}}} is not a variable name")
+        if name not in environ:
+            raise SettingsError(f"{source}: {place}: environment variable {name} is not set")
+        return environ[name]
+
+    return _REFERENCE.sub(replace, value)
+
 
 class _Section:
     """One table of the file, read key by key; :meth:`finish` rejects what was not read."""
@@ -177,6 +302,9 @@ class _Section:
 
     def error(self, key: str | None, message: str) -> SettingsError:
         where = f"[{self.name}]" if key is None else f"[{self.name}] {key}"
+        value = None if key is None else self.table.get(key)
+        if isinstance(value, _EnvText):
+            where += f" (from {value.variable})"
         return SettingsError(f"{self.source}: {where}: {message}")
 
     def has(self, key: str) -> bool:
@@ -188,6 +316,11 @@ class _Section:
 
     def integer(self, key: str, *, minimum: int | None = None) -> int:
         value = self.raw(key)
+        if isinstance(value, _EnvText):
+            try:
+                value = int(value.replace("_", ""))
+            except ValueError:
+                raise self.error(key, f"must be an integer, was {str(value)!r}") from None
         if type(value) is not int:
             raise self.error(key, f"must be an integer, was {_kind(value)} {value!r}")
         if minimum is not None and value < minimum:
@@ -196,18 +329,25 @@ class _Section:
 
     def boolean(self, key: str) -> bool:
         value = self.raw(key)
+        if isinstance(value, _EnvText):
+            words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+            if value.strip().lower() not in words:
+                raise self.error(key, f"must be true or false, was {str(value)!r}")
+            return words[value.strip().lower()]
         if type(value) is not bool:
             raise self.error(key, f"must be true or false, was {_kind(value)} {value!r}")
         return value
 
     def text(self, key: str) -> str:
         value = self.raw(key)
-        if type(value) is not str or not value.strip():
+        if not isinstance(value, str) or not value.strip():
             raise self.error(key, f"must be a non-empty string, was {_kind(value)} {value!r}")
-        return value
+        return str(value)
 
     def number(self, key: str) -> Decimal:
         value = self.raw(key)
+        if isinstance(value, _EnvText):
+            value = str(value)
         if type(value) not in (int, float, str):
             raise self.error(key, f"must be a number, was {_kind(value)} {value!r}")
         assert isinstance(value, int | float | str)
@@ -218,6 +358,8 @@ class _Section:
 
     def numbers(self, key: str) -> tuple[Decimal, ...]:
         value = self.raw(key)
+        if isinstance(value, _EnvText):
+            value = [item.strip() for item in value.split(",")]
         if not isinstance(value, list) or not value:
             raise self.error(key, f"must be a non-empty array of numbers, was {value!r}")
         result = []
@@ -232,12 +374,34 @@ class _Section:
 
     def texts(self, key: str) -> tuple[str, ...]:
         value = self.raw(key)
+        if isinstance(value, _EnvText):
+            value = [item.strip() for item in value.split(",")]
         if not isinstance(value, list) or not value:
             raise self.error(key, f"must be a non-empty array of strings, was {value!r}")
         for item in value:
             if type(item) is not str or not item.strip():
                 raise self.error(key, f"must hold non-empty strings, had {item!r}")
         return tuple(value)
+
+    def secret(self, key: str) -> str | None:
+        """``key``'s text, or the content of the file ``<key>_file`` names (without its
+        trailing newline); ``None`` when neither is given."""
+        file_key = f"{key}_file"
+        if self.has(key) and self.has(file_key):
+            raise self.error(file_key, f"give {key} or {file_key}, not both")
+        if self.has(key):
+            return self.text(key)
+        if not self.has(file_key):
+            return None
+        path = self.text(file_key)
+        try:
+            content = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+            raise self.error(file_key, f"cannot read {path}: {reason or error}") from None
+        if not content.strip():
+            raise self.error(file_key, f"{path} is empty")
+        return content
 
     def sub(self, key: str) -> _Section:
         self.read.add(key)
@@ -360,9 +524,13 @@ def _store(section: _Section) -> StoreSettings:
         if kind not in ("sqlite", "postgres"):
             raise section.error("kind", f'must be "sqlite" or "postgres", was {kind!r}')
         kwargs["kind"] = kind
-    for key in ("path", "dsn", "record", "changes"):
+    section.known = (*section.known, "dsn_file")
+    for key in ("path", "record", "changes"):
         if section.has(key):
             kwargs[key] = section.text(key)
+    dsn = section.secret("dsn")
+    if dsn is not None:
+        kwargs["dsn"] = dsn
     if section.has("timeout_ms"):
         kwargs["timeout_ms"] = section.integer("timeout_ms", minimum=1)
     section.finish()
@@ -372,9 +540,12 @@ def _store(section: _Section) -> StoreSettings:
     return settings
 
 
+_NATS_SECRETS = ("user", "password", "token")
+
+
 def _nats(section: _Section) -> NatsSettings:
     fields = attrs.fields(NatsSettings)
-    section.known = tuple(f.name for f in fields)
+    section.known = (*(f.name for f in fields), *(f"{name}_file" for name in _NATS_SECRETS))
     kwargs: dict[str, object] = {}
     if section.has("servers"):
         servers = section.texts("servers")
@@ -386,6 +557,11 @@ def _nats(section: _Section) -> NatsSettings:
         kwargs["servers"] = servers
     for field in fields:
         name = field.name
+        if name in _NATS_SECRETS:
+            secret = section.secret(name)
+            if secret is not None:
+                kwargs[name] = secret
+            continue
         if name == "servers" or not section.has(name):
             continue
         if name.endswith("_ms"):
@@ -393,6 +569,10 @@ def _nats(section: _Section) -> NatsSettings:
         else:
             kwargs[name] = section.text(name)
     section.finish()
+    if "tls_key" in kwargs and "tls_cert" not in kwargs:
+        raise section.error("tls_key", "needs tls_cert (the client certificate)")
+    if "password" in kwargs and "user" not in kwargs:
+        raise section.error("password", "needs user")
     return NatsSettings(**kwargs)  # type: ignore[arg-type]
 
 
@@ -435,8 +615,14 @@ _ENTRY_POINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def _exchange(section: _Section) -> ExchangeSettings:
-    section.known = ("source", "speed")
+    section.known = ("source", "speed", "options")
     kwargs: dict[str, object] = {}
+    if section.has("options"):
+        options = section.sub("options")
+        kwargs["options"] = {
+            key: str(value) if isinstance(value, _EnvText) else value
+            for key, value in options.table.items()
+        }
     if section.has("source"):
         source = section.text("source")
         module, colon, name = source.partition(":")
@@ -464,8 +650,19 @@ def _exchange(section: _Section) -> ExchangeSettings:
 SECTIONS = ("liqcore", "store", "nats", "metrics", "sim", "exchange")
 
 
-def parse_settings(document: Mapping[str, object], *, source: str = "<config>") -> Settings:
-    """Validate a parsed TOML document into :class:`Settings` (raises :class:`SettingsError`)."""
+def parse_settings(
+    document: Mapping[str, object],
+    *,
+    source: str = "<config>",
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Validate a parsed TOML document into :class:`Settings` (raises :class:`SettingsError`),
+    its ``${VAR}`` references and ``LIQSHELL_<SECTION>__<KEY>`` overrides taken from
+    ``environ`` (none when ``None``)."""
+    environ = {} if environ is None else environ
+    interpolated = _interpolate(dict(document), environ, source, [])
+    assert isinstance(interpolated, dict)
+    document = apply_environment(interpolated, environ, source=source)
     for name in document:
         if name not in SECTIONS:
             raise SettingsError(
@@ -489,8 +686,10 @@ def parse_settings(document: Mapping[str, object], *, source: str = "<config>") 
     return Settings(**kwargs)  # type: ignore[arg-type]
 
 
-def load_settings(path: str | Path) -> Settings:
-    """Read and validate the TOML file at ``path`` without connecting to anything."""
+def load_settings(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the TOML file at ``path`` without connecting to anything, with the
+    ``${VAR}`` references and ``LIQSHELL_<SECTION>__<KEY>`` overrides of ``environ``
+    (default: ``os.environ``)."""
     source = str(path)
     try:
         data = Path(path).read_bytes()
@@ -508,7 +707,9 @@ def load_settings(path: str | Path) -> Settings:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise SettingsError(f"{source}: invalid TOML: {error}") from None
-    return parse_settings(document, source=source)
+    return parse_settings(
+        document, source=source, environ=os.environ if environ is None else environ
+    )
 
 
 # --- composition root ----------------------------------------------------------------------
@@ -672,6 +873,51 @@ async def run_watcher(
                 raise result
 
 
+def nats_options(settings: Settings) -> dict[str, Any]:
+    """The ``nats.connect`` options of ``[nats]``'s credentials and TLS settings (credentials
+    file, nkey seed file, token, user and password; a TLS context verifying the server with
+    ``tls_ca`` and presenting ``tls_cert``/``tls_key``). Raises :class:`SettingsError` for a
+    file that cannot be read or a certificate that does not load."""
+    nats = settings.nats
+    if nats is None:
+        return {}
+    options: dict[str, Any] = {}
+    for key, option in (("credentials", "user_credentials"), ("nkey_seed", "nkeys_seed")):
+        path = getattr(nats, key)
+        if path is not None:
+            _readable(settings, f"[nats] {key}", path)
+            options[option] = path
+    if nats.token is not None:
+        options["token"] = nats.token
+    if nats.user is not None:
+        options["user"] = nats.user
+    if nats.password is not None:
+        options["password"] = nats.password
+    if nats.tls_ca is not None or nats.tls_cert is not None:
+        for key in ("tls_ca", "tls_cert", "tls_key"):
+            path = getattr(nats, key)
+            if path is not None:
+                _readable(settings, f"[nats] {key}", path)
+        try:
+            context = ssl.create_default_context(cafile=nats.tls_ca)
+            if nats.tls_cert is not None:
+                context.load_cert_chain(nats.tls_cert, nats.tls_key)
+        except (ssl.SSLError, OSError, ValueError) as error:
+            raise _problem(settings, "[nats] tls", f"cannot load: {error}") from None
+        options["tls"] = context
+        if nats.tls_hostname is not None:
+            options["tls_hostname"] = nats.tls_hostname
+    return options
+
+
+def _readable(settings: Settings, where: str, path: str) -> None:
+    target = Path(path)
+    if not target.is_file():
+        raise _problem(settings, where, f"{path} is not a file")
+    if not os.access(target, os.R_OK):
+        raise _problem(settings, where, f"{path} is not readable")
+
+
 def _chain_key(settings: Settings) -> bytes | None:
     """The chain events' signing key from ``[nats] chain_key_file`` (``None``: unsigned)."""
     path = None if settings.nats is None else settings.nats.chain_key_file
@@ -705,6 +951,7 @@ def _validate(settings: Settings) -> None:
         )
     resolve_exchange(settings)
     _chain_key(settings)
+    nats_options(settings)
     stored = settings.store
     files: list[tuple[str, str, Callable[[Path], None]]] = []
     if stored.kind == "sqlite":
@@ -790,7 +1037,9 @@ async def _compose(
         from liqshell.adapters import nats as nats_adapters
 
         connector = nats_adapters.NatsConnector(
-            list(nats_settings.servers), connect_timeout_ms=nats_settings.connect_timeout_ms
+            list(nats_settings.servers),
+            connect_timeout_ms=nats_settings.connect_timeout_ms,
+            options=nats_options(settings),
         )
         stack.push_async_callback(_quietly, connector.close)
         await connector.client()  # fail fast: ServiceUnavailable names the servers
@@ -911,3 +1160,78 @@ async def _drive(
     from liqshell.sim.live import drive
 
     await drive(exchange, clock, stop, worlds=worlds, publish=publish)
+
+
+# --- the effective configuration, shown ----------------------------------------------------
+
+_SECRET_NAME = re.compile(r"password|passwd|token|secret|key|credential|dsn|seed|auth", re.I)
+_SECRET_FIELDS = frozenset({("store", "dsn"), ("nats", "password"), ("nats", "token")})
+
+
+def redacted_settings(settings: Settings) -> str:
+    """The effective configuration — file, environment overrides and defaults — as TOML, with
+    every secret shown as ``***``: the DSN's password, the NATS token and password, URL
+    userinfo, and every ``[exchange.options]`` value whose name looks secret (``api_key``,
+    ``token``, ``password``, …). File paths (``credentials``, ``nkey_seed``, ``*_file``) are
+    shown: they are not the secret."""
+    lines: list[str] = []
+    sections: list[tuple[str, object]] = [
+        ("liqcore", settings.config),
+        ("store", settings.store),
+        ("nats", settings.nats),
+        ("metrics", settings.metrics),
+        ("sim", settings.sim),
+        ("exchange", settings.exchange),
+    ]
+    for name, value in sections:
+        if value is not None:
+            _render_table(lines, name, value)
+    return "\n".join(lines).strip() + "\n"
+
+
+def _render_table(lines: list[str], name: str, value: object) -> None:
+    scalars: list[str] = []
+    tables: list[tuple[str, object]] = []
+    if attrs.has(type(value)):
+        fields: Any = attrs.fields(type(value))  # type: ignore[arg-type]
+        items = [(f.name, getattr(value, f.name)) for f in fields]
+    else:
+        assert isinstance(value, Mapping)
+        items = sorted((str(k), v) for k, v in value.items())
+    section = name.split(".", maxsplit=1)[0]
+    for key, item in items:
+        if item is None:
+            continue
+        if attrs.has(type(item)) or isinstance(item, Mapping):
+            tables.append((f"{name}.{key}", item))
+            continue
+        secret = (section, key) in _SECRET_FIELDS or (
+            name == "exchange.options" and _SECRET_NAME.search(key) is not None
+        )
+        if secret and (section, key) == ("store", "dsn"):
+            scalars.append(f"{key} = {_toml(redact_url(str(item)))}")
+        elif secret:
+            scalars.append(f"{key} = {_toml(REDACTED)}")
+        else:
+            scalars.append(f"{key} = {_toml(item)}")
+    if scalars or not tables:
+        lines.append(f"[{name}]")
+        lines.extend(scalars)
+        lines.append("")
+    for sub_name, sub_value in tables:
+        _render_table(lines, sub_name, sub_value)
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, Decimal):
+        return f'"{value}"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(item) for item in value) + "]"
+    if isinstance(value, enum.Enum):
+        return _toml(value.value)
+    text = redact(str(value))
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

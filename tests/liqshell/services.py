@@ -212,10 +212,11 @@ def start_postgres() -> PostgresServer:
 class NatsServer:
     """A ``nats-server -js`` in a temporary directory, on a free loopback port."""
 
-    def __init__(self, binary: Path, root: Path, port: int) -> None:
+    def __init__(self, binary: Path, root: Path, port: int, extra: Sequence[str] = ()) -> None:
         self.binary = binary
         self.root = root
         self.port = port
+        self.extra = tuple(extra)
         self.store = root / "jetstream"
         self.log = root / "server.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -238,6 +239,7 @@ class NatsServer:
                     str(self.port),
                     "-sd",
                     str(self.store),
+                    *self.extra,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -282,13 +284,14 @@ class NatsServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_nats() -> NatsServer:
-    """Start a throwaway JetStream server (skips/fails when the binary is missing)."""
+def start_nats(extra: Sequence[str] = ()) -> NatsServer:
+    """Start a throwaway JetStream server (skips/fails when the binary is missing); ``extra``
+    are more command-line options (``["--auth", "token"]``)."""
     binary = _find_binary("nats-server")
     if binary is None:
         unavailable("nats-server not found on PATH")
     root = Path(tempfile.mkdtemp(prefix="liqshell-nats-"))
-    server = NatsServer(binary, root, free_port())
+    server = NatsServer(binary, root, free_port(), extra)
     try:
         server.start()
     except BaseException:
