@@ -31,6 +31,7 @@ from liqcore import Config, __version__, codec
 from liqcore.errors import LiqcoreError
 from liqcore.state import phase_tag
 from liqshell.adapters import ForeignFile, ServiceUnavailable
+from liqshell.logs import JsonFormatter
 from liqshell.ports import Record, RecordKind
 from liqshell.redaction import RedactingFormatter, redact
 from liqshell.settings import Settings, SettingsError, load_settings
@@ -100,10 +101,12 @@ def _parser() -> _Parser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    logs = {name: _log_options(default) for name, default in _DEFAULT_LEVELS.items()}
     commands.required = True
 
     sim = commands.add_parser(
         "simulate",
+        parents=[logs["simulate"]],
         help="run the watcher against a simulated exchange on a virtual clock",
         description="Run the real watcher against a seeded simulated exchange (virtual time, "
         "SQLite) and print a summary. With --store, a killed run resumes where it stopped.",
@@ -118,33 +121,60 @@ def _parser() -> _Parser:
     sim.add_argument("--record", metavar="PATH", help="also write a JSON Lines replay log")
     sim.add_argument("--config", metavar="FILE", help="TOML file: [liqcore] and [sim] defaults")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
-    sim.add_argument("--log-level", default="error", choices=_LEVELS, help="default: error")
     sim.set_defaults(handler=_simulate)
 
-    run = commands.add_parser("run", help="run the watcher against live adapters")
+    run = commands.add_parser(
+        "run", parents=[logs["run"]], help="run the watcher against live adapters"
+    )
     run.add_argument("--config", metavar="FILE", required=True, help="TOML configuration")
-    run.add_argument("--log-level", default="info", choices=_LEVELS, help="default: info")
     run.set_defaults(handler=_run)
 
-    check = commands.add_parser("check-config", help="validate a configuration file")
+    check = commands.add_parser(
+        "check-config", parents=[logs["check-config"]], help="validate a configuration file"
+    )
     check.add_argument("file", metavar="FILE")
     check.set_defaults(handler=_check_config)
 
     replay = commands.add_parser(
-        "replay", help="re-run a recording's decisions through liqcore.step"
+        "replay",
+        parents=[logs["replay"]],
+        help="re-run a recording's decisions through liqcore.step",
     )
     replay.add_argument("recording", metavar="RECORDING", help="JSON Lines or SQLite recording")
     replay.add_argument("--config", metavar="FILE", help="the [liqcore] the run used")
     replay.add_argument("--show", type=_non_negative, default=10, help="mismatches to print")
     replay.set_defaults(handler=_replay)
 
-    report = commands.add_parser("report", help="summarize a recording")
+    report = commands.add_parser("report", parents=[logs["report"]], help="summarize a recording")
     report.add_argument("recording", metavar="RECORDING", help="JSON Lines or SQLite recording")
     report.set_defaults(handler=_report)
     return parser
 
 
 _LEVELS = ("debug", "info", "warning", "error")
+_DEFAULT_LEVELS = {
+    "simulate": "error",  # the progress bar and summary are the output
+    "run": "info",
+    "check-config": "warning",
+    "replay": "warning",
+    "report": "warning",
+}
+
+
+def _log_options(default: str) -> _Parser:
+    """``--log-level`` and ``--log-format``, which every subcommand takes."""
+    options = _Parser(add_help=False)
+    options.add_argument(
+        "--log-level", default=default, choices=_LEVELS, help=f"default: {default}"
+    )
+    options.add_argument(
+        "--log-format",
+        default="text",
+        choices=("text", "json"),
+        help="text, or json: one object per line on stderr (time, level, logger, message, "
+        "wallet, phase, request_id, version, …); default: text",
+    )
+    return options
 
 
 _LOGGERS = ("liqshell", "nats", "psycopg")
@@ -166,10 +196,14 @@ def _set_handler(handler: logging.Handler, level: str) -> None:
         logger.setLevel(ours if name == "liqshell" else max(ours, logging.WARNING))
 
 
-def _configure_logging(level: str, stream: TextIO) -> None:
-    """Log ``liqshell.*`` at ``level`` (client libraries at warning or above) to ``stream``."""
+def _configure_logging(level: str, stream: TextIO, form: str = "text") -> None:
+    """Log ``liqshell.*`` at ``level`` (client libraries at warning or above) to ``stream``,
+    as text or as one JSON object per line (``form="json"``); either way redacted."""
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if form == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     _set_handler(handler, level)
 
 
@@ -258,7 +292,7 @@ def _simulate(args: argparse.Namespace) -> int:
     record = _writable_file(args.record, "--record") if args.record else None
     if record is not None:
         _ours(record, "--record", "recording")
-    _configure_logging(args.log_level, sys.stderr)
+    _configure_logging(args.log_level, sys.stderr, args.log_format)
     progress = None if args.quiet else ProgressBar(params.ticks, sys.stderr)
     elapsed = wall_timer()
     try:
@@ -290,7 +324,9 @@ def _run(args: argparse.Namespace) -> int:
             with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Unix
                 loop.add_signal_handler(sig, stop.set)
         await run_watcher(
-            settings, stop, on_ready=lambda _: _configure_logging(args.log_level, sys.stderr)
+            settings,
+            stop,
+            on_ready=lambda _: _configure_logging(args.log_level, sys.stderr, args.log_format),
         )
 
     asyncio.run(main())
@@ -681,6 +717,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         with _logging_restored():
+            if args.command in ("check-config", "replay", "report"):
+                _configure_logging(args.log_level, sys.stderr, args.log_format)
             status: int = args.handler(args)
     except CliError as error:
         return _fail(str(error), error.status)

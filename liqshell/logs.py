@@ -3,13 +3,17 @@
 The shell never configures the root logger or adds handlers; it only emits records with
 structured fields in ``extra`` (``wallet``, ``phase``, ``request_id`` and a few more), so an
 application's JSON formatter can pick them up and a plain formatter still reads the message.
+:class:`JsonFormatter` is such a formatter (the ``liqshell`` command's ``--log-format json``).
 """
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 from typing import assert_never
 
+from liqcore import __version__
 from liqcore.commands import (
     Alert,
     CancelOrder,
@@ -20,8 +24,50 @@ from liqcore.commands import (
     SubmitOrder,
 )
 from liqcore.state import AccountState, phase_tag
+from liqshell.redaction import redact
 
-__all__ = ["command_request_id", "fields", "get_logger", "state_phase"]
+__all__ = ["JsonFormatter", "command_request_id", "fields", "get_logger", "state_phase"]
+
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line: ``time`` (UTC, ISO 8601 with milliseconds),
+    ``level``, ``logger``, ``message``, ``wallet``, ``phase``, ``request_id`` (``null`` when
+    the record has none), ``version`` (the library's), then the record's other structured
+    fields (``code``, ``cursor``, ``event_id``, ``key``, …) and ``exception`` (the traceback)
+    if any. Every text goes through :func:`~liqshell.redaction.redact`; a value JSON cannot
+    hold is written as its ``repr``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON."""
+        moment = datetime.datetime.fromtimestamp(record.created, tz=datetime.UTC)
+        data: dict[str, object] = {
+            "time": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+            "wallet": getattr(record, "wallet", None),
+            "phase": getattr(record, "phase", None),
+            "request_id": getattr(record, "request_id", None),
+            "version": __version__,
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and key not in data and not key.startswith("_"):
+                data[key] = value
+        if record.exc_info:
+            data["exception"] = redact(self.formatException(record.exc_info))
+        elif record.exc_text:
+            data["exception"] = redact(record.exc_text)
+        return json.dumps(data, default=_shown, ensure_ascii=False, separators=(",", ":"))
+
+
+def _shown(value: object) -> str:
+    return redact(repr(value) if not isinstance(value, str) else value)
 
 
 def get_logger(name: str) -> logging.Logger:
