@@ -4,9 +4,10 @@
 ``run`` runs it against live adapters chosen by a configuration file; ``check-config``
 validates such a file without connecting; ``replay`` re-runs every decision of a
 recording through ``liqcore.step`` and reports mismatches; ``report`` summarizes a
-recording. Every expected failure — a bad configuration, an unreachable service, a bad
-path — is one line on stderr and a non-zero exit status, never a traceback
-(``LIQSHELL_DEBUG=1`` shows the traceback of an unexpected error).
+recording; ``sim-exchange`` serves the simulated exchange over NATS (the wire
+protocol's reference responder). Every expected failure — a bad configuration, an
+unreachable service, a bad path — is one line on stderr and a non-zero exit status, never
+a traceback (``LIQSHELL_DEBUG=1`` shows the traceback of an unexpected error).
 """
 
 from __future__ import annotations
@@ -129,6 +130,18 @@ def _parser() -> _Parser:
     run.add_argument("--config", metavar="FILE", required=True, help="TOML configuration")
     run.set_defaults(handler=_run)
 
+    serve = commands.add_parser(
+        "sim-exchange",
+        parents=[logs["sim-exchange"]],
+        help="serve the simulated exchange over NATS (the wire protocol's reference)",
+        description="Run the simulated exchange ([sim], [liqcore], [exchange] speed) as a NATS "
+        "service on [nats]: it answers the observation, order and auction subjects and "
+        "publishes chain events, so 'liqshell run' with [exchange] source = \"nats\" can "
+        "run against it. Ctrl-C or SIGTERM stops it.",
+    )
+    serve.add_argument("--config", metavar="FILE", required=True, help="TOML configuration")
+    serve.set_defaults(handler=_sim_exchange)
+
     check = commands.add_parser(
         "check-config", parents=[logs["check-config"]], help="validate a configuration file"
     )
@@ -158,6 +171,7 @@ _DEFAULT_LEVELS = {
     "check-config": "warning",
     "replay": "warning",
     "report": "warning",
+    "sim-exchange": "info",
 }
 
 
@@ -328,6 +342,23 @@ def _run(args: argparse.Namespace) -> int:
             stop,
             on_ready=lambda _: _configure_logging(args.log_level, sys.stderr, args.log_format),
         )
+
+    asyncio.run(main())
+    return EXIT_OK
+
+
+def _sim_exchange(args: argparse.Namespace) -> int:
+    from liqshell.sim.responder import run_reference_exchange
+
+    settings = load_settings(args.config)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Unix
+                loop.add_signal_handler(sig, stop.set)
+        await run_reference_exchange(settings, stop)
 
     asyncio.run(main())
     return EXIT_OK
@@ -717,7 +748,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         with _logging_restored():
-            if args.command in ("check-config", "replay", "report"):
+            if args.command in ("check-config", "replay", "report", "sim-exchange"):
                 _configure_logging(args.log_level, sys.stderr, args.log_format)
             status: int = args.handler(args)
     except CliError as error:

@@ -82,6 +82,7 @@ __all__ = [
     "SettingsError",
     "StoreSettings",
     "apply_environment",
+    "chain_key",
     "exchange_factory",
     "load_settings",
     "nats_options",
@@ -128,6 +129,11 @@ class NatsSettings:
     auction_stop_subject: str = "liq.auctions.stop"
     state_subject: str = "liq.state"
     chain_subject: str = "liq.chain.events"
+    portfolios_subject: str = "liq.exchange.portfolios"
+    """The observation subjects of the wire protocol (``[exchange] source = "nats"``)."""
+    margin_subject: str = "liq.exchange.margin"
+    quotes_subject: str = "liq.exchange.quotes"
+    open_orders_subject: str = "liq.exchange.open_orders"
     stream: str | None = None
     """JetStream stream for state changes (plain publish when unset)."""
     chain_stream: str | None = None
@@ -771,7 +777,7 @@ def resolve_exchange(settings: Settings) -> Callable[[Settings], object] | None:
     imported, is not callable, or is a ``module:name`` callable not marked with
     :func:`exchange_factory`."""
     source = settings.exchange.source
-    if source is None or source == "sim":
+    if source is None or source in ("sim", "nats"):
         return None
     where = "[exchange] source"
     if ":" not in source:
@@ -918,7 +924,7 @@ def _readable(settings: Settings, where: str, path: str) -> None:
         raise _problem(settings, where, f"{path} is not readable")
 
 
-def _chain_key(settings: Settings) -> bytes | None:
+def chain_key(settings: Settings) -> bytes | None:
     """The chain events' signing key from ``[nats] chain_key_file`` (``None``: unsigned)."""
     path = None if settings.nats is None else settings.nats.chain_key_file
     if path is None:
@@ -950,7 +956,13 @@ def _validate(settings: Settings) -> None:
             f'"{EXCHANGE_GROUP}" or "package.module:factory"',
         )
     resolve_exchange(settings)
-    _chain_key(settings)
+    if settings.exchange.source == "nats" and settings.nats is None:
+        raise _problem(
+            settings,
+            "[exchange] source",
+            '"nats" observes the exchange over NATS: [nats] is required',
+        )
+    chain_key(settings)
     nats_options(settings)
     stored = settings.store
     files: list[tuple[str, str, Callable[[Path], None]]] = []
@@ -1023,6 +1035,9 @@ async def _compose(
         if worlds is not None:
             worlds.save(world)
         clock = ScaledClock(world.now, float(settings.exchange.speed))
+    elif source == "nats":
+        exchange = None  # the wire protocol's client, made once NATS is connected below
+        clock = SystemClock()
     else:
         exchange = _factory(settings, source)
         clock = SystemClock()
@@ -1050,6 +1065,17 @@ async def _compose(
             if stream is not None:
                 await nats_adapters.ensure_stream(connector, stream, [subject])
         timeout = nats_settings.request_timeout_ms
+        if source == "nats":
+            from liqshell.adapters.nats_exchange import NatsExchange
+
+            exchange = NatsExchange(
+                connector,
+                portfolios_subject=nats_settings.portfolios_subject,
+                margin_subject=nats_settings.margin_subject,
+                quotes_subject=nats_settings.quotes_subject,
+                open_orders_subject=nats_settings.open_orders_subject,
+                timeout_ms=timeout,
+            )
         gateway = nats_adapters.NatsOrderGateway(
             connector,
             submit_subject=nats_settings.submit_subject,
@@ -1066,38 +1092,23 @@ async def _compose(
             connector, subject=nats_settings.state_subject, stream=nats_settings.stream,
             timeout_ms=timeout,
         )  # fmt: skip
-        chain_key = _chain_key(settings)
+        chain_key_value = chain_key(settings)
         feed = nats_adapters.NatsAuctionFeed(
             connector, subject=nats_settings.chain_subject, stream=nats_settings.chain_stream,
             timeout_ms=timeout,
-            verify=None if chain_key is None else nats_adapters.hmac_verifier(chain_key),
+            verify=None if chain_key_value is None else nats_adapters.hmac_verifier(
+                chain_key_value
+            ),
         )  # fmt: skip
         if source == "sim":
             # The simulated exchange answers on NATS, as the real one would.
-            for responder in (
-                await nats_adapters.serve_orders(
-                    connector, submit=exchange.submit, cancel=exchange.cancel,
-                    submit_subject=nats_settings.submit_subject,
-                    cancel_subject=nats_settings.cancel_subject,
-                ),
-                await nats_adapters.serve_auctions(
-                    connector, start=exchange.start, stop=exchange.stop,
-                    start_subject=nats_settings.auction_start_subject,
-                    stop_subject=nats_settings.auction_stop_subject,
-                ),
-            ):  # fmt: skip
+            from liqshell.sim.responder import serve_simulation
+
+            responders, publish = await serve_simulation(
+                connector, exchange, nats_settings, key=chain_key_value
+            )
+            for responder in responders:
                 stack.push_async_callback(_quietly, responder.stop)
-            chain_subject, chain_stream = nats_settings.chain_subject, nats_settings.chain_stream
-
-            async def publish_item(item: FeedItem) -> None:
-                event = nats_adapters.ChainEvent(
-                    event_id=item.event_id, wallet=item.wallet, event=item.event
-                )
-                await nats_adapters.publish_chain_event(
-                    connector, event, subject=chain_subject, stream=chain_stream, key=chain_key
-                )
-
-            publish = publish_item
     else:
         missing = [m for m in _EFFECT_METHODS if not callable(getattr(exchange, m, None))]
         if missing:

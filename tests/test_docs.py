@@ -193,3 +193,39 @@ def test_index_quick_start_example_runs_and_prices_at_120_6() -> None:
     assert isinstance(commands, tuple)
     prices = [command.price for command in commands if isinstance(command, SubmitOrder)]
     assert prices == [Decimal("120.6")]
+
+
+def test_wire_protocol_examples_parse_into_the_classes_they_name() -> None:
+    """Every example of docs/wire.md is the JSON of the class named before it, field for
+    field (parsed with liqcore.codec and written back unchanged), and every subject of the
+    protocol has one."""
+    import json
+
+    from liqcore import codec
+    from liqshell import ports
+    from liqshell.adapters import nats, nats_exchange
+
+    text = (DOCS / "wire.md").read_text()
+    examples = re.findall(r"`(\w+)`:\n\n```json\n(.*?)\n```", text, flags=re.S)
+    assert len(examples) == 18
+    for name, body in examples:
+        cls = next(
+            getattr(module, name)
+            for module in (nats_exchange, nats, ports, liqcore)
+            if hasattr(module, name)
+        )
+        data = json.loads(body)
+        assert json.loads(codec.to_json(codec.structure(data, cls))) == data, name
+    for subject in (
+        nats_exchange.PORTFOLIOS_SUBJECT,
+        nats_exchange.MARGIN_SUBJECT,
+        nats_exchange.QUOTES_SUBJECT,
+        nats_exchange.OPEN_ORDERS_SUBJECT,
+        nats.SUBMIT_SUBJECT,
+        nats.CANCEL_SUBJECT,
+        nats.AUCTION_START_SUBJECT,
+        nats.AUCTION_STOP_SUBJECT,
+        nats.CHAIN_SUBJECT,
+        nats.STATE_SUBJECT,
+    ):
+        assert f"`{subject}`" in text, subject

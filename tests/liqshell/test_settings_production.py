@@ -279,3 +279,29 @@ def test_production_example_checks_with_secrets_from_the_environment(
     out = capsys.readouterr().out
     assert "db-pw" not in out
     assert "nats-tok" not in out
+
+
+async def test_nats_source_requires_nats_before_creating_anything(tmp_path: Path) -> None:
+    """``source = "nats"`` without ``[nats]`` is a settings error naming both, and no store
+    file is created."""
+    import asyncio
+
+    from liqshell.settings import run_watcher
+
+    store = tmp_path / "w.sqlite"
+    settings = parse_settings(
+        {"store": {"path": str(store)}, "exchange": {"source": "nats"}}, source="p.toml"
+    )
+    with pytest.raises(SettingsError, match=r'p.toml: \[exchange\] source: "nats" .*\[nats\]'):
+        await run_watcher(settings, asyncio.Event())
+    assert not store.exists()
+
+
+def test_sim_exchange_command_requires_nats(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``liqshell sim-exchange`` without ``[nats]`` is one line and exit status 2."""
+    path = tmp_path / "s.toml"
+    path.write_text("[sim]\naccounts = 2\n")
+    assert main(["sim-exchange", "--config", str(path)]) == 2
+    assert "[nats]: required by the reference exchange" in capsys.readouterr().err
