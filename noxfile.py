@@ -112,3 +112,11 @@ def bench_plan(session: nox.Session) -> None:
     """Plan quality against the optimum: writes docs/benchmarks/planning.md."""
     session.install(".[bench]")
     session.run("python", "-m", "bench.planning", *session.posargs)
+
+
+@nox.session(name="bench-replay")
+def bench_replay(session: nox.Session) -> None:
+    """Replay throughput on ≥ 100k records, one core and a 2-worker Dask LocalCluster:
+    writes docs/benchmarks/replay.md."""
+    session.install(".[bench,dask]")
+    session.run("python", "-m", "bench.replay", *session.posargs)

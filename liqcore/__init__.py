@@ -68,6 +68,7 @@ from liqcore.planning import (
     reference_price,
     slice_candidates,
 )
+from liqcore.reasons import Explanation, Reason, ReasonCode, explain, explain_event
 from liqcore.reduce_only import (
     CancelTarget,
     cancel_targets,
@@ -115,6 +116,7 @@ __all__ = [
     "Command",
     "Config",
     "Event",
+    "Explanation",
     "Health",
     "Healthy",
     "InLiquidation",
@@ -144,6 +146,8 @@ __all__ = [
     "PreLiquidation",
     "PublishStateChange",
     "Quote",
+    "Reason",
+    "ReasonCode",
     "Side",
     "SliceCandidate",
     "StandardMargin",
@@ -158,6 +162,8 @@ __all__ = [
     "cancel_targets",
     "close_short",
     "execution_prices",
+    "explain",
+    "explain_event",
     "greedy_plan",
     "is_above_partial_target",
     "is_benign_cancel_rejection",

@@ -14,28 +14,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import contextlib
 import logging
 import os
 import signal
 import sqlite3
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 import attrs
 
-from liqcore import Config, __version__, codec
+from liqcore import Config, __version__
 from liqcore.errors import LiqcoreError
-from liqcore.state import phase_tag
 from liqshell.adapters import ForeignFile, ServiceUnavailable
 from liqshell.logs import JsonFormatter
-from liqshell.ports import Record, RecordKind
 from liqshell.redaction import RedactingFormatter, redact
 from liqshell.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from liqshell.analysis import Recording
 
 __all__ = ["CliError", "main"]
 
@@ -154,12 +154,38 @@ def _parser() -> _Parser:
         help="re-run a recording's decisions through liqcore.step",
     )
     replay.add_argument("recording", metavar="RECORDING", help="JSON Lines or SQLite recording")
-    replay.add_argument("--config", metavar="FILE", help="the [liqcore] the run used")
+    replay.add_argument(
+        "--config",
+        metavar="FILE",
+        help="what-if: replay with this file's [liqcore] instead of the recorded config",
+    )
+    replay.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        type=_assignment,
+        help="what-if: replay with a Config field changed (repeatable), "
+        "e.g. --set partial_bonus_max_bps=300",
+    )
     replay.add_argument("--show", type=_non_negative, default=10, help="mismatches to print")
     replay.set_defaults(handler=_replay)
 
+    explain = commands.add_parser(
+        "explain",
+        parents=[logs["explain"]],
+        help="tell one account's story: why each transition and command",
+    )
+    explain.add_argument("recording", metavar="RECORDING", help="JSON Lines or SQLite recording")
+    explain.add_argument("--wallet", required=True, metavar="W", help="the account")
+    explain.set_defaults(handler=_explain)
+
     report = commands.add_parser("report", parents=[logs["report"]], help="summarize a recording")
     report.add_argument("recording", metavar="RECORDING", help="JSON Lines or SQLite recording")
+    report.add_argument(
+        "--html",
+        metavar="FILE",
+        help="also write a self-contained HTML report with plots (the notebook extra)",
+    )
     report.set_defaults(handler=_report)
     return parser
 
@@ -171,6 +197,7 @@ _DEFAULT_LEVELS = {
     "check-config": "warning",
     "replay": "warning",
     "report": "warning",
+    "explain": "warning",
     "sim-exchange": "info",
 }
 
@@ -409,29 +436,16 @@ def _recording_path(text: str) -> Path:
     return path
 
 
-def read_records(path: Path) -> Iterator[Record]:
-    """The records of a JSON Lines recording or of a SQLite store's log, in order.
+def _load(text: str) -> Recording:
+    """The recording at ``text`` (a path, or a PostgreSQL DSN), or a one-line CliError."""
+    from liqshell.analysis import RecordingError, is_dsn, load
 
-    Raises :class:`CliError` (one line, naming the line of a bad record).
-    """
-    from liqshell.adapters import read_records as adapter_records
-
+    if not is_dsn(text):
+        _recording_path(text)
     try:
-        yield from adapter_records(path)
-    except sqlite3.DatabaseError as error:
-        raise CliError(f"{path}: cannot read the SQLite recording: {error}") from None
-    except UnicodeDecodeError:
-        raise CliError(f"{path}: not a recording (JSON Lines or SQLite expected)") from None
-    except RecursionError:
-        raise CliError(f"{path}: not a liqshell recording: nested too deeply") from None
-    except (ValueError, LiqcoreError) as error:
-        detail = _first_line(error).removeprefix(f"{path}:")
-        number, colon, rest = detail.partition(": ")
-        where = f"{path}: line {number}" if colon and number.isdigit() else f"{path}"
-        text = rest if colon and number.isdigit() else detail.strip()
-        raise CliError(f"{where}: not a liqshell recording: {text}") from None
-    except OSError as error:
-        raise CliError(f"{path}: cannot read: {error.strerror or error}") from None
+        return load(text)
+    except RecordingError as error:
+        raise CliError(str(error)) from None
 
 
 def _first_line(error: BaseException) -> str:
@@ -440,140 +454,60 @@ def _first_line(error: BaseException) -> str:
     return message if len(message) <= 300 else message[:297] + "..."
 
 
-@attrs.frozen(kw_only=True)
-class Mismatch:
-    """A decision that ``step`` no longer reproduces."""
-
-    index: int
-    wallet: str
-    now: int
-    what: str
+def _assignment(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name.strip():
+        raise argparse.ArgumentTypeError(f"must be key=value, was {text!r}")
+    return name.strip(), value.strip()
 
 
-def replay_records(records: Iterator[Record], config: Config) -> tuple[int, list[Mismatch]]:
-    """Re-run every ``DECISION`` record through ``step``: (decisions, mismatches)."""
-    from liqcore.machine import step
+def _replay_config(args: argparse.Namespace, recorded: Config | None) -> Config | None:
+    """The config a what-if replay uses (``None``: the recorded one): ``--config``'s
+    ``[liqcore]``, or the recorded config (else the defaults), with ``--set`` applied."""
+    from liqshell.analysis import with_overrides
 
-    decisions = 0
-    mismatches: list[Mismatch] = []
-    for index, record in enumerate(records):
-        if record.kind is not RecordKind.DECISION:
-            continue
-        decisions += 1
-        if record.health is None:
-            what = "the record holds no Health"
-            mismatches.append(
-                Mismatch(index=index, wallet=record.wallet, now=record.now, what=what)
-            )
-            continue
-        try:
-            state, commands = step(
-                record.previous, record.health, record.orders, record.now, config
-            )
-        except LiqcoreError as error:
-            what = f"step raised {type(error).__name__}: {error}"
-            mismatches.append(
-                Mismatch(index=index, wallet=record.wallet, now=record.now, what=what)
-            )
-            continue
-        problems = []
-        if state != record.state:
-            problems.append(_state_difference(record.state, state))
-        if commands != record.commands:
-            problems.append(_commands_difference(record.commands, commands))
-        if problems:
-            mismatches.append(
-                Mismatch(
-                    index=index, wallet=record.wallet, now=record.now, what="; ".join(problems)
-                )
-            )
-    return decisions, mismatches
+    if args.config is None and not args.set:
+        return None
+    base = load_settings(args.config).config if args.config else None
+    if base is None:
+        base = recorded or Config()
+    try:
+        return with_overrides(base, **dict(args.set or ()))
+    except LiqcoreError as error:
+        raise CliError(f"--set: {_first_line(error)}") from None
 
 
-_SHOWN = 160
-"""How much of a recorded and a replayed value a mismatch line shows."""
+def _replay(args: argparse.Namespace) -> int:
+    from liqshell.analysis import replay, version_gaps
 
-
-def _shown(value: object) -> str:
-    text = value if isinstance(value, str) else codec_text(value)
-    return text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…"
-
-
-def codec_text(value: object) -> str:
-    """``value`` as compact JSON in the codec's encoding (Decimals as strings)."""
-    import json
-
-    return json.dumps(codec.unstructure(value), sort_keys=True, separators=(",", ":"))
-
-
-def _differences(left: Mapping[str, object], right: Mapping[str, object]) -> str:
-    keys = sorted(k for k in set(left) | set(right) if left.get(k) != right.get(k))
-    return "; ".join(
-        f"{key}: recorded {_shown(left.get(key))}, replayed {_shown(right.get(key))}"
-        for key in keys
+    recording = _load(args.recording)
+    config = _replay_config(args, recording.config)
+    trace = replay(recording, config, keep=False)
+    if not recording.records:
+        raise CliError(f"{args.recording}: no records (only a header)")
+    versions: dict[str, set[int]] = {}
+    for record in recording.records:
+        if record.commits_version:
+            versions.setdefault(record.wallet, set()).add(record.version)
+    gaps = version_gaps(versions, from_one=bool(recording.headers))
+    for note in trace.config_notes:
+        print(f"config: {note}")
+    for mismatch in trace.mismatches[: args.show]:
+        print(f"mismatch: {mismatch}")
+    for wallet, missing in list(gaps.items())[: args.show]:
+        print(f"gap: wallet {wallet}: versions {_ranges(missing)} missing from the log")
+    decisions = sum(1 for _ in recording.decisions())
+    summary = (
+        f"replayed {decisions} decisions from {args.recording}: {len(trace.mismatches)} mismatches"
     )
-
-
-def _state_difference(recorded: object, replayed: object) -> str:
-    if recorded is None:
-        return "the record holds no new state"
-    left = codec.unstructure(recorded)
-    right = codec.unstructure(replayed)
-    if not isinstance(left, dict) or not isinstance(right, dict):
-        return f"state: recorded {_shown(left)}, replayed {_shown(right)}"
-    return f"state differs in {_differences(left, right)}"
-
-
-def _commands_difference(recorded: tuple[object, ...], replayed: tuple[object, ...]) -> str:
-    if len(recorded) != len(replayed):
-        return (
-            f"{len(recorded)} commands recorded ({_kinds(recorded)}), "
-            f"{len(replayed)} replayed ({_kinds(replayed)})"
-        )
-    for i, (a, b) in enumerate(zip(recorded, replayed, strict=True)):
-        if a == b:
-            continue
-        if type(a) is not type(b):
-            return f"command {i} is a {type(b).__name__}, was a {type(a).__name__}"
-        left, right = codec.unstructure(a), codec.unstructure(b)
-        if isinstance(left, dict) and isinstance(right, dict):
-            return f"command {i} ({type(a).__name__}) differs in {_differences(left, right)}"
-        return f"command {i} ({type(a).__name__}): recorded {_shown(a)}, replayed {_shown(b)}"
-    return "commands differ"
-
-
-def _kinds(commands: tuple[object, ...]) -> str:
-    return ", ".join(type(command).__name__ for command in commands) or "none"
-
-
-class _Tracked:
-    """An iterator of records that counts them and collects, per wallet, the versions of
-    the records committed with a state."""
-
-    def __init__(self, records: Iterator[Record]) -> None:
-        self._records = records
-        self.count = 0
-        self.versions: dict[str, set[int]] = {}
-
-    def __iter__(self) -> Iterator[Record]:
-        for record in self._records:
-            self.count += 1
-            if record.commits_version:
-                self.versions.setdefault(record.wallet, set()).add(record.version)
-            yield record
-
-
-def version_gaps(versions: Mapping[str, set[int]], *, from_one: bool) -> dict[str, list[int]]:
-    """Per wallet, the versions missing from a log that holds ``versions`` (committed
-    versions are gapless in the store): the holes between the lowest and the highest, and
-    below the lowest too when the log starts at version 1 (``from_one``)."""
-    gaps: dict[str, list[int]] = {}
-    for wallet, held in sorted(versions.items()):
-        start = 1 if from_one else min(held)
-        missing = [v for v in range(start, max(held) + 1) if v not in held]
-        if missing:
-            gaps[wallet] = missing
-    return gaps
+    if config is not None:
+        summary += " (with the config given, not the recorded one)"
+    if gaps:
+        summary += f", {len(gaps)} wallets with versions missing (the log is incomplete)"
+    print(summary)
+    if decisions == 0:
+        print(f"liqshell: warning: {args.recording} holds no decision records", file=sys.stderr)
+    return EXIT_FAILURE if trace.mismatches or gaps else EXIT_OK
 
 
 def _ranges(numbers: Sequence[int]) -> str:
@@ -590,152 +524,36 @@ def _ranges(numbers: Sequence[int]) -> str:
     return ", ".join(parts)
 
 
-def _starts_at_one(path: Path) -> bool:
-    """Whether the log at ``path`` holds every wallet's history from version 1: a store's
-    log, or a recording with a header (its recorder is completed from the store)."""
-    from liqshell.adapters import SQLITE_MAGIC
-    from liqshell.adapters.jsonl import read_header
+def _explain(args: argparse.Namespace) -> int:
+    from liqshell.analysis import render_story
 
-    with path.open("rb") as handle:
-        if handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC:
-            return True
-    return read_header(path) is not None
-
-
-def _replay(args: argparse.Namespace) -> int:
-    path = _recording_path(args.recording)
-    config = load_settings(args.config).config if args.config else Config()
-    tracked = _Tracked(read_records(path))
-    decisions, mismatches = replay_records(iter(tracked), config)
-    if tracked.count == 0:
-        raise CliError(f"{path}: no records (an empty recording, or only a torn line)")
-    gaps = version_gaps(tracked.versions, from_one=_starts_at_one(path))
-    for mismatch in mismatches[: args.show]:
-        print(
-            f"mismatch: record {mismatch.index} wallet {mismatch.wallet} now {mismatch.now}: "
-            f"{mismatch.what}"
+    recording = _load(args.recording)
+    if args.wallet not in set(recording.wallets):
+        raise CliError(
+            f"{args.recording}: no records of wallet {args.wallet!r} "
+            f"({len(recording.wallets)} wallets recorded)"
         )
-    for wallet, missing in list(gaps.items())[: args.show]:
-        print(f"gap: wallet {wallet}: versions {_ranges(missing)} missing from the log")
-    summary = f"replayed {decisions} decisions from {path}: {len(mismatches)} mismatches"
-    if gaps:
-        summary += f", {len(gaps)} wallets with versions missing (the log is incomplete)"
-    print(summary)
-    if decisions == 0:
-        print(f"liqshell: warning: {path} holds no decision records", file=sys.stderr)
-    return EXIT_FAILURE if mismatches or gaps else EXIT_OK
-
-
-@attrs.frozen(kw_only=True)
-class RecordingReport:
-    """What :func:`summarize` finds in a recording."""
-
-    records: int
-    by_kind: dict[str, int]
-    wallets: int
-    first_now: int | None
-    last_now: int | None
-    executed: int
-    shadow: int
-    commands: dict[str, int]
-    alerts: dict[str, int]
-    transitions: dict[str, int]
-    feed_events: dict[str, int]
-    final_phases: dict[str, int]
-
-
-def summarize(records: Iterator[Record]) -> RecordingReport:
-    """Counts of a recording: records by kind, commands, alerts, phase transitions, …"""
-    count = 0
-    by_kind: collections.Counter[str] = collections.Counter()
-    commands: collections.Counter[str] = collections.Counter()
-    alerts: collections.Counter[str] = collections.Counter()
-    transitions: collections.Counter[str] = collections.Counter()
-    feed: collections.Counter[str] = collections.Counter()
-    final: dict[str, str] = {}
-    wallets: set[str] = set()
-    first: int | None = None
-    last: int | None = None
-    executed = shadow = 0
-    for record in records:
-        count += 1
-        by_kind[record.kind.value] += 1
-        wallets.add(record.wallet)
-        first = record.now if first is None else min(first, record.now)
-        last = record.now if last is None else max(last, record.now)
-        if record.kind is RecordKind.DECISION:
-            if record.executed:
-                executed += 1
-            else:
-                shadow += 1
-            for command in record.commands:
-                commands[codec.COMMAND_TAGS[type(command)]] += 1
-                code = getattr(command, "code", None)
-                if code is not None:
-                    alerts[code.value] += 1
-            before = "untracked" if record.previous is None else phase_tag(record.previous.phase)
-        else:
-            before = None
-        for event in record.events:
-            if record.kind is RecordKind.FEED:
-                feed[codec.EVENT_TAGS[type(event)]] += 1
-        if record.state is not None:
-            after = phase_tag(record.state.phase)
-            if before is not None and before != after:
-                transitions[f"{before} -> {after}"] += 1
-            previous_final = final.get(record.wallet)
-            if (
-                record.kind is not RecordKind.DECISION
-                and previous_final is not None
-                and previous_final != after
-            ):
-                transitions[f"{previous_final} -> {after}"] += 1
-            final[record.wallet] = after
-    return RecordingReport(
-        records=count,
-        by_kind=dict(sorted(by_kind.items())),
-        wallets=len(wallets),
-        first_now=first,
-        last_now=last,
-        executed=executed,
-        shadow=shadow,
-        commands=dict(sorted(commands.items())),
-        alerts=dict(sorted(alerts.items())),
-        transitions=dict(sorted(transitions.items())),
-        feed_events=dict(sorted(feed.items())),
-        final_phases=dict(sorted(collections.Counter(final.values()).items())),
-    )
-
-
-def render_report(report: RecordingReport, path: Path) -> str:
-    """A recording report as plain text."""
-    span = ""
-    if report.first_now is not None and report.last_now is not None:
-        seconds = (report.last_now - report.first_now) / 1000
-        span = f", spanning {seconds:,.1f} s"
-    lines = [
-        f"{path}: {report.records} records, {report.wallets} wallets{span}",
-        f"decisions: {report.executed} executed, {report.shadow} shadow",
-    ]
-
-    def table(title: str, counts: dict[str, int]) -> None:
-        lines.append(f"{title}:" + ("" if counts else " none"))
-        width = max((len(k) for k in counts), default=0)
-        lines.extend(f"  {key:<{width}}  {value}" for key, value in counts.items())
-
-    table("records by kind", report.by_kind)
-    table("commands", report.commands)
-    table("alerts", report.alerts)
-    table("phase transitions", report.transitions)
-    table("feed events", report.feed_events)
-    table("final phases", report.final_phases)
-    return "\n".join(lines)
+    print(render_story(recording, args.wallet))
+    return EXIT_OK
 
 
 def _report(args: argparse.Namespace) -> int:
-    path = _recording_path(args.recording)
-    report = summarize(read_records(path))
-    print(render_report(report, path))
+    from liqshell.analysis import render_report, summarize
+    from liqshell.analysis.report import money, render_money
+
+    recording = _load(args.recording)
+    target = _writable_file(args.html, "--html") if args.html else None
+    print(render_report(summarize(recording.records), Path(args.recording)))
+    print("money (what the decisions asked for, and the fills derived from the snapshots):")
+    print(render_money(money(recording)))
+    if target is not None:
+        from liqshell.analysis.report import write_html
+
+        try:
+            write_html(recording, target)
+        except ImportError as error:
+            raise CliError(f"--html: {error}") from None
+        print(f"wrote {target}")
     return EXIT_OK
 
 
@@ -748,7 +566,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         with _logging_restored():
-            if args.command in ("check-config", "replay", "report", "sim-exchange"):
+            if args.command in ("check-config", "replay", "report", "explain", "sim-exchange"):
                 _configure_logging(args.log_level, sys.stderr, args.log_format)
             status: int = args.handler(args)
     except CliError as error:

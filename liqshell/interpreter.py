@@ -55,17 +55,19 @@ from liqcore.reduce_only import is_benign_cancel_rejection
 from liqshell.logs import command_request_id, fields, get_logger
 from liqshell.metrics import NullMetrics, metrics_from
 from liqshell.ports import (
+    Answer,
     AnswerStatus,
     AuctionExecutor,
     Clock,
     EventSink,
     NotSent,
+    OrderAnswer,
     OrderGateway,
     OutcomeUnknown,
     Unfinished,
 )
 
-__all__ = ["Execution", "Interpreter", "Outcome", "OutcomeStatus"]
+__all__ = ["Execution", "Interpreter", "Outcome", "OutcomeStatus", "answers_of"]
 
 T = TypeVar("T")
 
@@ -93,6 +95,8 @@ class Outcome:
     events: tuple[Event, ...] = ()
     unfinished: bool = False
     detail: str = ""
+    answer: OrderAnswer | None = None
+    """The order engine's answer to a submit or a cancel, as it came (``None``: none)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -203,7 +207,9 @@ class Interpreter:
                 command.client_id,
                 extra=fields(wallet=command.wallet, request_id=command.request_id),
             )
-            return Outcome(index=index, command=command, status=OutcomeStatus.CONFIRMED)
+            return Outcome(
+                index=index, command=command, status=OutcomeStatus.CONFIRMED, answer=answer
+            )
         if answer.status is AnswerStatus.REJECTED:
             self._metrics.order("rejected")
             self._warn("submit rejected", command, answer.reason)
@@ -214,6 +220,7 @@ class Interpreter:
                 status=OutcomeStatus.FAILED,
                 events=(event,),
                 detail=answer.reason,
+                answer=answer,
             )
         raise OutcomeUnknown(f"submit answered {answer.status.value!r}")
 
@@ -228,11 +235,17 @@ class Interpreter:
             )
         if answer.status is AnswerStatus.CANCELED:
             self._metrics.cancel("canceled")
-            return Outcome(index=index, command=command, status=OutcomeStatus.CONFIRMED)
+            return Outcome(
+                index=index, command=command, status=OutcomeStatus.CONFIRMED, answer=answer
+            )
         if answer.status is AnswerStatus.GONE:  # no longer open: nothing left to cancel
             self._metrics.cancel("benign")
             return Outcome(
-                index=index, command=command, status=OutcomeStatus.CONFIRMED, detail=answer.reason
+                index=index,
+                command=command,
+                status=OutcomeStatus.CONFIRMED,
+                detail=answer.reason,
+                answer=answer,
             )
         if answer.status is AnswerStatus.REJECTED:
             # The fallback for engines that only send text ("order not found", …).
@@ -243,11 +256,16 @@ class Interpreter:
                     command=command,
                     status=OutcomeStatus.CONFIRMED,
                     detail=answer.reason,
+                    answer=answer,
                 )
             self._metrics.cancel("rejected")
             self._warn("cancel rejected", command, answer.reason)
             return Outcome(
-                index=index, command=command, status=OutcomeStatus.FAILED, detail=answer.reason
+                index=index,
+                command=command,
+                status=OutcomeStatus.FAILED,
+                detail=answer.reason,
+                answer=answer,
             )
         raise OutcomeUnknown(f"cancel answered {answer.status.value!r}")
 
@@ -388,3 +406,25 @@ def _wallet(command: Command) -> str:
             return command.wallet
         case _:
             assert_never(command)
+
+
+def answers_of(execution: Execution) -> tuple[Answer, ...]:
+    """Each command's answer, as an ``OUTCOMES`` record keeps it."""
+    answers: list[Answer] = []
+    for outcome in execution.outcomes:
+        answer = outcome.answer
+        auction_id = next(
+            (e.auction_id for e in outcome.events if type(e) is AuctionRequested), None
+        )
+        answers.append(
+            Answer(
+                index=outcome.index,
+                request_id=getattr(outcome.command, "request_id", ""),
+                outcome=outcome.status.value,
+                answer="" if answer is None else answer.status.value,
+                order_id=None if answer is None else answer.order_id,
+                auction_id=auction_id,
+                reason=outcome.detail or ("" if answer is None else answer.reason),
+            )
+        )
+    return tuple(answers)

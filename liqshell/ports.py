@@ -20,6 +20,7 @@ from liqcore import (
     AccountState,
     CancelOrder,
     Command,
+    Config,
     Event,
     Health,
     MarginMode,
@@ -30,12 +31,17 @@ from liqcore import (
     StateChange,
     StopAuction,
     SubmitOrder,
+    __version__,
+    codec,
 )
 from liqcore.errors import InvalidInput
 
 __all__ = [
     "PORT_METHODS",
+    "READABLE_SCHEMAS",
+    "RECORDING_FORMAT",
     "RECORD_SCHEMA",
+    "Answer",
     "AnswerStatus",
     "AuctionExecutor",
     "AuctionFeed",
@@ -46,6 +52,7 @@ __all__ = [
     "Cursor",
     "EventSink",
     "FeedItem",
+    "HeaderRecorder",
     "LiqshellError",
     "MarginReport",
     "MarginSource",
@@ -60,10 +67,13 @@ __all__ = [
     "Record",
     "RecordKind",
     "Recorder",
+    "RecordingHeader",
     "StateStore",
     "Stored",
     "Unfinished",
+    "WatcherSettings",
     "check_port",
+    "recording_header",
 ]
 
 T = TypeVar("T")
@@ -71,8 +81,16 @@ T = TypeVar("T")
 Cursor: TypeAlias = int | str
 """A position in the auction feed: any ordered, JSON-storable value the feed chooses."""
 
-RECORD_SCHEMA = 1
-"""Version of the :class:`Record` layout written to replay logs."""
+RECORD_SCHEMA = 2
+"""Version of the recording layout written to replay logs (:class:`Record` and
+:class:`RecordingHeader`). Schema 2 added the header's ``config``, ``watcher`` and
+``started`` and header records anywhere in a log (one per watcher start)."""
+
+READABLE_SCHEMAS = (1, 2)
+"""The schemas this liqshell reads: 1 (a bare header, records only) and 2."""
+
+RECORDING_FORMAT = "liqshell-recording"
+"""The ``format`` of a :class:`RecordingHeader`: what marks a JSON object as a header."""
 
 
 class LiqshellError(Exception):
@@ -204,6 +222,24 @@ class RecordKind(enum.Enum):
 
 
 @attrs.frozen(kw_only=True)
+class Answer:
+    """What came back for one command of a decision, as an ``OUTCOMES`` record keeps it:
+    the command's ``index`` and ``request_id``, the ``outcome`` the watcher concluded
+    (``confirmed``, ``failed``, ``unknown``), the order engine's ``answer`` to a submit or
+    a cancel as it came (``acked``, ``rejected``, ``canceled``; empty for other commands),
+    the engine's ``order_id`` of an acked order, the ``auction_id`` of an auction receipt,
+    and the ``reason`` given (a rejection's, or why it was not sent)."""
+
+    index: int
+    request_id: str = ""
+    outcome: str
+    answer: str = ""
+    order_id: int | None = None
+    auction_id: str | None = None
+    reason: str = ""
+
+
+@attrs.frozen(kw_only=True)
 class Record:
     """One entry of the replay log.
 
@@ -230,6 +266,8 @@ class Record:
     cursor: Cursor | None = None
     executed: bool = True
     note: str = ""
+    answers: tuple[Answer, ...] = ()
+    """For an ``OUTCOMES`` record: each command's answer (schema 2)."""
     schema: int = RECORD_SCHEMA
 
     @property
@@ -238,6 +276,55 @@ class Record:
         version that commit created (records that went in without a state — a skipped feed
         item, a quarantine or a failed restart report — carry version 0)."""
         return self.executed and self.version > 0
+
+
+@attrs.frozen(kw_only=True)
+class WatcherSettings:
+    """The watcher's own settings, as a recording header carries them."""
+
+    concurrency: int = 32
+    quarantine_backoff_ms: int = 0
+    shadow: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class RecordingHeader:
+    """What a recording says about itself: its ``schema`` and the ``library`` (liqcore
+    version) that wrote it and, from schema 2, the full :class:`~liqcore.Config` the
+    records after it were decided with (``None``: not known — a schema-1 header, a recorder
+    used without a watcher, or a custom margin model the codec cannot write, see
+    ``config_note``), the watcher's settings and the time it started (ms).
+
+    The watcher gives each start's header to a recorder that has ``begin``
+    (:class:`HeaderRecorder`): a JSON Lines recording opens with one and a restart with
+    another configuration appends another, so the records after a header were decided
+    with its ``config``.
+    """
+
+    format: str = RECORDING_FORMAT
+    schema: int = RECORD_SCHEMA
+    library: str = __version__
+    config: Config | None = None
+    config_note: str = ""
+    watcher: WatcherSettings | None = None
+    started: int | None = None
+
+
+def recording_header(
+    config: Config | None,
+    *,
+    watcher: WatcherSettings | None = None,
+    started: int | None = None,
+) -> RecordingHeader:
+    """The header of a run with ``config``: a config the codec cannot write (a custom margin
+    model) is left out, with ``config_note`` saying why, so replay asks for it."""
+    note = ""
+    if config is not None:
+        try:
+            codec.unstructure(config)
+        except InvalidInput as error:
+            config, note = None, f"the config is not recorded: {error}"
+    return RecordingHeader(config=config, config_note=note, watcher=watcher, started=started)
 
 
 @attrs.frozen(kw_only=True)
@@ -400,6 +487,15 @@ class Recorder(Protocol):
 
     async def append(self, record: Record) -> None:
         """Append one record."""
+        ...
+
+
+class HeaderRecorder(Recorder, Protocol):
+    """A recorder that keeps the recording's header: the watcher calls :meth:`begin` at each
+    start, before any record of that run."""
+
+    async def begin(self, header: RecordingHeader) -> None:
+        """Record ``header``: the records appended after it were decided with its config."""
         ...
 
 

@@ -61,6 +61,7 @@ from liqshell.ports import (
     OrderAnswer,
     OutcomeUnknown,
     Record,
+    RecordingHeader,
     RecordKind,
     Stored,
     Unfinished,
@@ -261,14 +262,21 @@ class _StoreFault:
 
 
 class MemoryRecorder:
-    """A ``Recorder`` keeping every record in :attr:`records`."""
+    """A ``Recorder`` keeping every record in :attr:`records`, and every header and record
+    in order in :attr:`entries` (what a recording file would hold)."""
 
     def __init__(self) -> None:
         self.records: list[Record] = []
+        self.entries: list[RecordingHeader | Record] = []
+
+    async def begin(self, header: RecordingHeader) -> None:
+        """Keep a watcher start's header."""
+        self.entries.append(header)
 
     async def append(self, record: Record) -> None:
         """Keep ``record``."""
         self.records.append(record)
+        self.entries.append(record)
 
     def of_kind(self, kind: RecordKind) -> list[Record]:
         """The records of ``kind``, in order."""
@@ -362,6 +370,7 @@ class MemoryStore(MemoryRecorder):
         if record.event_id is not None:
             self._applied.add(record.event_id)
         self.records.append(record)
+        self.entries.append(record)
         self.committed.append(record)
         if fault is not None:
             raise fault.error
@@ -376,6 +385,7 @@ class MemoryStore(MemoryRecorder):
         if record.event_id is not None:
             self._applied.add(record.event_id)
         self.records.append(record)
+        self.entries.append(record)
         self.committed.append(record)
         if fault is not None:
             raise fault.error

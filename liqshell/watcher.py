@@ -63,7 +63,7 @@ from liqcore import (
 )
 from liqcore.machine import apply, next_wakeup, step, wallets_to_check
 from liqcore.reduce_only import is_liquidation_order
-from liqshell.interpreter import Execution, Interpreter, OutcomeStatus
+from liqshell.interpreter import Execution, Interpreter, OutcomeStatus, answers_of
 from liqshell.logs import command_request_id, fields, get_logger, state_phase
 from liqshell.metrics import NullMetrics, metrics_from
 from liqshell.ports import (
@@ -87,7 +87,9 @@ from liqshell.ports import (
     StateStore,
     Stored,
     Unfinished,
+    WatcherSettings,
     check_port,
+    recording_header,
 )
 
 __all__ = ["OUTCOME_COMMIT_ATTEMPTS", "QUARANTINE_BACKOFF_MS", "Watcher"]
@@ -390,6 +392,7 @@ class Watcher:
             self._stored = dict(loaded)
             if not self._shadow:
                 await self._complete_recorder()
+            await self._begin_recording()
             for wallet in sorted(self._stored):
                 self._track(wallet)
                 if self._stored[wallet].unfinished:
@@ -405,6 +408,34 @@ class Watcher:
 
     def _is_started(self) -> bool:
         return self._started
+
+    async def _begin_recording(self) -> None:
+        """Give the recorder — and the store, whose log is a recording too, unless in shadow
+        mode — this start's header (config, settings, start time), if they keep headers:
+        the records of this run are then replayed with this config."""
+        targets: list[object] = [self._recorder]
+        if not self._shadow and id(self._store) != id(self._recorder):
+            targets.append(self._store)
+        begins = [getattr(target, "begin", None) for target in targets]
+        if all(begin is None for begin in begins):
+            return
+        header = recording_header(
+            self._config,
+            watcher=WatcherSettings(
+                concurrency=self._concurrency,
+                quarantine_backoff_ms=self._quarantine_backoff_ms,
+                shadow=self._shadow,
+            ),
+            started=self._clock.now_ms(),
+        )
+        for begin in begins:
+            if begin is None:
+                continue
+            try:
+                await begin(header)
+            except Exception as error:
+                self._metrics.commit_failed("recorder")
+                _log.warning("recording the header failed: %r", error, extra=fields())
 
     async def _complete_recorder(self) -> None:
         """Append to a separate recorder the records the store committed that it lacks (lost
@@ -812,6 +843,7 @@ class Watcher:
             events=execution.events,
             pending=pending,
             note=" ".join(outcome.status.value for outcome in execution.outcomes),
+            answers=answers_of(execution),
         )
         failure: BaseException | None = None
         for _attempt in range(OUTCOME_COMMIT_ATTEMPTS):

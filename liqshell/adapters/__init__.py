@@ -29,11 +29,21 @@ from pathlib import Path
 
 import attrs
 
-from liqcore import __version__, codec
+from liqcore import Config, __version__, codec
 from liqcore.errors import InvalidInput
-from liqshell.ports import RECORD_SCHEMA, Cursor, LiqshellError, Record
+from liqshell.ports import (
+    READABLE_SCHEMAS,
+    RECORDING_FORMAT,
+    Cursor,
+    LiqshellError,
+    Record,
+    RecordingHeader,
+    WatcherSettings,
+    recording_header,
+)
 
 __all__ = [
+    "HEADER_KIND",
     "RECORDING_FORMAT",
     "AsyncClosing",
     "ForeignFile",
@@ -42,12 +52,16 @@ __all__ = [
     "StoreUnavailable",
     "cursor_from_json",
     "cursor_to_json",
+    "header_data",
     "header_from_data",
+    "header_from_json",
     "header_to_json",
+    "read_entries",
     "read_records",
     "record_from_data",
     "record_from_json",
     "record_to_json",
+    "recording_header",
     "storage_key",
 ]
 
@@ -89,39 +103,54 @@ class ForeignFile(LiqshellError, ValueError):
     SQLite database, a text file, a recording of an unknown schema): nothing was written."""
 
 
-RECORDING_FORMAT = "liqshell-recording"
-"""The ``format`` of a :class:`RecordingHeader`: what marks a JSON Lines file as a recording."""
-
-
-@attrs.frozen(kw_only=True)
-class RecordingHeader:
-    """The first line of a JSON Lines recording: it marks the file as liqshell's and says how
-    to read it (``schema``, the :data:`~liqshell.ports.RECORD_SCHEMA` of its records) and what
-    wrote it (``library``, the liqcore version). Versioned by ``schema``, it can grow: fields
-    added later get defaults, so an older header still reads."""
-
-    format: str = RECORDING_FORMAT
-    schema: int = RECORD_SCHEMA
-    library: str = __version__
+def header_data(header: RecordingHeader) -> dict[str, object]:
+    """A header as plain JSON data: ``config`` in :mod:`liqcore.codec` form (``None`` when
+    it is not known). A schema-1 header keeps its three fields only."""
+    data: dict[str, object] = {
+        "format": header.format,
+        "library": header.library,
+        "schema": header.schema,
+    }
+    if header.schema == 1:
+        return data
+    data["config"] = None if header.config is None else codec.unstructure(header.config)
+    data["config_note"] = header.config_note
+    data["watcher"] = None if header.watcher is None else codec.unstructure(header.watcher)
+    data["started"] = header.started
+    return data
 
 
 def header_to_json(header: RecordingHeader) -> str:
     """A header as one compact, key-sorted JSON line (without the newline)."""
-    return json.dumps(attrs.asdict(header), sort_keys=True, separators=(",", ":"))
+    return json.dumps(header_data(header), sort_keys=True, separators=(",", ":"))
+
+
+HEADER_KIND = "header"
+"""The ``kind`` column of a header row in a store's ``records`` table."""
+
+
+def header_from_json(text: str | bytes) -> RecordingHeader:
+    """The header a store's header row holds; raises ``InvalidInput``."""
+    header = header_from_data(_loads(text))
+    if header is None:
+        raise InvalidInput("a header row holds no recording header")
+    return header
+
+
+_HEADER_FIELDS = frozenset(field.name for field in attrs.fields(RecordingHeader))
 
 
 def header_from_data(data: object) -> RecordingHeader | None:
     """The header ``data`` holds, ``None`` if it is not a header (a record, say); raises
-    ``InvalidInput`` naming the schema or library version this liqshell cannot read."""
+    ``InvalidInput`` naming the schema or library version this liqshell cannot read, or the
+    field of a bad header."""
     if not isinstance(data, dict) or data.get("format") != RECORDING_FORMAT:
         return None
-    names = {field.name for field in attrs.fields(RecordingHeader)}
-    unknown = sorted(str(key) for key in data if key not in names)
     schema, library = data.get("schema"), data.get("library")
-    if type(schema) is not int or schema != RECORD_SCHEMA:
+    if type(schema) is not int or schema not in READABLE_SCHEMAS:
         raise InvalidInput(
             f"recording schema {schema!r} is not one this liqshell reads "
-            f"(schema {RECORD_SCHEMA}, liqshell {__version__})"
+            f"(schemas {READABLE_SCHEMAS[0]}-{READABLE_SCHEMAS[-1]}, liqshell {__version__})"
         )
     written = _version_key(library) if type(library) is str else None
     if written is None:
@@ -131,9 +160,34 @@ def header_from_data(data: object) -> RecordingHeader | None:
             f"recording written by liqshell {library}, newer than this {__version__}: "
             "upgrade liqshell to read it"
         )
+    allowed = {"format", "schema", "library"} if schema == 1 else _HEADER_FIELDS
+    unknown = sorted(str(key) for key in data if key not in allowed)
     if unknown:
         raise InvalidInput(f"recording header: unknown field(s) {', '.join(unknown)}")
-    return RecordingHeader(format=RECORDING_FORMAT, schema=schema, library=str(library))
+    config = watcher = None
+    raw = data.get("config")
+    try:
+        if raw is not None:
+            config = codec.structure(raw, Config)
+        if data.get("watcher") is not None:
+            watcher = codec.structure(data["watcher"], WatcherSettings)
+    except InvalidInput as error:
+        raise type(error)(f"recording header: {error}") from None
+    except RecursionError:
+        raise InvalidInput("recording header: nested too deeply") from None
+    note, started = data.get("config_note", ""), data.get("started")
+    if type(note) is not str:
+        raise InvalidInput(f"recording header: config_note must be a string, was {note!r}")
+    if started is not None and type(started) is not int:
+        raise InvalidInput(f"recording header: started must be an int (ms), was {started!r}")
+    return RecordingHeader(
+        schema=schema,
+        library=str(library),
+        config=config,
+        config_note=note,
+        watcher=watcher,
+        started=started,
+    )
 
 
 def _version_key(text: str) -> tuple[int, ...] | None:
@@ -240,11 +294,11 @@ def record_from_data(data: object) -> Record:
     )
     if missing:
         raise InvalidInput(f"Record: missing required field(s) {', '.join(missing)}")
-    schema = data.get("schema", RECORD_SCHEMA)
-    if type(schema) is not int or schema != RECORD_SCHEMA:
+    schema = data.get("schema", 1)
+    if type(schema) is not int or schema not in READABLE_SCHEMAS:
         raise InvalidInput(
             f"Record.schema {schema!r} is not one this liqshell reads "
-            f"(schema {RECORD_SCHEMA}, liqshell {__version__})"
+            f"(schemas {READABLE_SCHEMAS[0]}-{READABLE_SCHEMAS[-1]}, liqshell {__version__})"
         )
     values: dict[str, object] = {}
     for name, value in data.items():
@@ -268,8 +322,9 @@ def record_from_json(text: str | bytes) -> Record:
     return record_from_data(_loads(text))
 
 
-def read_records(path: str | Path) -> Iterator[Record]:
-    """The records of a recording in order: a SQLite store's log or a JSON Lines file.
+def read_entries(path: str | Path) -> Iterator[RecordingHeader | Record]:
+    """The headers and records of a recording in order: a SQLite store's log or a JSON
+    Lines file (each header precedes the records decided with its config).
 
     The kind is told from the file's first bytes. Raises ``FileNotFoundError``,
     ``sqlite3.DatabaseError`` or ``InvalidInput`` (naming the line) for a bad file.
@@ -279,7 +334,12 @@ def read_records(path: str | Path) -> Iterator[Record]:
     if head == SQLITE_MAGIC:
         from liqshell.adapters import sqlite
 
-        return sqlite.read_records(path)
+        return sqlite.read_entries(path)
     from liqshell.adapters import jsonl
 
-    return jsonl.read_records(path)
+    return jsonl.read_entries(path)
+
+
+def read_records(path: str | Path) -> Iterator[Record]:
+    """The records of a recording in order (:func:`read_entries` without the headers)."""
+    return (entry for entry in read_entries(path) if isinstance(entry, Record))

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import json
 import os
 import threading
@@ -58,6 +59,7 @@ __all__ = [
     "JsonlEventSink",
     "JsonlRecorder",
     "check_file",
+    "read_entries",
     "read_header",
     "read_records",
     "read_state_changes",
@@ -89,21 +91,26 @@ class _AppendFile:
         self._fd: int | None = None
         check_file(self.path, kind=kind)  # fail fast: never after a run has started
 
-    def _open(self) -> int:
-        if self._fd is None:
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                _prepare(fd, self.path, self.kind, fsync=self.fsync)
-            except BaseException:
-                os.close(fd)
-                raise
-            self._fd = fd
-        return self._fd
+    def _open(self, header: str | None = None) -> tuple[int, bool]:
+        """The open file, and whether ``header`` was written as its first line."""
+        if self._fd is not None:
+            return self._fd, False
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            started = _prepare(fd, self.path, self.kind, fsync=self.fsync, header=header)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return fd, started
 
-    def write(self, line: str) -> None:
+    def write(self, line: str, *, header: bool = False) -> None:
+        """Append ``line``; a ``header`` line opens a new file instead of the bare header."""
         data = (line + "\n").encode("utf-8")
         with self._lock:
-            fd = self._open()
+            fd, written = self._open(line if header else None)
+            if written:
+                return
             _write_all(fd, data)
             if self.fsync:
                 os.fsync(fd)
@@ -114,8 +121,8 @@ class _AppendFile:
             if fd is not None:
                 os.close(fd)
 
-    async def append(self, line: str) -> None:
-        await asyncio.to_thread(self.write, line)
+    async def append(self, line: str, *, header: bool = False) -> None:
+        await asyncio.to_thread(functools.partial(self.write, line, header=header))
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
@@ -191,32 +198,42 @@ def _first_line_problem(line: bytes, kind: str) -> str | None:
 
 
 def _torn_start(fragment: bytes, kind: str) -> bool:
-    """Whether ``fragment`` is the torn start of the first line liqshell writes."""
+    """Whether ``fragment`` is the torn start of the first line liqshell writes (a bare
+    header, or a full one: its keys sorted, ``config`` comes first)."""
     if kind == _RECORDING:
-        return header_to_json(RecordingHeader()).encode().startswith(fragment)
+        full = b'{"config":'
+        return (
+            header_to_json(RecordingHeader(schema=1)).encode().startswith(fragment)
+            or full.startswith(fragment)
+            or fragment.startswith(full)
+        )
     return fragment.startswith(b'{"change":{')
 
 
-def _prepare(fd: int, path: str, kind: str, *, fsync: bool) -> None:
-    """Check the file is liqshell's, start a recording with its header, and make the file end
-    with a newline (a torn last line is cut, a whole one ended). Under an exclusive lock on
-    the file, so two writers opening a new file at once write one header."""
+def _prepare(fd: int, path: str, kind: str, *, fsync: bool, header: str | None) -> bool:
+    """Check the file is liqshell's, start a recording with a header (``header``, or the
+    bare one), and make the file end with a newline (a torn last line is cut, a whole one
+    ended). Under an exclusive lock on the file, so two writers opening a new file at once
+    write one first header. Returns whether ``header`` was written."""
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        _prepare_locked(fd, path, kind, fsync=fsync)
+        return _prepare_locked(fd, path, kind, fsync=fsync, header=header)
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-def _prepare_locked(fd: int, path: str, kind: str, *, fsync: bool) -> None:
+def _prepare_locked(fd: int, path: str, kind: str, *, fsync: bool, header: str | None) -> bool:
     if not _verdict(fd, path, kind):
         os.ftruncate(fd, 0)  # empty, or only a torn start of our own first line
         if kind == _RECORDING:
-            _write_all(fd, (header_to_json(RecordingHeader()) + "\n").encode())
+            first = header if header is not None else header_to_json(RecordingHeader())
+            _write_all(fd, (first + "\n").encode())
             if fsync:
                 os.fsync(fd)
-        return
+            return header is not None
+        return False
     _repair_tail(fd)
+    return False
 
 
 def _repair_tail(fd: int) -> None:
@@ -276,25 +293,26 @@ def read_header(path: str | os.PathLike[str]) -> RecordingHeader | None:
     return None
 
 
-def read_records(path: str | os.PathLike[str]) -> Iterator[Record]:
-    """The records of a JSON Lines recording, in order (after its header, if it has one).
+def read_entries(path: str | os.PathLike[str]) -> Iterator[RecordingHeader | Record]:
+    """The headers and records of a JSON Lines recording, in order (a header line starts
+    each watcher run; the records after it were decided with its config).
 
     Raises ``FileNotFoundError``, or ``InvalidInput`` naming the file and line of a bad record
     or of a header of a schema or library version this liqshell cannot read.
     """
-    first = True
     for number, line in _lines(path):
         data = _parse(path, number, line)
         try:
-            if header_from_data(data) is not None:
-                if not first:
-                    raise InvalidInput("a recording header after the first line")
-                first = False
-                continue
-            first = False
-            yield record_from_data(data)
+            header = header_from_data(data)
+            yield record_from_data(data) if header is None else header
         except InvalidInput as error:
             raise type(error)(f"{os.fspath(path)}:{number}: {error}") from None
+
+
+def read_records(path: str | os.PathLike[str]) -> Iterator[Record]:
+    """The records of a JSON Lines recording, in order (:func:`read_entries` without the
+    headers)."""
+    return (entry for entry in read_entries(path) if isinstance(entry, Record))
 
 
 def _last_versions(path: str) -> Mapping[str, int]:
@@ -357,6 +375,11 @@ class JsonlRecorder(AsyncClosing):
 
     def __repr__(self) -> str:
         return f"JsonlRecorder({self.path!r})"
+
+    async def begin(self, header: RecordingHeader) -> None:
+        """Record a watcher start's header (the first line of a new file, else a line of its
+        own): the records after it were decided with its config."""
+        await self._file.append(header_to_json(header), header=True)
 
     async def append(self, record: Record) -> None:
         """Append one record."""

@@ -42,21 +42,34 @@ from psycopg_pool import AsyncConnectionPool
 
 from liqcore import AccountState, codec
 from liqshell.adapters import (
+    HEADER_KIND,
     AsyncClosing,
     StoreUnavailable,
     cursor_from_json,
     cursor_to_json,
+    header_from_json,
+    header_to_json,
     record_from_json,
     record_to_json,
     storage_key,
 )
-from liqshell.ports import Conflict, Cursor, LiqshellError, Record, Stored, Unfinished
+from liqshell.ports import (
+    Conflict,
+    Cursor,
+    LiqshellError,
+    Record,
+    RecordingHeader,
+    Stored,
+    Unfinished,
+)
 from liqshell.redaction import redact
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
-SCHEMA_VERSION = 1
-"""The schema version this module writes (table ``schema_migrations``)."""
+SCHEMA_VERSION = 2
+"""The schema version this module writes (table ``schema_migrations``). Version 2 adds no
+table: it marks a log that may hold header rows (``kind = 'header'``, ``wallet = ''``,
+version 0), which an older liqshell could not read."""
 
 _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
     (  # 1
@@ -82,6 +95,7 @@ _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
         )""",
         "CREATE TABLE {schema}.applied_events (event_id text PRIMARY KEY)",
     ),
+    (),  # 2: header rows in records
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -140,10 +154,10 @@ class _Queries:
             "INSERT INTO {schema}.applied_events (event_id) VALUES (%s) ON CONFLICT DO NOTHING"
         )
         self.records = q(
-            "SELECT seq, body_json FROM {schema}.records WHERE seq > %s ORDER BY seq LIMIT %s"
+            "SELECT seq, kind, body_json FROM {schema}.records WHERE seq > %s ORDER BY seq LIMIT %s"
         )
         self.wallet_records = q(
-            "SELECT seq, body_json FROM {schema}.records WHERE wallet = %s AND seq > %s "
+            "SELECT seq, kind, body_json FROM {schema}.records WHERE wallet = %s AND seq > %s "
             "ORDER BY seq LIMIT %s"
         )
 
@@ -439,10 +453,28 @@ class PostgresStore(AsyncClosing):
                 ),
             )
 
+    async def begin(self, header: RecordingHeader) -> None:
+        """Record a watcher start's header as a row of the log (``kind = 'header'``,
+        ``wallet = ''``, version 0): the records after it were decided with its config."""
+        body = header_to_json(header)
+        now = header.started if header.started is not None else 0
+        async with self._connection("begin") as conn:
+            await conn.execute(self._q.insert_record, ("", HEADER_KIND, 0, now, body))
+
     # ------------------------------------------------------------------ reading the log
 
     async def records(self, *, wallet: str | None = None) -> AsyncIterator[Record]:
         """The log in ``seq`` order (only ``wallet``'s if given), read page by page."""
+        async for entry in self._entries(wallet):
+            if isinstance(entry, Record):
+                yield entry
+
+    async def entries(self) -> AsyncIterator[RecordingHeader | Record]:
+        """Header rows and records in ``seq`` order, read page by page."""
+        async for entry in self._entries(None):
+            yield entry
+
+    async def _entries(self, wallet: str | None) -> AsyncIterator[RecordingHeader | Record]:
         after = 0
         while True:
             async with self._connection("records") as conn:
@@ -455,6 +487,6 @@ class PostgresStore(AsyncClosing):
                 rows = await cur.fetchall()
             if not rows:
                 return
-            for seq, body in rows:
-                yield record_from_json(body)
+            for seq, kind, body in rows:
+                yield header_from_json(body) if kind == HEADER_KIND else record_from_json(body)
                 after = seq

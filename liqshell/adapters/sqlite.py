@@ -16,7 +16,9 @@ untouched. Tables:
 ``records(seq PK autoincrement, wallet, kind, version, now, body_json)``
     the replay log, in commit order; ``version`` is the version a commit created (for a
     record appended on its own, ``Record.version``), ``body_json`` the codec JSON of the
-    :class:`~liqshell.ports.Record`.
+    :class:`~liqshell.ports.Record`. A watcher start's
+    :class:`~liqshell.ports.RecordingHeader` is a row with ``kind = 'header'``,
+    ``wallet = ''`` and version 0 (schema version 2).
 ``feed(id = 1, cursor_json)``
     the committed feed cursor.
 ``applied_events(event_id PK)``
@@ -56,24 +58,37 @@ from typing import TypeVar
 
 from liqcore import AccountState, codec
 from liqshell.adapters import (
+    HEADER_KIND,
     SQLITE_MAGIC,
     AsyncClosing,
     ForeignFile,
     StoreUnavailable,
     cursor_from_json,
     cursor_to_json,
+    header_from_json,
+    header_to_json,
     record_from_json,
     record_to_json,
     storage_key,
 )
-from liqshell.ports import Conflict, Cursor, LiqshellError, Record, Stored, Unfinished
+from liqshell.ports import (
+    Conflict,
+    Cursor,
+    LiqshellError,
+    Record,
+    RecordingHeader,
+    Stored,
+    Unfinished,
+)
 
-__all__ = ["SCHEMA_VERSION", "SqliteStore", "check_store_file", "read_records"]
+__all__ = ["SCHEMA_VERSION", "SqliteStore", "check_store_file", "read_entries", "read_records"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
-"""The schema version this module writes (table ``schema_version``)."""
+SCHEMA_VERSION = 2
+"""The schema version this module writes (table ``schema_version``). Version 2 adds no
+table: it marks a log that may hold header rows (``kind = 'header'``), which an older
+liqshell could not read."""
 
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 1
@@ -99,6 +114,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE TABLE applied_events (event_id TEXT PRIMARY KEY)",
     ),
+    (),  # 2: header rows in records (kind 'header', wallet '', version 0)
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -467,7 +483,23 @@ class SqliteStore(AsyncClosing):
 
         await self._call(run)
 
+    async def begin(self, header: RecordingHeader) -> None:
+        """Record a watcher start's header as a row of the log (``kind = 'header'``,
+        ``wallet = ''``, version 0): the records after it were decided with its config."""
+        body = header_to_json(header)
+        now = header.started if header.started is not None else 0
+
+        def run(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                db.execute(_INSERT_RECORD, ("", HEADER_KIND, 0, now, body))
+
+        await self._call(run)
+
     # ------------------------------------------------------------------ reading the log
+
+    def entries(self) -> Iterator[RecordingHeader | Record]:
+        """Headers and records in order, read synchronously (see :func:`read_entries`)."""
+        return read_entries(self.path)
 
     def records(self, *, wallet: str | None = None) -> Iterator[Record]:
         """The log in order, read synchronously on a connection of its own (see read_records)."""
@@ -483,10 +515,20 @@ def read_records(path: str | os.PathLike[str], *, wallet: str | None = None) -> 
     location = Path(path)
     if not location.is_file():
         raise FileNotFoundError(f"no SQLite store at {os.fspath(path)}")
-    return _read_records(location, wallet)
+    entries = _read_entries(location, wallet)
+    return (entry for entry in entries if isinstance(entry, Record))
 
 
-def _read_records(location: Path, wallet: str | None) -> Iterator[Record]:
+def read_entries(path: str | os.PathLike[str]) -> Iterator[RecordingHeader | Record]:
+    """The header rows and records of the SQLite store at ``path``, in commit order (read
+    as :func:`read_records` reads)."""
+    location = Path(path)
+    if not location.is_file():
+        raise FileNotFoundError(f"no SQLite store at {os.fspath(path)}")
+    return _read_entries(location, None)
+
+
+def _read_entries(location: Path, wallet: str | None) -> Iterator[RecordingHeader | Record]:
     with contextlib.ExitStack() as stack:
         db = _open_read_only(location, stack)
         stack.callback(db.close)
@@ -494,19 +536,19 @@ def _read_records(location: Path, wallet: str | None) -> Iterator[Record]:
         while True:
             if wallet is None:
                 rows = db.execute(
-                    "SELECT seq, body_json FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
+                    "SELECT seq, kind, body_json FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
                     (after, _PAGE),
                 ).fetchall()
             else:
                 rows = db.execute(
-                    "SELECT seq, body_json FROM records WHERE wallet = ? AND seq > ? "
+                    "SELECT seq, kind, body_json FROM records WHERE wallet = ? AND seq > ? "
                     "ORDER BY seq LIMIT ?",
                     (storage_key(wallet), after, _PAGE),
                 ).fetchall()
             if not rows:
                 return
-            for seq, body in rows:
-                yield record_from_json(body)
+            for seq, kind, body in rows:
+                yield header_from_json(body) if kind == HEADER_KIND else record_from_json(body)
                 after = seq
 
 

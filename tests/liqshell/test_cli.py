@@ -310,7 +310,9 @@ def test_simulate_refuses_another_programs_file_as_store_or_record_untouched(
 def test_simulate_record_appends_to_its_own_recording(
     fast_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A recording liqshell wrote is appended to: one header, the first run's records kept."""
+    """A recording liqshell wrote is appended to: the first run's records kept, and each
+    run opens with its own header (the first line of the file, then a line before the
+    second run's records)."""
     from liqshell.adapters.jsonl import read_records as jsonl_records
 
     path = fast_dir / "twice.jsonl"
@@ -322,7 +324,9 @@ def test_simulate_record_appends_to_its_own_recording(
     both = list(jsonl_records(path))
     assert both[: len(first)] == first
     assert len(both) > len(first)
-    assert path.read_text().count('"format":"liqshell-recording"') == 1
+    lines = path.read_text().splitlines()
+    headers = [i for i, line in enumerate(lines) if '"format":"liqshell-recording"' in line]
+    assert headers == [0, len(first) + 1]
 
 
 # --------------------------------------------------------------------------- bad recordings
