@@ -6,7 +6,7 @@ computes ``now`` strictly after the stored state's ``updated_at``, steps, and co
 decision *before* acting (compare-and-set: a conflict or any failure executes nothing).
 Then the interpreter executes the commands in order, the outcomes are folded in with
 ``apply`` and committed with the commands still unfinished. A wallet whose outcomes cannot
-be committed is quarantined until a restart reconciles it from the store: it is never
+be committed is quarantined until it is reconciled from the store: it is never
 stepped on an unknown state.
 
 Chain and operator events from the feed are applied under the same per-wallet lock as the
@@ -612,40 +612,42 @@ class Watcher:
         released = 0
         for wallet in due:
             async with self._lock(wallet):
-                if wallet not in self._quarantined:
-                    continue
-                try:
-                    entry = await self._load_one(wallet)
-                except Exception as error:
-                    self._quarantined[wallet].since_ms = now  # wait another backoff
-                    _log.warning(
-                        "wallet %s: reloading the quarantined wallet failed: %r",
-                        wallet,
-                        error,
-                        extra=fields(wallet=wallet),
-                    )
-                    continue
-                del self._quarantined[wallet]
-                self._stale.pop(wallet, None)
-                if entry is None:
-                    self._stored.pop(wallet, None)
-                else:
-                    self._stored[wallet] = entry
-                    if entry.unfinished:
-                        await self._reconcile(wallet, "release")
-                self._track(wallet)
-                released += 1
-                self._metrics.released()
-                self._metrics.quarantined(len(self._quarantined))
-                _log.warning(
-                    "wallet %s: released from quarantine, reloaded at version %s",
-                    wallet,
-                    None if entry is None else entry.version,
-                    extra=fields(
-                        wallet=wallet, phase=state_phase(None if entry is None else entry.state)
-                    ),
-                )
+                if wallet in self._quarantined and await self._release(wallet, now):
+                    released += 1
         return released
+
+    async def _release(self, wallet: str, now: int) -> bool:
+        """Reload a quarantined wallet from the store and reconcile it as a restart would
+        (under its lock); false, and another backoff, if the store cannot tell yet."""
+        try:
+            entry = await self._load_one(wallet)
+        except Exception as error:
+            self._quarantined[wallet].since_ms = now  # wait another backoff
+            _log.warning(
+                "wallet %s: reloading the quarantined wallet failed: %r",
+                wallet,
+                error,
+                extra=fields(wallet=wallet),
+            )
+            return False
+        del self._quarantined[wallet]
+        self._stale.pop(wallet, None)
+        if entry is None:
+            self._stored.pop(wallet, None)
+        else:
+            self._stored[wallet] = entry
+            if entry.unfinished:
+                await self._reconcile(wallet, "release")
+        self._track(wallet)
+        self._metrics.released()
+        self._metrics.quarantined(len(self._quarantined))
+        _log.warning(
+            "wallet %s: released from quarantine, reloaded at version %s",
+            wallet,
+            None if entry is None else entry.version,
+            extra=fields(wallet=wallet, phase=state_phase(None if entry is None else entry.state)),
+        )
+        return True
 
     # ---------------------------------------------------------------- the poll
 
@@ -852,9 +854,15 @@ class Watcher:
                     wallet, after, record, expected_version=stored.version
                 )
             except Conflict as error:
-                failure = error  # the store is ahead of us: the state is unknown
-                self._metrics.conflict()
-                break
+                # The store is ahead of us: the state is unknown — unless an earlier attempt
+                # landed and only its answer was lost (the store then holds this very commit).
+                if failure is None or not await self._landed(
+                    wallet, stored.version + 1, after, pending
+                ):
+                    failure = error
+                    self._metrics.conflict()
+                    break
+                version = stored.version + 1
             except Exception as error:
                 failure = error
                 self._metrics.commit_failed(RecordKind.OUTCOMES.value)
@@ -878,6 +886,21 @@ class Watcher:
             extra=fields(wallet=wallet, phase=state_phase(after), version=stored.version),
         )
         return False
+
+    async def _landed(
+        self, wallet: str, version: int, state: AccountState, pending: tuple[Unfinished, ...]
+    ) -> bool:
+        """Whether the store holds exactly ``state`` with ``pending`` at ``version``."""
+        try:
+            entry = await self._load_one(wallet)
+        except Exception:
+            return False
+        return (
+            entry is not None
+            and entry.version == version
+            and entry.state == state
+            and entry.unfinished == pending
+        )
 
     async def _observe(self, wallet: str) -> tuple[Health, tuple[OpenOrder, ...]]:
         portfolio = await self._observe_call(self._portfolios.portfolio(wallet))
@@ -924,7 +947,11 @@ class Watcher:
             if wallet not in self._stored and wallet not in self._stale:
                 await self._skip_item(item, "unknown_wallet", None)
                 return 0
-            if wallet in self._quarantined:
+            # The feed is in order, so a quarantined wallet's item holds up every other
+            # wallet's chain events: reload it now rather than after its backoff.
+            if wallet in self._quarantined and not await self._release(
+                wallet, self._clock.now_ms()
+            ):
                 self._metrics.feed_item("blocked")
                 _feed_log.error(
                     "wallet %s is quarantined: feed item %s waits for its reload",

@@ -101,8 +101,11 @@ class SimExchange:
     # --- writes ----------------------------------------------------------------------------
 
     def perform(self, entry: Mapping[str, object]) -> object:
-        """Apply one journaled action to the world and return its answer."""
-        self._changed()
+        """Apply one journaled action to the world and return its answer.
+
+        No action changes a book or its cash (orders fill, auctions settle, prices move
+        only in :meth:`advance`), so the cached observations stay valid.
+        """
         op = entry["op"]
         data = entry["command"]
         if op == "submit":

@@ -667,10 +667,35 @@ async def test_watcher_feed_unchanged_event_is_counted() -> None:
     assert world.store.current_cursor == 1
 
 
-async def test_watcher_feed_waits_for_a_quarantined_wallet() -> None:
-    """An event for a quarantined wallet is not applied and the cursor stays before it
-    until a restart, which then applies it."""
+async def test_watcher_feed_reloads_a_quarantined_wallet_at_once() -> None:
+    """An event for a quarantined wallet reloads it from the store at once (before its
+    backoff: the feed is in order, so it holds up every other wallet's events) and is
+    applied. Found by DST seed 119: a lost commit answer quarantined one wallet, and the
+    other wallets' auction starts waited 30 s until their requests went stale (STUCK)."""
     world = seed_world()
+    world.store.fail_commit(kind=RecordKind.OUTCOMES, times=3)
+    watcher = world.watcher()
+    await world.poll(watcher)
+    assert watcher.quarantined == {W}
+    world.feed.push(W, AuctionStarted(auction_id="a1", chain_start_time=1))
+    assert await world.drain(watcher) == 1
+    assert watcher.quarantined == frozenset()
+    assert await world.store.cursor() == 1
+    assert isinstance(world.state().phase, InLiquidation)
+
+
+class _UnreadableStore(MemoryStore):
+    """A store whose single-wallet reads fail (it cannot tell the wallet's state)."""
+
+    async def load_one(self, wallet: str) -> Stored | None:
+        raise OSError("store unavailable (injected)")
+
+
+async def test_watcher_feed_waits_for_a_quarantined_wallet_the_store_cannot_reload() -> None:
+    """When the reload fails the item is not applied and the cursor stays before it until
+    a restart, which then applies it."""
+    world = seed_world()
+    world.store = _UnreadableStore()
     world.store.fail_commit(kind=RecordKind.OUTCOMES, times=3)
     watcher = world.watcher()
     await world.poll(watcher)
@@ -682,6 +707,18 @@ async def test_watcher_feed_waits_for_a_quarantined_wallet() -> None:
     assert await world.drain(world.watcher()) == 1
     assert await world.store.cursor() == 1
     assert isinstance(world.state().phase, InLiquidation)
+
+
+async def test_watcher_outcome_commit_whose_answer_was_lost_is_not_a_conflict() -> None:
+    """An outcomes commit that landed but whose answer was lost is retried, meets the
+    version it created itself, and is taken as committed: no quarantine (DST seed 119)."""
+    world = seed_world()
+    world.store.fail_commit(kind=RecordKind.OUTCOMES, times=1, applied=True)
+    watcher = world.watcher()
+    await world.poll(watcher)
+    assert watcher.quarantined == frozenset()
+    assert world.metric("conflicts_total") == 0
+    assert pre(world.state()).active_order_client_ids
 
 
 async def test_watcher_feed_invalid_item_is_recorded_and_passed() -> None:
