@@ -120,3 +120,15 @@ def bench_replay(session: nox.Session) -> None:
     writes docs/benchmarks/replay.md."""
     session.install(".[bench,dask]")
     session.run("python", "-m", "bench.replay", *session.posargs)
+
+
+@nox.session
+def dst(session: nox.Session) -> None:
+    """Deterministic simulation of the whole watcher: 2,000 seeds by default (about five
+    minutes on two cores); ``nox -s dst -- --seeds 10000 --start 0`` for a long run."""
+    session.install(".[tests]")
+    args = session.posargs or ["--seeds", "2000"]
+    session.run(
+        "python", "-m", "liqshell.sim.dst", "--jobs", "2", "--progress",
+        "--report", "dst-report.json", *args,
+    )  # fmt: skip

@@ -99,7 +99,7 @@ from liqcore.events import (
 from liqcore.inputs import Health, OpenOrder, Portfolio
 from liqcore.instruments import option_symbol
 from liqcore.margin.base import MarginFacts
-from liqcore.numbers import CONTEXT, MIN_SIZE, ONE
+from liqcore.numbers import CONTEXT, MIN_SIZE, ONE, tidy
 from liqcore.planning import plan_partial_orders
 from liqcore.reduce_only import _liquidation_orders, cancel_targets, liquidation_client_id
 from liqcore.state import (
@@ -490,7 +490,7 @@ def _reprice(
                 _alert(
                     wallet,
                     AlertCode.NO_HELPFUL_CLOSE,
-                    f"no close improves the account; {relief} of margin relief is needed",
+                    f"no close improves the account; {_text(relief)} of margin relief is needed",
                 )
             )
     return attrs.evolve(
@@ -520,10 +520,17 @@ def _model_mismatch(facts: MarginFacts, health: Health) -> str | None:
     if equity_gap <= tolerance and mm_gap <= tolerance:
         return None
     return (
-        f"the margin model values the portfolio at equity {facts.equity}, mm_required "
-        f"{facts.mm_required}; Health says {health.equity}, {health.mm_required} "
-        f"(tolerance {tolerance})"
+        f"the margin model values the portfolio at equity {_text(facts.equity)}, mm_required "
+        f"{_text(facts.mm_required)}; Health says {_text(health.equity)}, "
+        f"{_text(health.mm_required)} (tolerance {_text(tolerance)})"
     )
+
+
+def _text(value: Decimal) -> str:
+    """A Decimal in alert text, by value only (``96285.7917`` whether it came as
+    ``96285.79170`` or read back from a log, whose codec drops trailing zeros), so a
+    recorded decision replays to the same message."""
+    return format(tidy(value), "f")
 
 
 def _in_liquidation(

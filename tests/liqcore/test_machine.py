@@ -1997,3 +1997,15 @@ def test_uuid5_spelled_out_equals_the_standard_library(name: str) -> None:
             machine._uuid5(name)
         return
     assert machine._uuid5(name) == str(uuid.uuid5(LIQCORE_NAMESPACE, name))
+
+
+def test_step_alert_text_does_not_depend_on_trailing_zeros() -> None:
+    """Health figures equal in value give the same commands, alert messages included: a
+    decision read back from a log (whose codec drops trailing zeros) replays exactly
+    (DST seed 1099: MARGIN_MODEL_MISMATCH printed 96285.79170 live, 96285.7917 replayed)."""
+    live = health(equity="100.00", mm="300.000")
+    logged = health(equity="100", mm="300")
+    first = step(account(pre()), live, [], 1_000, CONFIG)
+    again = step(account(pre()), logged, [], 1_000, CONFIG)
+    assert alerts(first[1])
+    assert first == again
