@@ -173,6 +173,7 @@ class Life:
         tally: Tally,
         number: int,
         on_reach: Callable[[str, object], None],
+        on_send: Callable[[object], None],
         on_committed: Callable[[str, AccountState, Record], None],
         committed_state: Callable[[str], AccountState | None],
         tick: Callable[[], int],
@@ -183,6 +184,7 @@ class Life:
         self.number = number
         self.dead = False
         self.on_reach = on_reach
+        self.on_send = on_send
         self.on_committed = on_committed
         self.committed_state = committed_state
         self.tick = tick
@@ -285,6 +287,7 @@ class FaultyExchange:
     async def _act(self, kind: str, command: object, wallet: str) -> object:
         life = self._life
         life.point(wallet)
+        life.on_send(command)  # the watcher sent it; whether it arrives is the network's
         fault: FaultKind | None = None
         if life.draws.hit("exchange", wallet, life.plan.exchange):
             fault = life.draws.stream("exchange-kind", wallet).choice(_EXCHANGE_FAULTS)

@@ -22,8 +22,10 @@ takes effect, after every tick — and once more over the whole replay log at th
 ``request_id_reused``
     A request id always names the same command.
 ``reached_or_reported``
-    Every command of a committed decision reached the exchange, or was reported failed or
-    unfinished (an outcomes record, a restart or reload report).
+    Every command of a committed decision reached the exchange, or was sent with an
+    unknown outcome (it then stays unfinished in the store until a later decision, on a
+    fresh snapshot, supersedes it), or was reported failed or unfinished (an outcomes
+    record, a restart or reload report).
 ``serialisable`` / ``replay``
     Every committed state survives a codec round trip; every decision replays through
     ``step`` to the same state and commands.
@@ -134,6 +136,7 @@ class Checker:
         self.reached: dict[str, list[str]] = {}
         """Per wallet, the request ids that reached the exchange, in first-reach order."""
         self._reached_ids: set[str] = set()
+        self._sent_ids: set[str] = set()
         self._reached_publishes: set[tuple[str, int, int]] = set()
         self.stuck_alerts = 0
 
@@ -193,6 +196,12 @@ class Checker:
                 wallet,
                 f"recovered at {record.now} with liquidation orders open: {sorted(live)}",
             )
+
+    def sent(self, command: object) -> None:
+        """The watcher sent a request (it may never arrive)."""
+        request = getattr(command, "request_id", None)
+        if isinstance(request, str):
+            self._sent_ids.add(request)
 
     def reach(self, kind: str, command: object) -> None:
         """A request reached the exchange."""
@@ -327,10 +336,10 @@ class Checker:
                 if key is not None:
                     self._check(
                         "reached_or_reported",
-                        key in self._reached_ids or key in accounted,
+                        key in self._reached_ids or key in self._sent_ids or key in accounted,
                         record.wallet,
                         f"{type(command).__name__} {key} of v{record.version} at {record.now} "
-                        "never reached the exchange and was never reported",
+                        "was never sent and never reported",
                     )
                 elif isinstance(command, PublishStateChange):
                     publish = (record.wallet, record.version, index)

@@ -259,6 +259,7 @@ class _Run:
             tally=self.tally,
             number=self.lives,
             on_reach=self.checker.reach,
+            on_send=self.checker.sent,
             on_committed=self.checker.committed,
             committed_state=self.checker.latest.get,
             tick=lambda: self.world.tick,
