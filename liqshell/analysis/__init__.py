@@ -129,8 +129,9 @@ class Recording:
 
     @property
     def wallets(self) -> tuple[str, ...]:
-        """The wallets of the records, sorted."""
-        return tuple(sorted({record.wallet for record in self.records}))
+        """The wallets of the records, sorted (records of no wallet — a poll summary — are
+        left out)."""
+        return tuple(sorted({record.wallet for record in self.records if record.wallet}))
 
     @property
     def config(self) -> Config | None:
@@ -1091,7 +1092,8 @@ def summarize(records: Iterable[Record]) -> RecordingReport:
     for record in records:
         count += 1
         by_kind[record.kind.value] += 1
-        wallets.add(record.wallet)
+        if record.wallet:
+            wallets.add(record.wallet)
         first = record.now if first is None else min(first, record.now)
         last = record.now if last is None else max(last, record.now)
         if record.kind is RecordKind.DECISION:

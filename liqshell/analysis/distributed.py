@@ -59,6 +59,7 @@ def partitions(recording: Any, count: int) -> list[Part]:
     wallets = recording.wallets
     count = max(1, min(count, len(wallets)))
     slot = {wallet: i % count for i, wallet in enumerate(wallets)}
+    slot[""] = 0  # records of no wallet (poll summaries) go with the first partition
     parts: list[list[tuple[int, Record, int]]] = [[] for _ in range(count)]
     for index, record in enumerate(recording.records):
         parts[slot[record.wallet]].append((index, record, recording.header_index[index]))

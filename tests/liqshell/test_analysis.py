@@ -549,3 +549,15 @@ def test_outcome_records_carry_each_answer(default_run: tuple[Path, Path]) -> No
                 assert answer.auction_id is not None
     assert submits == 2
     assert starts == 2
+
+
+def test_records_of_no_wallet_are_not_counted_as_a_wallet() -> None:
+    """A record of no wallet (a poll summary) is kept, but is no wallet of the recording."""
+    records = [
+        Record(kind=RecordKind.FEED, wallet="", now=1, note="summary"),
+        Record(kind=RecordKind.FEED, wallet="0xa", now=2, note="unknown wallet"),
+    ]
+    recording = analysis.from_entries(records)
+    assert recording.wallets == ("0xa",)
+    assert analysis.summarize(recording.records).wallets == 1
+    assert len(recording) == 2
