@@ -73,6 +73,7 @@ async def test_run_with_configuration_alone_against_the_reference_responder(
         "LIQSHELL_METRICS__HOST": "127.0.0.1",
         "LIQSHELL_METRICS__PORT": str(metrics_port),
         "LIQSHELL_LIQCORE__POLL_INTERVAL_MS": "300",
+        "LIQSHELL_DEBUG": "1",
     }
     process = None
     try:
@@ -87,7 +88,11 @@ async def test_run_with_configuration_alone_against_the_reference_responder(
         deadline = time.monotonic() + DEADLINE_S
         exchange = ready[0]
         while True:
-            assert process.returncode is None, "liqshell run exited early"
+            if process.returncode is not None:
+                _, err = await process.communicate()
+                raise AssertionError(
+                    "liqshell run exited early: " + err.decode(errors="replace")[-2000:]
+                )
             records = _records(record)
             acted = [
                 c
