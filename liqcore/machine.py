@@ -395,7 +395,11 @@ def _pre_liquidation(
     positions = (
         None
         if health.portfolio is None
-        else {symbol: p.amount for symbol, p in health.portfolio.positions.items()}
+        else {
+            symbol: p.amount
+            for symbol, p in health.portfolio.positions.items()
+            if p.amount.copy_abs() > MIN_SIZE  # dust is no position (SPEC §6)
+        }
     )
     targets, open_ids = cancel_targets(
         orders, positions, phase.active_order_client_ids, done or reprice_due, wallet=wallet

@@ -654,8 +654,6 @@ def _plan_round(
         if remaining <= 0:
             break
         spec = _spec(candidate.symbol, config.instruments)
-        if spec is not None and candidate.max_close_size < spec.size_step:
-            continue  # less than one lot: the exchange cannot take the order
         closes = _Closes(
             model=model,
             portfolio=portfolio,
@@ -1126,9 +1124,6 @@ def _scenario_round(
         left = available.get(symbol, ZERO)
         if option is None or position is None or option.expires_at <= now or left <= MIN_SIZE:
             continue
-        spec = config.instruments.get(option.underlying)
-        if spec is not None and left < spec.size_step:
-            continue  # less than one lot: the exchange cannot take the order
         sizes[symbol] = (left, prices[symbol], position.mark_price)
     if not sizes:
         return (), simulation
@@ -1347,21 +1342,28 @@ def _trimmed(
 
     Rounding up to lots, raising to the minimum order and closing dust whole can leave more
     than the need covered. Least efficient first (gain per unit of premium), each order on
-    an underlying with an :class:`InstrumentSpec` is cut to the smallest tradeable size at
+    an underlying with an :class:`InstrumentSpec` that costs the account equity (a close at
+    or below its mark is never cut) is cut to the smallest tradeable size at
     which the plan stays on target (or no further from it), found by bisection over whole
     steps — a cut that removes an order entirely is taken too. Deterministic and bounded.
     """
-    marks = {s: p.mark_price for s, p in start.portfolio.positions.items()}
+    # Only the planned symbols: a dust position elsewhere in the portfolio has no mark.
+    marks = {o.symbol: start.portfolio.positions[o.symbol].mark_price for o in orders}
+
+    def cost(order: OrderPlan) -> Decimal:
+        return CONTEXT.multiply(
+            order.close_size, CONTEXT.subtract(order.limit_price, marks[order.symbol])
+        )
 
     def efficiency(order: OrderPlan) -> tuple[Decimal, str]:
-        cost = CONTEXT.multiply(order.close_size, order.limit_price - marks[order.symbol])
-        gain = CONTEXT.subtract(order.expected_mm_relief, CONTEXT.multiply(weight, cost))
-        if cost <= 0:
-            return (Decimal("Infinity"), order.symbol)
-        return (CONTEXT.divide(gain, cost), order.symbol)
+        gain = CONTEXT.subtract(order.expected_mm_relief, CONTEXT.multiply(weight, cost(order)))
+        return (CONTEXT.divide(gain, cost(order)), order.symbol)
 
+    # A close that pays the account (its price at or below the mark) is never cut: each
+    # contract of it frees margin *and* adds equity, so cutting it only makes the others dearer.
     chosen = sorted(
-        (o for o in orders if _spec(o.symbol, config.instruments) is not None), key=efficiency
+        (o for o in orders if _spec(o.symbol, config.instruments) is not None and cost(o) > 0),
+        key=efficiency,
     )[:_TRIM_ORDERS]
     current = list(orders)
     for order in chosen:
@@ -1455,8 +1457,9 @@ def plan_partial_orders(  # noqa: PLR0917 (the seed's argument order)
     below ``MIN_SIZE`` or no candidate helps. Symbols without a price are left out and
     named in ``unpriced``. A plan that would leave less than the instrument's ``min_size``
     closes the position whole, one below the minimum order size is raised to it, and a
-    position smaller than one size step is not planned. Raises :class:`PlanningError` when
-    the model cannot evaluate the portfolio.
+    short smaller than one size step (or the off-grid rest of one) is closed whole: a close
+    of the whole position is the one order off the grid (the sub-step rule). Raises
+    :class:`PlanningError` when the model cannot evaluate the portfolio.
 
     Each close is sized by its *gain*, the cut it makes in the required relief: its margin
     relief less the equity its fill pays over the mark × ``10_000 / (10_000 + buffer)``

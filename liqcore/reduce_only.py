@@ -144,10 +144,12 @@ def cancel_targets(
 
     [sync_and_cancel_orders] The open liquidation ids come in snapshot order, each once.
     ``positions is None`` (portfolio unavailable): nothing is cancelled — without positions
-    no order can be judged. Otherwise cancel every order that is not reduce-only (tracked
-    liquidation orders walked first), every orphan, and every liquidation order when
-    ``cancel_liquidation_orders``; one target per liquidation client id and per other
-    order id, oldest first.
+    no order can be judged. Otherwise cancel every orphan, every liquidation order when
+    ``cancel_liquidation_orders``, and every other order that is not reduce-only once the
+    orders that stay live are counted (tracked liquidation orders walked first; the
+    orders cancelled anyway do not use up the position, so a trader's genuine reduce-only
+    order is not cancelled because of one of ours that is going); one target per
+    liquidation client id and per other order id, oldest first.
     """
     tracked = frozenset(tracked_ids)
     prefix = _minted_prefix(wallet)  # once, not per order
@@ -161,19 +163,22 @@ def cancel_targets(
 
     # Sort once: the walk and the targets both go oldest first.
     by_age = sorted(open_orders, key=_age)
-    reduce_only = _reduce_only_walk(positions, by_age, tracked)
+    # Orders cancelled whatever the walk says (orphans; every liquidation order when asked)
+    # do not use up the position: a trader's reduce-only order behind them stays.
+    anyway: set[int] = set()
+    for order in by_age:
+        if _is_liquidation(order.client_id, tracked, prefix) and (
+            cancel_liquidation_orders or order.client_id not in tracked
+        ):
+            anyway.add(order.order_id)
+    staying = [order for order in by_age if order.order_id not in anyway]
+    reduce_only = _reduce_only_walk(positions, staying, tracked)
     targets: list[CancelTarget] = []
     seen: set[tuple[str, str | int]] = set()
     for order in by_age:
-        is_liquidation = _is_liquidation(order.client_id, tracked, prefix)
-        is_orphan = is_liquidation and order.client_id not in tracked
-        cancel = (
-            order.order_id not in reduce_only
-            or is_orphan
-            or (cancel_liquidation_orders and is_liquidation)
-        )
-        if not cancel:
+        if order.order_id not in anyway and order.order_id in reduce_only:
             continue
+        is_liquidation = _is_liquidation(order.client_id, tracked, prefix)
         # Tagged keys: a client id can never collide with an order id.
         client_key = order.client_id if is_liquidation else None
         key: tuple[str, str | int] = (

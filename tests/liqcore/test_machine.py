@@ -41,7 +41,7 @@ from liqcore.events import (
     StopRequestFailed,
 )
 from liqcore.inputs import Health, MarginMode, OpenOrder, Portfolio, Position, Quote, Side
-from liqcore.instruments import option_symbol
+from liqcore.instruments import InstrumentSpec, option_symbol
 from liqcore.machine import (
     LIQCORE_NAMESPACE,
     apply,
@@ -2009,3 +2009,51 @@ def test_step_alert_text_does_not_depend_on_trailing_zeros() -> None:
     again = step(account(pre()), logged, [], 1_000, CONFIG)
     assert alerts(first[1])
     assert first == again
+
+
+# --- dust and the reduce-only walk through step (issue 9) ----------------------------------
+
+DUST_CALL = "BTC-20261231-120000-C"
+
+
+def test_step_dust_position_with_instruments_does_not_raise() -> None:
+    """A position of |amount| <= MIN_SIZE is ignored everywhere (SPEC §6): with an
+    InstrumentSpec configured, planning's trim read every position's mark and raised."""
+    book = portfolio(position(), position(DUST_CALL, amount="-0.000000005"))
+    config = attrs.evolve(
+        CONFIG,
+        instruments={"BTC": InstrumentSpec(size_step=Decimal("0.1"), price_tick=Decimal("0.01"))},
+    )
+    state, commands = step(None, health(snapshot=book), (), 1_000, config)
+    assert isinstance(state.phase, PreLiquidation)
+    assert [s.symbol for s in submits(commands)] == [CALL]
+
+
+def test_step_dust_short_does_not_make_a_user_buy_reduce_only() -> None:
+    """A BUY of 5e-9 against a "short" of -5e-9 opens a position (dust is zero): it is
+    cancelled, not kept as reduce-only."""
+    book = portfolio(position(), position(DUST_CALL, amount="-0.000000005"))
+    buy = order(7, client_id="user-1", symbol=DUST_CALL, size="0.000000005")
+    _, commands = step(
+        account(pre(last_reprice_at=1_000)), health(snapshot=book), [buy], 2_000, CONFIG
+    )
+    assert [c.order_id for c in cancels(commands)] == [7]
+
+
+def test_step_reprice_keeps_the_traders_take_profit_behind_an_orphan() -> None:
+    """Orders the same step cancels anyway (an orphan, our set at a reprice) do not use up
+    the position: the trader's reduce-only take-profit behind them stays."""
+    ours = liquidation_client_id(W, 1_000, 0)
+    orphan = order(1, client_id=liquidation_client_id(W, 500, 0), size="4", created_at=1)
+    tracked = order(2, client_id=ours, size="4", created_at=2)
+    take_profit = order(3, client_id="user-tp", size="2", created_at=3)
+    phase = pre(
+        last_reprice_at=1_000, active_order_client_ids=(ours,), active_order_request_ids=("r0",)
+    )
+    # Reprice due: our set and the orphan are cancelled, the take-profit is not.
+    _, commands = step(account(phase), health(), [orphan, tracked, take_profit], 6_000, CONFIG)
+    assert sorted(c.order_id for c in cancels(commands)) == [1, 2]
+    # Reprice not due: our tracked order stays and uses up 4 of the short 4, so the
+    # take-profit would overshoot and goes; the orphan goes anyway.
+    _, commands = step(account(phase), health(), [orphan, tracked, take_profit], 2_000, CONFIG)
+    assert sorted(c.order_id for c in cancels(commands)) == [1, 3]

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from liqcore import planning
+from liqcore import codec, planning
 from liqcore.config import Config
 from liqcore.errors import InvalidInput, PlanningError
 from liqcore.inputs import MarginMode, Portfolio, Position, Quote
@@ -512,10 +512,24 @@ def test_plan_partial_orders_raised_to_min_order_size() -> None:
     assert seed_plan(config).orders[0].close_size == Decimal(1)
 
 
-def test_plan_partial_orders_position_below_one_lot_not_planned() -> None:
-    """A short smaller than the size step cannot be traded: nothing is planned."""
+def test_plan_partial_orders_position_below_one_lot_closed_whole() -> None:
+    """A short smaller than the size step is closed whole (the sub-step rule): left
+    unplanned, its margin stayed on the account until escalation."""
     config = attrs.evolve(SEED_CONFIG, instruments={"BTC": InstrumentSpec(size_step=Decimal(1))})
-    assert seed_plan(config, amount="-0.3").orders == ()
+    (order,) = seed_plan(config, amount="-0.3").orders
+    assert order.close_size == Decimal("0.3")
+
+
+@pytest.mark.parametrize(("amount", "step"), [("-0.37", "0.5"), ("-1.37", "0.5")])
+def test_plan_partial_orders_sub_step_rest_closed_whole_like_a_sub_step_short(
+    amount: str, step: str
+) -> None:
+    """One rule for a short below one step and for the off-grid rest of a larger one:
+    when the need reaches past the last whole step, the whole position is closed."""
+    config = attrs.evolve(SEED_CONFIG, instruments={"BTC": InstrumentSpec(size_step=Decimal(step))})
+    anchor = MarginFacts(equity=Decimal(-100_000), mm_required=Decimal(300))
+    (order,) = seed_plan(config, anchor, amount=amount).orders
+    assert order.close_size == Decimal(amount).copy_abs()
 
 
 def test_plan_partial_orders_unpriced_named_others_planned() -> None:
@@ -926,7 +940,8 @@ def test_plan_orders_tradeable_under_instrument_spec(
     spec: InstrumentSpec,
 ) -> None:
     """With an InstrumentSpec, prices sit on its tick; sizes are whole steps (or the whole
-    position), at least the minimum order, and never leave a remainder below it."""
+    position, the one size allowed off the grid — a short below one step included), at
+    least the minimum order, and never leave a remainder below it."""
     book = account[0]
     config = attrs.evolve(config, instruments=dict.fromkeys(UNDERLYINGS, spec))
     for order in plan_of(account, bonus, config).orders:
@@ -934,7 +949,7 @@ def test_plan_orders_tradeable_under_instrument_spec(
         assert order.limit_price % spec.price_tick == 0
         assert order.close_size == available or order.close_size % spec.size_step == 0
         assert order.close_size >= min(spec.min_size, available)
-        assert order.close_size >= spec.size_step
+        assert order.close_size >= spec.size_step or order.close_size == available
         remainder = available - order.close_size
         assert remainder == 0 or remainder >= max(spec.min_size, MIN_SIZE)
 
@@ -1496,8 +1511,8 @@ def test_plan_trim_drops_an_order_a_later_minimum_order_makes_unneeded(
     assert required_after(STANDARD, book, closes_of(plan), anchor, 500, NOW) <= MIN_SIZE
 
 
-def test_plan_portfolio_margin_short_below_one_lot_not_planned() -> None:
-    """Under portfolio margin too, a short smaller than the size step is not planned."""
+def test_plan_portfolio_margin_short_below_one_lot_closed_whole() -> None:
+    """Under portfolio margin too, a short smaller than the size step is closed whole."""
     book, quotes = strangle()
     facts = PM.evaluate(book, PM_NOW)
     anchor = MarginFacts(equity=Decimal(0), mm_required=facts.mm_required)
@@ -1505,8 +1520,9 @@ def test_plan_portfolio_margin_short_below_one_lot_not_planned() -> None:
     plan = plan_partial_orders(
         book, quotes, 100, config, MarginMode.PORTFOLIO, PM_NOW, anchor=anchor
     )
-    assert plan.orders == ()
-    assert plan.rounds == 0
+    assert plan.orders
+    for order in plan.orders:
+        assert order.close_size == -book.positions[order.symbol].amount
 
 
 def test_plan_portfolio_margin_trace_work_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1732,3 +1748,63 @@ def test_plan_portfolio_margin_rounding_past_a_tie_covered_by_many_cheap_lots() 
         if on_target(a, b)
     )
     assert premium(book, closes_of(plan)) == cheapest
+
+
+# --- closes that pay the account are never trimmed (issue 9) -------------------------------
+
+
+def test_plan_never_trims_a_close_that_pays_the_account() -> None:
+    """With lots (step 0.01, tick 0.05), band 0 and buffer 0, a short call whose price is
+    below its mark (closing it gains equity) is closed whole: trimmed to 0.04 the plan
+    needed more of the put and paid 0.672 where 0.5835 is on target too."""
+    config = codec.from_json(
+        '{"instruments":{"ETH":{"min_size":"0","price_tick":"0.05","size_step":"0.01"}},'
+        '"partial_target_buffer_bps":0,"reference_band_bps":0}',
+        Config,
+    )
+    call, put = "ETH-20270326-4000-C", "ETH-20270326-3000-P"
+    book = Portfolio(
+        cash=Decimal("-103.3"),
+        positions={
+            put: Position(symbol=put, amount=Decimal("-0.5"), entry_price=Decimal(339)),
+            "ETH-20270326-3750-C": Position(
+                symbol="ETH-20270326-3750-C", amount=Decimal(1), entry_price=Decimal(344)
+            ),
+            call: Position(symbol=call, amount=Decimal("-0.05"), entry_price=Decimal(93)),
+            "ETH-20270326-4000-P": Position(
+                symbol="ETH-20270326-4000-P", amount=Decimal(2), entry_price=Decimal(25)
+            ),
+        },
+        spot={"ETH": Decimal(3000)},
+    )
+    quotes = {
+        put: Quote(best_ask=Decimal("345.78"), best_bid=Decimal("332.22"), theo=Decimal("355.95")),
+        call: Quote(best_ask=Decimal("94.86"), best_bid=Decimal("91.14"), theo=Decimal("83.7")),
+    }
+    anchor = MarginFacts(equity=Decimal("116.55"), mm_required=Decimal("157.5"))
+    plan = plan_partial_orders(
+        book, quotes, 50, config, MarginMode.STANDARD, 1_799_999_940_000, anchor=anchor
+    )
+    sizes = {o.symbol: o.close_size for o in plan.orders}
+    assert sizes[call] == Decimal("0.05")
+    net = sum(
+        (o.close_size * (o.limit_price - book.positions[o.symbol].mark_price) for o in plan.orders),
+        Decimal(0),
+    )
+    assert net == Decimal("0.5835")
+    assert required_after(STANDARD, book, closes_of(plan), anchor, 0, 1_799_999_940_000) <= 0
+
+
+def test_plan_with_instruments_ignores_a_dust_position_elsewhere() -> None:
+    """A dust short next to the planned one has no mark; the trim must not ask for it."""
+    dust = "BTC-20261231-120000-C"
+    book = portfolio(
+        position(), Position(symbol=dust, amount=Decimal("-0.000000005"), entry_price=Decimal(100))
+    )
+    config = attrs.evolve(
+        SEED_CONFIG, instruments={"BTC": InstrumentSpec(size_step=Decimal("0.1"))}
+    )
+    plan = plan_partial_orders(
+        book, {SYMBOL: SEED_QUOTE}, 50, config, MarginMode.STANDARD, NOW, anchor=SEED_ANCHOR
+    )
+    assert [o.symbol for o in plan.orders] == [SYMBOL]

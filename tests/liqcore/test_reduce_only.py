@@ -430,3 +430,64 @@ def test_reduce_only_order_ids_partitioning_one_sorted_list_equals_one_sort_by_g
     assert reduce_only_order_ids(positions, orders, first=first) == walked_one_sort(
         positions, orders, first
     )
+
+
+# --- orders cancelled anyway do not use up the position (issue 9) --------------------------
+
+
+def test_cancel_targets_orphan_does_not_use_up_the_position() -> None:
+    """An orphan liquidation BUY of 10 and a trader's take-profit BUY of 5 against a short
+    of 10: the orphan is cancelled; the take-profit is reduce-only once it is gone."""
+    orphan = order(1, size="10", created_at=1, client_id=liquidation_client_id(W, 1, 0), symbol=PUT)
+    user = order(2, size="5", created_at=2, client_id="user-tp", symbol=PUT)
+    targets, _ = cancel_targets([orphan, user], {PUT: Decimal(-10)}, (), False, wallet=W)
+    assert ids(targets) == [1]
+    alone, _ = cancel_targets([user], {PUT: Decimal(-10)}, (), False, wallet=W)
+    assert ids(alone) == []
+
+
+def test_cancel_targets_liquidation_set_cancelled_at_a_reprice_does_not_use_up_the_position() -> (
+    None
+):
+    """When our tracked set is cancelled (a reprice, recovery) it is not walked either."""
+    ours = liquidation_client_id(W, 5, 0)
+    tracked = order(1, size="10", created_at=1, client_id=ours, symbol=PUT)
+    user = order(2, size="5", created_at=2, client_id="user-tp", symbol=PUT)
+    positions = {PUT: Decimal(-10)}
+    kept, _ = cancel_targets([tracked, user], positions, (ours,), False, wallet=W)
+    assert ids(kept) == [2]  # our live order uses up the short: the user's would overshoot
+    repriced, _ = cancel_targets([tracked, user], positions, (ours,), True, wallet=W)
+    assert ids(repriced) == [1]
+
+
+@given(
+    short=decimals(min_value=Decimal(1), max_value=Decimal(100), places=2),
+    sizes=st.lists(
+        decimals(min_value=Decimal("0.01"), max_value=Decimal(50), places=2), max_size=5
+    ),
+    orphans=st.lists(
+        decimals(min_value=Decimal("0.01"), max_value=Decimal(50), places=2), max_size=3
+    ),
+    reprice=st.booleans(),
+)
+def test_cancel_targets_kept_orders_never_overshoot_and_orphans_change_nothing(
+    short: Decimal, sizes: list[Decimal], orphans: list[Decimal], reprice: bool
+) -> None:
+    """What stays live is reduce-only filled in any order (their sum never crosses zero),
+    and adding orphans changes which user orders are cancelled in no way."""
+    users = [
+        order(10 + i, size=str(s), created_at=10 + i, client_id=f"u{i}", symbol=PUT)
+        for i, s in enumerate(sizes)
+    ]
+    lost = [
+        order(i, size=str(s), created_at=i, client_id=liquidation_client_id(W, i, 0), symbol=PUT)
+        for i, s in enumerate(orphans)
+    ]
+    positions = {PUT: -short}
+    with_orphans, _ = cancel_targets([*lost, *users], positions, (), reprice, wallet=W)
+    without, _ = cancel_targets(users, positions, (), reprice, wallet=W)
+    assert [i for i in ids(with_orphans) if i >= 10] == ids(without)
+    assert [i for i in ids(with_orphans) if i < 10] == [o.order_id for o in lost]
+    cancelled = set(ids(without))
+    live = sum((o.remaining_size for o in users if o.order_id not in cancelled), Decimal(0))
+    assert live <= short
