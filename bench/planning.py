@@ -1173,7 +1173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = report(
         args, cells=cells, checks=checks, grid=grid, big=big, labels=labels, hopeless=hopeless
     )
-    text = text.replace(_EXACT_HEADING, "\n".join(wide_section(args, wide)) + _EXACT_HEADING)
+    text = text.replace(_EXACT_HEADING, "\n".join(wide_section(args, wide)) + "\n" + _EXACT_HEADING)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")
     print(f"wrote {args.out} in {time.perf_counter() - started:.0f} s", file=sys.stderr)

@@ -1,0 +1,297 @@
+"""The watcher's sweep end to end: ``python -m bench.watcher`` (``nox -s bench-watcher``).
+
+Writes ``docs/benchmarks/watcher.md``. One ``Watcher`` polls N accounts (99 % healthy, 1 %
+in pre-liquidation with 1–20 shorts and 0–50 open orders; the accounts of
+``bench.throughput.poll``) served by the project's in-memory exchange
+(:class:`liqshell.testing.FakeExchange`), with each store as the state store and the
+recorder: observe, step, commit what must be committed, record, act. Timed is
+``Watcher.run_once`` at a steady state (the first polls, which load and enter the accounts,
+are not timed), beside the bare core sweep of the same accounts in the same process
+(``wallets_to_check`` and ``step`` over ready observations) — the ratio of the two is the
+figure that survives a noisy machine. Each (store, size) runs in its own process, so its
+peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import functools
+import gc
+import json
+import pstats
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from bench.common import fit_growth, load, machine, table
+from bench.throughput import NOW, Poll, poll, sweep
+from liqcore import Config
+from liqcore.codec import to_json
+from liqshell.clock import SystemClock
+from liqshell.ports import MarginReport, Record, StateStore
+from liqshell.testing import FakeExchange, MemorySink, MemoryStore
+from liqshell.watcher import Watcher
+
+OUT = Path("docs/benchmarks/watcher.md")
+COMMAND = "nox -s bench-watcher"
+STORES = ("memory", "sqlite", "postgres")
+SIZES = (1_000, 10_000, 100_000)
+WARM_POLLS = 2
+"""Untimed polls first: the first enters the liquidating accounts, the second settles."""
+TIMED_POLLS = 3
+
+
+def exchange_of(data: Poll) -> FakeExchange:
+    """The accounts of ``data`` served by an in-memory exchange (no faults, no clock)."""
+    exchange = FakeExchange()
+    for wallet, health in data.healths.items():
+        exchange.set_portfolio(wallet, health.portfolio)
+        exchange.set_margin(
+            wallet,
+            MarginReport(
+                margin_mode=health.margin_mode,
+                equity=health.equity,
+                mm_required=health.mm_required,
+                is_liquidatable=health.is_liquidatable,
+            ),
+        )
+        for symbol, quote in health.quotes.items():
+            exchange.set_quote(symbol, quote)
+    for wallet, orders in data.orders.items():
+        exchange.set_open_orders(wallet, orders)
+    return exchange
+
+
+@contextlib.asynccontextmanager
+async def opened_store(kind: str, directory: Path) -> AsyncIterator[StateStore]:
+    """A fresh store of ``kind`` (PostgreSQL: a throwaway server on a free loopback port)."""
+    if kind == "memory":
+        yield MemoryStore()
+    elif kind == "sqlite":
+        from liqshell.adapters.sqlite import SqliteStore
+
+        store = SqliteStore(directory / "bench.sqlite")
+        try:
+            yield store
+        finally:
+            await store.close()
+    elif kind == "postgres":
+        from liqshell.adapters.postgres import PostgresStore
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.liqshell.services import start_postgres
+
+        server = start_postgres()
+        try:
+            store = PostgresStore(server.dsn(server.create_database()), schema="bench")
+            try:
+                yield store
+            finally:
+                await store.close()
+        finally:
+            server.remove()
+    else:
+        raise ValueError(f"unknown store {kind!r}")
+
+
+def recorded_bytes(store: object, directory: Path) -> int:
+    """Bytes of records the store holds (its JSON, as it writes it)."""
+    if isinstance(store, MemoryStore):
+        return sum(len(to_json(r)) for r in store.records if isinstance(r, Record))
+    path = directory / "bench.sqlite"
+    if path.exists():
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            (total,) = db.execute("SELECT coalesce(sum(length(body_json)), 0) FROM records")
+            return int(total[0] if isinstance(total, tuple) else total)
+    return -1
+
+
+async def measure(kind: str, size: int, *, profile: bool) -> dict[str, object]:
+    config = Config()
+    data = poll(size, config)
+    exchange = exchange_of(data)
+    # The bare core sweep of the same accounts, timed in the same process.
+    gc.collect()
+    core = min(_timed(functools.partial(sweep, data, config, NOW + k)) for k in range(3))
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        async with opened_store(kind, directory) as store:
+            watcher = Watcher(
+                portfolios=exchange,
+                margin=exchange,
+                quotes=exchange,
+                orders=exchange,
+                gateway=exchange,
+                auctions=exchange,
+                store=store,
+                sink=MemorySink(),
+                recorder=store,  # type: ignore[arg-type]
+                clock=SystemClock(),
+                config=config,
+            )
+            for _ in range(WARM_POLLS):
+                await watcher.run_once()
+            before = recorded_bytes(store, directory)
+            times = []
+            profiler = cProfile.Profile() if profile else None
+            for _ in range(TIMED_POLLS):
+                gc.collect()
+                if profiler is not None:
+                    profiler.enable()
+                started = time.perf_counter()
+                report = await watcher.run_once()
+                times.append(time.perf_counter() - started)
+                if profiler is not None:
+                    profiler.disable()
+            after = recorded_bytes(store, directory)
+            await watcher.close()
+    result: dict[str, object] = {
+        "store": kind,
+        "size": size,
+        "poll_s": min(times),
+        "core_s": core,
+        "stepped": report.stepped,
+        "bytes_per_account_poll": (after - before) / (size * TIMED_POLLS) if before >= 0 else None,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if profiler is not None:
+        stats = pstats.Stats(profiler)
+        rows = sorted(stats.stats.items(), key=lambda item: -item[1][2])[:15]  # type: ignore[attr-defined]
+        result["profile"] = [
+            [f"{Path(f).name}:{line} {name}", tottime / TIMED_POLLS / size * 1e6]
+            for (f, line, name), (_, _, tottime, _, _) in rows
+        ]
+    return result
+
+
+def _timed(fn: object) -> float:
+    started = time.perf_counter()
+    fn()  # type: ignore[operator]
+    return time.perf_counter() - started
+
+
+def run_one(kind: str, size: int, *, profile: bool = False) -> dict[str, object]:
+    """One (store, size) in a fresh process: its own RSS, no state from the others."""
+    command = [sys.executable, "-m", "bench.watcher", "--one", kind, str(size)]
+    if profile:
+        command.append("--profile")
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def report(results: Sequence[dict[str, object]], sizes: Sequence[int], label: str) -> str:
+    rows = []
+    for r in results:
+        size = int(r["size"])  # type: ignore[call-overload]
+        poll_s = float(r["poll_s"])  # type: ignore[arg-type]
+        core_s = float(r["core_s"])  # type: ignore[arg-type]
+        per = r["bytes_per_account_poll"]
+        rows.append(
+            [
+                str(r["store"]),
+                f"{size:,}",
+                f"{size / poll_s:,.0f}",
+                f"{poll_s / core_s:.1f}×",
+                "–" if per is None else f"{float(per):,.0f}",  # type: ignore[arg-type]
+                f"{float(r['rss_mb']):,.0f}",  # type: ignore[arg-type]
+            ]
+        )
+    growth = []
+    for kind in STORES:
+        mine = [r for r in results if r["store"] == kind]
+        if len(mine) >= 2:
+            fit = fit_growth(
+                [float(r["size"]) for r in mine],  # type: ignore[arg-type]
+                [float(r["poll_s"]) for r in mine],  # type: ignore[arg-type]
+            )
+            growth.append(f"* {kind}: {fit.describe()}")
+    out = [
+        f"## {label}",
+        "",
+        table(
+            [
+                "store",
+                "accounts",
+                "accounts/s",
+                "poll / bare core sweep",
+                "bytes recorded per account-poll",
+                "peak RSS (MB)",
+            ],
+            rows,
+        ),
+        "",
+        "Growth of the poll's time with the number of accounts:",
+        "",
+        *growth,
+        "",
+    ]
+    profiled = [r for r in results if "profile" in r]
+    for r in profiled:
+        out += [
+            f"Where a poll's time goes ({r['store']}, {int(r['size']):,} accounts; "  # type: ignore[call-overload]
+            "µs per account, own time, top 15):",
+            "",
+            table(
+                ["function", "µs per account"],
+                [[name, f"{us:.2f}"] for name, us in r["profile"]],  # type: ignore[union-attr]
+            ),
+            "",
+        ]
+    return "\n".join(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--one", nargs=2, metavar=("STORE", "SIZE"), help=argparse.SUPPRESS)
+    parser.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--stores", default=",".join(STORES))
+    parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
+    parser.add_argument("--label", default="Now", help="the section's heading")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--append", action="store_true", help="add a section to --out")
+    args = parser.parse_args(argv)
+    if args.one:
+        kind, size = args.one
+        print(json.dumps(asyncio.run(measure(kind, int(size), profile=args.profile))))
+        return 0
+    started = time.perf_counter()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    results = []
+    for kind in args.stores.split(","):
+        for size in sizes:
+            results.append(run_one(kind, size, profile=size == sizes[-1] and kind == "memory"))
+            print(f"{kind} {size}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    section = report(results, sizes, args.label)
+    if args.append and args.out.exists():
+        text = args.out.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + section + "\n"
+    else:
+        text = "\n".join(
+            [
+                "# The watcher's sweep, end to end",
+                "",
+                f"Produced by `{COMMAND}` (`python -m bench.watcher`); see the module's "
+                "docstring for what is timed. Ratios are to the bare core sweep of the same "
+                "accounts in the same process. "
+                f"Machine: {machine()}; load at the end: {load()}.",
+                "",
+                section,
+                "",
+            ]
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text, encoding="utf-8")
+    print(f"wrote {args.out} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
