@@ -7,8 +7,12 @@ realistic: spot and strikes between 1e3 and 1e5, sizes up to 100 with 8 decimal 
 prices with at most 8 decimal places, times in ms between 2020 and 2035. Mappings are
 built in sorted key order, so an example prints and iterates deterministically.
 
-Importing this module registers nothing globally (tests register a ``Decimal`` strategy in
-their own ``conftest.py`` if they want ``st.from_type`` to use it).
+Importing this module registers nothing globally. :func:`register_type_strategies` registers
+a strategy for each of liqcore's data types with ``st.register_type_strategy`` (Hypothesis
+calls it through liqcore's ``hypothesis`` entry point when liqcore is installed), so
+``st.from_type(Portfolio)`` and ``st.builds`` over annotated arguments draw valid values.
+``Decimal`` is not registered: tests register :func:`decimals` for it in their own
+``conftest.py`` if they want ``st.from_type(Decimal)`` to avoid NaN.
 """
 
 from __future__ import annotations
@@ -84,9 +88,11 @@ __all__ = [
     "positions",
     "prices",
     "quotes",
+    "register_type_strategies",
     "sizes",
     "standard_margins",
     "state_changes",
+    "type_strategies",
     "wallets",
 ]
 
@@ -228,6 +234,23 @@ def _reasons() -> st.SearchStrategy[str]:
     return st.text(max_size=40)
 
 
+def _option_symbol_values(
+    *,
+    underlyings: Sequence[str] = DEFAULT_UNDERLYINGS,
+    min_expiry: datetime.date = _MIN_EXPIRY,
+    max_expiry: datetime.date = _MAX_EXPIRY,
+    strikes: st.SearchStrategy[Decimal] | None = None,
+    kinds: Sequence[OptionKind] = (OptionKind.CALL, OptionKind.PUT),
+) -> st.SearchStrategy[OptionSymbol]:
+    return st.builds(
+        OptionSymbol,
+        underlying=st.sampled_from(tuple(underlyings)),
+        expiry=st.dates(min_value=min_expiry, max_value=max_expiry),
+        strike=_strikes() if strikes is None else strikes,
+        kind=st.sampled_from(tuple(kinds)),
+    )
+
+
 def option_symbols(
     *,
     underlyings: Sequence[str] = DEFAULT_UNDERLYINGS,
@@ -237,12 +260,12 @@ def option_symbols(
     kinds: Sequence[OptionKind] = (OptionKind.CALL, OptionKind.PUT),
 ) -> st.SearchStrategy[str]:
     """Canonical option symbols ``UNDERLYING-YYYYMMDD-STRIKE-C|P`` (text)."""
-    return st.builds(
-        OptionSymbol,
-        underlying=st.sampled_from(tuple(underlyings)),
-        expiry=st.dates(min_value=min_expiry, max_value=max_expiry),
-        strike=_strikes() if strikes is None else strikes,
-        kind=st.sampled_from(tuple(kinds)),
+    return _option_symbol_values(
+        underlyings=underlyings,
+        min_expiry=min_expiry,
+        max_expiry=max_expiry,
+        strikes=strikes,
+        kinds=kinds,
     ).map(OptionSymbol.format)
 
 
@@ -626,6 +649,14 @@ def _in_liquidations(draw: st.DrawFn) -> InLiquidation:
     )
 
 
+_PHASE_TYPES: dict[PhaseTag, type[Phase]] = {
+    "healthy": Healthy,
+    "pre_liquidation": PreLiquidation,
+    "in_liquidation": InLiquidation,
+    "liquidated": Liquidated,
+}
+
+
 def _phase_strategy(tag: PhaseTag, wallet: st.SearchStrategy[str]) -> st.SearchStrategy[Phase]:
     if tag == "healthy":
         return st.just(Healthy())
@@ -674,29 +705,37 @@ def account_states(
 # --- events and commands -------------------------------------------------------------------
 
 
-def events() -> st.SearchStrategy[Event]:
-    """Every kind of event the shell feeds back."""
-    return st.one_of(
-        st.builds(OrderRejected, client_id=_request_ids(), reason=_reasons()),
-        st.builds(OrderFailed, client_id=_request_ids(), reason=_reasons()),
-        st.builds(
+def _event_strategies() -> dict[type[Event], st.SearchStrategy[Event]]:
+    return {
+        OrderRejected: st.builds(OrderRejected, client_id=_request_ids(), reason=_reasons()),
+        OrderFailed: st.builds(OrderFailed, client_id=_request_ids(), reason=_reasons()),
+        AuctionRequested: st.builds(
             AuctionRequested,
             request_id=_request_ids(),
             auction_id=_auction_ids(),
             tx_hash=st.one_of(st.none(), _tx_hashes()),
             margin_needed=st.one_of(st.none(), money(min_value=0)),
         ),
-        st.builds(AuctionRequestFailed, request_id=_request_ids(), reason=_reasons()),
-        st.builds(
+        AuctionRequestFailed: st.builds(
+            AuctionRequestFailed, request_id=_request_ids(), reason=_reasons()
+        ),
+        AuctionStarted: st.builds(
             AuctionStarted,
             auction_id=_auction_ids(),
             chain_start_time=st.one_of(st.none(), _instants()),
         ),
-        st.builds(StopRequestFailed, request_id=_request_ids(), reason=_reasons()),
-        st.builds(AuctionStopped, auction_id=_auction_ids()),
-        st.builds(AuctionSettled, auction_id=_auction_ids()),
-        st.just(AccountReset()),
-    )
+        StopRequestFailed: st.builds(
+            StopRequestFailed, request_id=_request_ids(), reason=_reasons()
+        ),
+        AuctionStopped: st.builds(AuctionStopped, auction_id=_auction_ids()),
+        AuctionSettled: st.builds(AuctionSettled, auction_id=_auction_ids()),
+        AccountReset: st.just(AccountReset()),
+    }
+
+
+def events() -> st.SearchStrategy[Event]:
+    """Every kind of event the shell feeds back."""
+    return st.one_of(*_event_strategies().values())
 
 
 def _auction_of(phase: Phase) -> str | None:
@@ -740,18 +779,18 @@ def state_changes(*, wallet: str | None = None) -> st.SearchStrategy[StateChange
     return _state_changes(_wallet(wallet))
 
 
-def commands(*, wallet: str | None = None) -> st.SearchStrategy[Command]:
-    """Every kind of command ``step`` emits, for ``wallet`` (drawn when ``None``)."""
-    owner = _wallet(wallet)
-    return st.one_of(
-        st.builds(
+def _command_strategies(
+    owner: st.SearchStrategy[str],
+) -> dict[type[Command], st.SearchStrategy[Command]]:
+    return {
+        CancelOrder: st.builds(
             CancelOrder,
             wallet=owner,
             order_id=st.integers(min_value=0, max_value=10**9),
             client_id=st.one_of(st.none(), _request_ids()),
             request_id=_request_ids(),
         ),
-        st.builds(
+        SubmitOrder: st.builds(
             SubmitOrder,
             wallet=owner,
             symbol=option_symbols(),
@@ -760,19 +799,74 @@ def commands(*, wallet: str | None = None) -> st.SearchStrategy[Command]:
             client_id=_request_ids(),
             request_id=_request_ids(),
         ),
-        st.builds(StartAuction, wallet=owner, request_id=_request_ids()),
-        st.builds(
+        StartAuction: st.builds(StartAuction, wallet=owner, request_id=_request_ids()),
+        StopAuction: st.builds(
             StopAuction,
             wallet=owner,
             auction_id=_auction_ids(),
             chain_start_time=_instants(),
             request_id=_request_ids(),
         ),
-        st.builds(PublishStateChange, change=_state_changes(owner)),
-        st.builds(
+        PublishStateChange: st.builds(PublishStateChange, change=_state_changes(owner)),
+        Alert: st.builds(
             Alert,
             wallet=owner,
             code=st.sampled_from(AlertCode),
             message=st.text(min_size=1, max_size=60),
         ),
-    )
+    }
+
+
+def commands(*, wallet: str | None = None) -> st.SearchStrategy[Command]:
+    """Every kind of command ``step`` emits, for ``wallet`` (drawn when ``None``)."""
+    return st.one_of(*_command_strategies(_wallet(wallet)).values())
+
+
+# --- st.from_type --------------------------------------------------------------------------
+
+
+def type_strategies() -> dict[type[object], st.SearchStrategy[object]]:
+    """The strategy :func:`register_type_strategies` registers for each of liqcore's data
+    types: inputs, configuration and margin models, phases and states, events and commands.
+
+    Values the core *computes* (plans, explanations, cancel targets, overstays) have none:
+    a test derives them from drawn inputs.
+    """
+    table: dict[type[object], st.SearchStrategy[object]] = {
+        OptionSymbol: _option_symbol_values(),
+        InstrumentSpec: instrument_specs(),
+        Position: positions(),
+        Portfolio: portfolios(),
+        Quote: quotes(),
+        OpenOrder: open_orders(),
+        Health: healths(),
+        StandardMargin: standard_margins(),
+        PortfolioMargin: portfolio_margins(),
+        MarginFacts: margin_facts(),
+        Config: configs(),
+        AccountState: account_states(),
+        StateChange: state_changes(),
+    }
+    owner = wallets()
+    for tag in _PHASE_TAG_ORDER:
+        kind = _PHASE_TYPES[tag]
+        table[kind] = _phase_strategy(tag, owner)
+    # items() as pairs: tuples are covariant, so Event's table extends the object table
+    table.update(tuple(_event_strategies().items()))
+    table.update(tuple(_command_strategies(owner).items()))
+    return table
+
+
+def register_type_strategies() -> None:
+    """Register :func:`type_strategies` with ``st.register_type_strategy``, so that
+    ``st.from_type(Portfolio)``, ``st.builds(f)`` over annotated arguments and
+    ``st.from_type(Event)`` (a union: any event) draw valid liqcore values.
+
+    Idempotent. liqcore also declares a ``hypothesis`` entry point that registers the same
+    table (lazily) when Hypothesis is imported, unless ``HYPOTHESIS_NO_PLUGINS`` is set;
+    call this yourself where entry points are not installed. ``Decimal`` itself is left
+    alone: register :func:`decimals` for it in a ``conftest.py`` if bare
+    ``st.from_type(Decimal)`` must not draw NaN.
+    """
+    for kind, strategy in type_strategies().items():
+        st.register_type_strategy(kind, strategy)

@@ -36,7 +36,7 @@ BANNED_ATTRIBUTES = {
 }
 THIRD_PARTY_ALLOWED = {"attrs", "attr", "cattrs"}
 CATTRS_ONLY_IN = {CORE / "codec.py"}
-HYPOTHESIS_ONLY_IN = {CORE / "strategies.py"}
+HYPOTHESIS_ONLY_IN = {CORE / "strategies.py", CORE / "_hypothesis_plugin.py"}
 
 
 def _relative(path: Path) -> str:
@@ -80,7 +80,9 @@ def _violations(path: Path, source: str | None = None) -> list[str]:
         if top == "cattrs" and path not in CATTRS_ONLY_IN:
             found.append(f"{where} imports cattrs: only liqcore/codec.py may")
         if top == "hypothesis" and path not in HYPOTHESIS_ONLY_IN:
-            found.append(f"{where} imports hypothesis: only liqcore/strategies.py may")
+            found.append(
+                f"{where} imports hypothesis: only liqcore/strategies.py may (and its hook)"
+            )
         is_stdlib = top in sys.stdlib_module_names or top == "__future__"
         allowed = THIRD_PARTY_ALLOWED | ({"hypothesis"} if path in HYPOTHESIS_ONLY_IN else set())
         if not is_stdlib and top != "liqcore" and top not in allowed:

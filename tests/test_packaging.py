@@ -56,11 +56,13 @@ def test_wheel_holds_the_licence_the_packages_and_the_declared_metadata(
 ) -> None:
     """The wheel ships LICENSE, both packages with py.typed, and metadata with the version,
     the MIT licence (expression and classifier), project URLs, a development status and
-    topic, and plain ``psycopg`` (the binary build is the application's choice)."""
+    topic, plain ``psycopg`` (the binary build is the application's choice), and the
+    ``pytest11`` and ``hypothesis`` entry points."""
     wheel, _ = built
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         metadata = Parser().parsestr(archive.read(f"{NAME}.dist-info/METADATA").decode())
+        entry_points = archive.read(f"{NAME}.dist-info/entry_points.txt").decode()
     assert f"{NAME}.dist-info/licenses/LICENSE" in names
     assert {"liqcore/py.typed", "liqshell/py.typed", "liqcore/_version.py"} <= names
     assert metadata["Version"] == liqcore.__version__
@@ -75,6 +77,9 @@ def test_wheel_holds_the_licence_the_packages_and_the_declared_metadata(
     psycopg = [r for r in requires if r.startswith("psycopg") and "extra == 'postgres'" in r]
     assert psycopg, requires
     assert not any("binary" in r for r in psycopg), psycopg
+    # the fakes as pytest fixtures and liqcore's Hypothesis strategies, found by entry point
+    assert "[pytest11]\nliqshell = liqshell.pytest_plugin" in entry_points
+    assert "[hypothesis]\nliqcore = liqcore._hypothesis_plugin:setup" in entry_points
 
 
 def test_sdist_holds_the_licence_examples_and_what_its_tests_read(
