@@ -15,6 +15,8 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["tests", "lowest", "typecheck", "lint", "docs"]
 
 PACKAGES = ["liqcore", "liqshell"]
+EXAMPLES = ["examples/embedding.py"]
+"""Typed examples checked with the packages (the README shows embedding.py verbatim)."""
 
 
 @nox.session
@@ -80,9 +82,9 @@ def lowest(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on both packages."""
+    """mypy --strict on both packages and the typed examples."""
     session.install(".[typecheck]")
-    session.run("mypy", *PACKAGES)
+    session.run("mypy", *PACKAGES, *EXAMPLES)
 
 
 @nox.session

@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import liqcore
+import liqshell
 from liqcore.commands import SubmitOrder
 from liqcore.state import PHASE_TAGS, TRANSITIONS
 
@@ -197,18 +198,59 @@ def test_execute_cells_shows_trailing_expression_and_shares_namespace() -> None:
     assert render.execute_cells(cells, "t.py") == ["", "2\n6\n", ""]
 
 
-def test_api_page_lists_every_public_liqcore_module() -> None:
-    """Every public module of liqcore on disk is named in a liq-api block of docs/api.md."""
-    page = (DOCS / "api.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```\{liq-api\}\n(.*?)```", page, flags=re.S)
-    listed = {line.split("#")[0].strip() for block in blocks for line in block.splitlines()}
-    package = Path(liqcore.__file__).resolve().parent
-    on_disk = {
-        ".".join(("liqcore", *path.relative_to(package).with_suffix("").parts))
-        for path in package.rglob("*.py")
-        if not any(part.startswith("_") for part in path.relative_to(package).parts)
-    }
-    assert on_disk - listed == set()
+def _api_listing() -> dict[str, list[str]]:
+    """The modules named in the liq-api blocks of each page of docs/api/, by page."""
+    pages: dict[str, list[str]] = {}
+    for page in sorted((DOCS / "api").glob("*.md")):
+        blocks = re.findall(r"```\{liq-api\}\n(.*?)```", page.read_text("utf-8"), flags=re.S)
+        names = [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
+        pages[page.stem] = [name for name in names if name]
+    return pages
+
+
+def _public_modules(package_dir: Path, package: str) -> set[str]:
+    """Every module and package under ``package_dir`` with no part starting with ``_``."""
+    found: set[str] = set()
+    for path in package_dir.rglob("*.py"):
+        parts = path.relative_to(package_dir).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if not any(part.startswith("_") for part in parts):
+            found.add(".".join((package, *parts)))
+    return found
+
+
+@pytest.mark.parametrize("package", [liqcore, liqshell], ids=["liqcore", "liqshell"])
+def test_api_pages_cover_every_public_module_once(package: ModuleType) -> None:
+    """Every public module and package of liqcore and liqshell on disk (liqshell.analysis
+    included) is on exactly one API page, and the pages name no module that does not
+    exist."""
+    name = package.__name__
+    assert package.__file__ is not None
+    on_disk = _public_modules(Path(package.__file__).resolve().parent, name)
+    listed = [module for modules in _api_listing().values() for module in modules]
+    ours = [module for module in listed if module.split(".")[0] == name]
+    assert on_disk - set(ours) == set()
+    assert set(ours) - on_disk == set()
+    assert len(ours) == len(set(ours)), "a module is on two pages"
+    assert "liqshell.analysis" in listed
+
+
+def test_api_reference_opens_with_step_apply_the_watcher_and_the_ports() -> None:
+    """The API index's table of contents starts with step/apply, the Watcher and the ports,
+    every page of docs/api/ is in it, and the old single page is gone."""
+    index = (DOCS / "api" / "index.md").read_text(encoding="utf-8")
+    toctree = re.search(r"```\{toctree\}\n(.*?)```", index, flags=re.S)
+    assert toctree is not None
+    entries = [line.strip() for line in toctree.group(1).splitlines()]
+    entries = [entry for entry in entries if entry and not entry.startswith(":")]
+    assert entries[:3] == ["machine", "watcher", "ports"]
+    pages = _api_listing()
+    assert set(entries) == set(pages) - {"index"}
+    assert pages["machine"] == ["liqcore.machine"]
+    assert pages["watcher"][0] == "liqshell.watcher"
+    assert pages["ports"] == ["liqshell.ports"]
+    assert not (DOCS / "api.md").exists()
 
 
 def test_index_quick_start_example_runs_and_prices_at_120_6() -> None:

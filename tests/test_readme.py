@@ -94,3 +94,61 @@ def test_readme_watcher_example_imports_exist_once_the_shell_lands() -> None:
             node for node in ast.parse(code).body if isinstance(node, ast.Import | ast.ImportFrom)
         ]
         exec(compile(ast.Module(body=imports, type_ignores=[]), str(README), "exec"), {})
+
+
+EMBEDDING = ROOT / "examples" / "embedding.py"
+
+
+def _embedding_block() -> str:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Embedding the watcher in a backend", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    return str(code)
+
+
+def test_readme_embedding_block_is_examples_embedding_py_verbatim() -> None:
+    """The README shows examples/embedding.py, the file mypy --strict checks, unchanged."""
+    assert _embedding_block() == EMBEDDING.read_text(encoding="utf-8")
+
+
+def test_embedding_example_uses_our_config_names_not_the_seeds_runtime_keys() -> None:
+    """``Config(poll_interval_ms=…)``, not ``Config.from_runtime({"health_poll_…": …})``."""
+    code = EMBEDDING.read_text(encoding="utf-8")
+    assert "from_runtime" not in code
+    assert "health_poll_interval_ms" not in code
+    assert "poll_interval_ms=5_000" in code
+    assert "from_runtime" not in README.read_text(encoding="utf-8")
+
+
+def test_embedding_example_builds_a_watcher_whose_ports_all_check(tmp_path: Path) -> None:
+    """Its ``Exchange`` has every method of every port (the watcher checks them when it is
+    built) and ``CONFIG`` is a valid Config."""
+    from prometheus_client import CollectorRegistry
+
+    from liqshell.adapters.sqlite import SqliteStore
+    from liqshell.ports import PORT_METHODS, check_port
+
+    spec = importlib.util.spec_from_file_location("embedding_example", EMBEDDING)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    exchange = module.Exchange()
+    for keyword in ("portfolios", "margin", "quotes", "orders", "gateway", "auctions", "feed"):
+        assert keyword in PORT_METHODS
+        check_port(keyword, exchange)
+    watcher = module.build_watcher(
+        exchange, SqliteStore(tmp_path / "store.sqlite"), CollectorRegistry()
+    )
+    assert watcher.config is module.CONFIG
+    assert watcher.config.poll_interval_ms == 5_000
+
+
+def test_typecheck_session_checks_the_embedding_example_strictly() -> None:
+    """CI's ``nox -s typecheck`` runs mypy (strict, from pyproject.toml) on the example."""
+    noxfile = (ROOT / "noxfile.py").read_text(encoding="utf-8")
+    session = noxfile.split("def typecheck(", 1)[1].split("\n@nox.session", 1)[0]
+    assert "EXAMPLES" in session or "examples/embedding.py" in session
+    assert '"examples/embedding.py"' in noxfile
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert "strict = true" in pyproject
