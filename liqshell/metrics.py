@@ -2,16 +2,38 @@
 
 ``Metrics(registry)`` registers every metric of SPEC §9 "Operation" (plus a few the shell
 needs to be observable: conflicts, commit failures, feed items, publishes, unfinished
-commands) on that registry — never the global one. :class:`NullMetrics` has the same
-methods and records nothing; the watcher uses it when no registry is given or
-``prometheus_client`` is not installed, so the shell works without it.
+commands), the ``build_info`` gauge and the business counters on that registry — never the
+global one. :class:`NullMetrics` has the same methods and records nothing; the watcher uses
+it when no registry is given or ``prometheus_client`` is not installed, so the shell works
+without it. :data:`METRIC_NAMES` lists every name exported (the docs list exactly these).
+
+Business counters, by underlying: ``contracts_offered`` (sizes of acked liquidation
+orders), ``bonus_offered`` (their size × (limit price − reference price) in the quote
+currency: :func:`bonus_offered`) and ``contracts_closed``, a lower bound kept by
+:class:`ClosedContracts`.
 """
 
 from __future__ import annotations
 
+import platform
 import weakref
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
+import attrs
+
+from liqcore import (
+    CancelOrder,
+    Health,
+    InvalidSymbol,
+    OpenOrder,
+    PlanningError,
+    SubmitOrder,
+    __version__,
+)
+from liqcore.instruments import underlying_of
+from liqcore.planning import reference_price
 from liqshell.logs import get_logger
 
 if TYPE_CHECKING:
@@ -25,7 +47,16 @@ except ImportError:  # pragma: no cover - the `shell` extra is not installed
 else:
     HAVE_PROMETHEUS = True
 
-__all__ = ["HAVE_PROMETHEUS", "Metrics", "NullMetrics", "metrics_from"]
+__all__ = [
+    "HAVE_PROMETHEUS",
+    "METRIC_NAMES",
+    "ClosedContracts",
+    "Metrics",
+    "NullMetrics",
+    "bonus_offered",
+    "metrics_from",
+    "underlying_label",
+]
 
 _log = get_logger("metrics")
 
@@ -105,6 +136,12 @@ class NullMetrics:
     def poll_duration(self, seconds: float) -> None:
         """One poll took ``seconds``."""
 
+    def offered(self, underlying: str, contracts: Decimal, bonus: Decimal) -> None:
+        """An acked liquidation order offered ``contracts`` with ``bonus`` (quote currency)."""
+
+    def closed(self, underlying: str, contracts: Decimal) -> None:
+        """``contracts`` of ``underlying`` were seen closed by liquidation orders."""
+
 
 class Metrics(NullMetrics):
     """The shell's metrics on ``registry`` (names prefixed with ``namespace``)."""
@@ -180,6 +217,31 @@ class Metrics(NullMetrics):
             registry=registry,
             buckets=POLL_BUCKETS,
         )
+        self.build_info = pc.Gauge(
+            "build_info",
+            "The library's version and the Python running it (always 1)",
+            ("version", "python"),
+            namespace=namespace,
+            registry=registry,
+        )
+        self.build_info.labels(version=__version__, python=platform.python_version()).set(1)
+        self.contracts_offered = counter(
+            "contracts_offered",
+            "Contracts offered by acked liquidation orders, by underlying",
+            ("underlying",),
+        )
+        self.bonus_offered = counter(
+            "bonus_offered",
+            "Bonus offered by acked liquidation orders over the reference price, in the quote "
+            "currency, by underlying",
+            ("underlying",),
+        )
+        self.contracts_closed = counter(
+            "contracts_closed",
+            "Contracts closed by liquidation orders (a lower bound: fills seen in snapshots "
+            "and position reductions), by underlying",
+            ("underlying",),
+        )
 
     def pre_liquidation_entry(self) -> None:
         self.pre_liquidation_entries.inc()
@@ -249,6 +311,186 @@ class Metrics(NullMetrics):
 
     def poll_duration(self, seconds: float) -> None:
         self.poll_seconds.observe(seconds)
+
+    def offered(self, underlying: str, contracts: Decimal, bonus: Decimal) -> None:
+        self.contracts_offered.labels(underlying=underlying).inc(float(contracts))
+        self.bonus_offered.labels(underlying=underlying).inc(float(bonus))
+
+    def closed(self, underlying: str, contracts: Decimal) -> None:
+        self.contracts_closed.labels(underlying=underlying).inc(float(contracts))
+
+
+METRIC_NAMES: tuple[str, ...] = (
+    "liqshell_pre_liquidation_entries_total",
+    "liqshell_pre_liquidation_exits_total",
+    "liqshell_orders_total",
+    "liqshell_cancels_total",
+    "liqshell_auction_requests_total",
+    "liqshell_stop_requests_total",
+    "liqshell_auction_events_total",
+    "liqshell_alerts_total",
+    "liqshell_publishes_total",
+    "liqshell_wallets_skipped_total",
+    "liqshell_polls_skipped_total",
+    "liqshell_decisions_total",
+    "liqshell_conflicts_total",
+    "liqshell_commit_failures_total",
+    "liqshell_feed_items_total",
+    "liqshell_unfinished_commands_total",
+    "liqshell_quarantined_wallets",
+    "liqshell_quarantine_releases_total",
+    "liqshell_resent_requests_total",
+    "liqshell_backfilled_records_total",
+    "liqshell_active_liquidation_orders",
+    "liqshell_stuck_wallets",
+    "liqshell_poll_duration_seconds",
+    "liqshell_build_info",
+    "liqshell_contracts_offered_total",
+    "liqshell_bonus_offered_total",
+    "liqshell_contracts_closed_total",
+)
+"""Every metric :class:`Metrics` exports with the default namespace, as scraped (counters
+with their ``_total`` suffix; the histogram also exports ``_bucket``, ``_count``, ``_sum``
+and ``_created`` series under its name)."""
+
+
+def underlying_label(symbol: str) -> str:
+    """The ``underlying`` label of ``symbol``: its underlying, or the symbol itself when it
+    is neither an option nor a perp."""
+    try:
+        return underlying_of(symbol)
+    except InvalidSymbol:
+        return symbol
+
+
+def bonus_offered(command: SubmitOrder, health: Health | None, band_bps: int) -> Decimal:
+    """``size × (price − reference)`` of a liquidation order, in the quote currency: what it
+    offers over the reference price the planner priced it from
+    (:func:`liqcore.planning.reference_price` with the quote and position it was decided
+    on). 0 without them, and never negative."""
+    portfolio = None if health is None else health.portfolio
+    position = None if portfolio is None else portfolio.positions.get(command.symbol)
+    if health is None or position is None:
+        return Decimal(0)
+    try:
+        reference = reference_price(health.quotes.get(command.symbol), position, band_bps)
+    except PlanningError:
+        return Decimal(0)
+    if command.price <= reference:
+        return Decimal(0)
+    return command.size * (command.price - reference)
+
+
+@attrs.define
+class _Tracked:
+    symbol: str
+    remaining: Decimal
+    order_id: int | None
+
+
+@attrs.define
+class _Book:
+    orders: dict[str, _Tracked] = attrs.field(factory=dict)
+    cancelled: set[str] = attrs.field(factory=set)
+    cancelled_ids: set[int] = attrs.field(factory=set)
+    positions: Mapping[str, Decimal] | None = None
+
+
+class ClosedContracts:
+    """A lower bound of the contracts liquidation orders closed, from what the watcher sees.
+
+    It tracks each wallet's acked liquidation orders (:meth:`placed`) and the cancels sent
+    (:meth:`cancelled`), only while one of its orders rests; each new observation
+    (:meth:`observe`: the open orders and the portfolio) counts as closed
+
+    * what a tracked order's ``remaining_size`` dropped since the last snapshot (a fill the
+      order engine reports), and
+    * for a tracked order that vanished although no cancel was sent, only what the
+      position in its symbol shrank since the last observed portfolio (beyond the fills
+      already counted), at most the order's remaining size — an order the exchange expired
+      shows no reduction and counts nothing.
+
+    Fills between a snapshot and a cancel, and anything before a restart, are not seen: the
+    count is a lower bound, never an estimate above what happened.
+    """
+
+    def __init__(self) -> None:
+        self._books: dict[str, _Book] = {}
+
+    def placed(self, command: SubmitOrder, health: Health | None) -> None:
+        """``command``, decided on ``health``, was acked: it rests until filled or
+        cancelled."""
+        book = self._books.setdefault(command.wallet, _Book())
+        book.orders[command.client_id] = _Tracked(
+            symbol=command.symbol, remaining=command.size, order_id=None
+        )
+        if book.positions is None and health is not None:
+            book.positions = _positions(health)
+
+    def cancelled(self, command: CancelOrder) -> None:
+        """A cancel was sent: the order's disappearance is not a fill."""
+        book = self._books.get(command.wallet)
+        if book is None:  # no order of ours rests: nothing to tell apart
+            return
+        book.cancelled_ids.add(command.order_id)
+        if command.client_id is not None:
+            book.cancelled.add(command.client_id)
+
+    def observe(self, health: Health, orders: Iterable[OpenOrder]) -> dict[str, Decimal]:
+        """Fold in one observation of ``health.wallet``; the contracts closed since the last
+        one, by underlying."""
+        book = self._books.get(health.wallet)
+        if book is None:  # the common case: no liquidation order of ours rests
+            return {}
+        snapshot = {order.client_id: order for order in orders if order.client_id}
+        positions = _positions(health)
+        filled: dict[str, Decimal] = {}
+        vanished: list[_Tracked] = []
+        for client_id, order in list(book.orders.items()):
+            seen = snapshot.get(client_id)
+            if seen is not None:
+                order.order_id = seen.order_id
+                drop = order.remaining - seen.remaining_size
+                if drop > 0:
+                    filled[order.symbol] = filled.get(order.symbol, Decimal(0)) + drop
+                    order.remaining = seen.remaining_size
+                continue
+            del book.orders[client_id]
+            cancelled = client_id in book.cancelled or order.order_id in book.cancelled_ids
+            book.cancelled.discard(client_id)
+            if not cancelled and order.remaining > 0:
+                vanished.append(order)
+        closed = dict(filled)
+        if vanished and book.positions is not None and positions is not None:
+            for order in vanished:
+                before = book.positions.get(order.symbol, Decimal(0))
+                shrank = before - positions.get(order.symbol, Decimal(0))
+                room = shrank - closed.get(order.symbol, Decimal(0))
+                if room > 0:
+                    closed[order.symbol] = closed.get(order.symbol, Decimal(0)) + min(
+                        room, order.remaining
+                    )
+        if not book.orders:
+            del self._books[health.wallet]
+        elif positions is not None:
+            book.positions = positions
+        by_underlying: dict[str, Decimal] = {}
+        for symbol, size in sorted(closed.items()):
+            underlying = underlying_label(symbol)
+            by_underlying[underlying] = by_underlying.get(underlying, Decimal(0)) + size
+        return by_underlying
+
+    @property
+    def tracked(self) -> int:
+        """How many orders are tracked, over all wallets."""
+        return sum(len(book.orders) for book in self._books.values())
+
+
+def _positions(health: Health) -> dict[str, Decimal] | None:
+    portfolio = health.portfolio
+    if portfolio is None:
+        return None
+    return {symbol: abs(position.amount) for symbol, position in portfolio.positions.items()}
 
 
 def metrics_from(value: object) -> NullMetrics:

@@ -65,8 +65,15 @@ from liqcore.machine import apply, next_wakeup, step, wallets_to_check
 from liqcore.reduce_only import is_liquidation_order
 from liqshell.interpreter import Execution, Interpreter, OutcomeStatus, answers_of
 from liqshell.logs import command_request_id, fields, get_logger, state_phase
-from liqshell.metrics import NullMetrics, metrics_from
+from liqshell.metrics import (
+    ClosedContracts,
+    NullMetrics,
+    bonus_offered,
+    metrics_from,
+    underlying_label,
+)
 from liqshell.ports import (
+    AnswerStatus,
     AuctionExecutor,
     AuctionFeed,
     Clock,
@@ -199,6 +206,7 @@ class Watcher:
         self._config = config
         self._concurrency = concurrency
         self._metrics: NullMetrics = metrics_from(metrics)
+        self._closed = ClosedContracts()
         self._interpreter = Interpreter(
             gateway=gateway,
             auctions=auctions,
@@ -703,6 +711,8 @@ class Watcher:
                 extra=fields(wallet=wallet, phase=state_phase(previous)),
             )
             return False
+        for underlying, contracts in self._closed.observe(health, orders).items():
+            self._metrics.closed(underlying, contracts)
         now = self._now(previous)
         try:
             state, commands = step(previous, health, orders, now, self._config)
@@ -797,6 +807,7 @@ class Watcher:
             return False
 
         execution = await self._interpreter.execute(commands, version=version)
+        self._count_business(health, execution)
         after = state
         for event in execution.events:
             after = apply(after, event, now)
@@ -1137,6 +1148,25 @@ class Watcher:
         else:
             self._active_orders.pop(wallet, None)
         self._metrics.active_orders(sum(self._active_orders.values()))
+
+    def _count_business(self, health: Health, execution: Execution) -> None:
+        """Contracts and bonus offered by acked orders; orders tracked for contracts closed
+        (a cancel sent, whatever its outcome, marks its order as not filled)."""
+        for outcome in execution.outcomes:
+            command = outcome.command
+            if isinstance(command, CancelOrder):
+                self._closed.cancelled(command)
+            elif (
+                isinstance(command, SubmitOrder)
+                and outcome.answer is not None
+                and outcome.answer.status is AnswerStatus.ACKED
+            ):
+                self._closed.placed(command, health)
+                self._metrics.offered(
+                    underlying_label(command.symbol),
+                    command.size,
+                    bonus_offered(command, health, self._config.reference_band_bps),
+                )
 
     def _note_stuck(self, wallet: str, commands: tuple[Command, ...]) -> None:
         """Keep the count of wallets whose last decision found them overstaying a phase."""
