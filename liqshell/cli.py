@@ -179,6 +179,24 @@ def _parser() -> _Parser:
     explain.add_argument("--wallet", required=True, metavar="W", help="the account")
     explain.set_defaults(handler=_explain)
 
+    calibrate = commands.add_parser(
+        "calibrate",
+        parents=[logs["calibrate"]],
+        help="compare the margin model with a recording's Health and suggest parameters",
+        description="Value every recorded portfolio with the margin model the run was "
+        "configured with (or --config's), print per margin mode the distribution of the "
+        "relative gaps to the exchange's equity and mm_required, and suggest "
+        "StandardMargin / PortfolioMargin parameters that match the exchange's engine.",
+    )
+    calibrate.add_argument("recording", metavar="RECORDING", help="JSON Lines or SQLite recording")
+    calibrate.add_argument(
+        "--config", metavar="FILE", help="compare with this file's [liqcore] margin models"
+    )
+    calibrate.add_argument(
+        "--no-fit", action="store_true", help="only the gaps, no suggested parameters"
+    )
+    calibrate.set_defaults(handler=_calibrate)
+
     report = commands.add_parser("report", parents=[logs["report"]], help="summarize a recording")
     report.add_argument("recording", metavar="RECORDING", help="JSON Lines or SQLite recording")
     report.add_argument(
@@ -198,6 +216,7 @@ _DEFAULT_LEVELS = {
     "replay": "warning",
     "report": "warning",
     "explain": "warning",
+    "calibrate": "warning",
     "sim-exchange": "info",
 }
 
@@ -537,6 +556,21 @@ def _explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from liqshell.analysis.calibration import calibrate
+
+    recording = _load(args.recording)
+    config = load_settings(args.config).config if args.config else None
+    result = calibrate(recording, config, fit=not args.no_fit)
+    print(result.render())
+    if not result.modes:
+        print(
+            f"liqshell: warning: {args.recording} holds no verdict with a portfolio",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
 def _report(args: argparse.Namespace) -> int:
     from liqshell.analysis import render_report, summarize
     from liqshell.analysis.report import money, render_money
@@ -566,7 +600,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         with _logging_restored():
-            if args.command in ("check-config", "replay", "report", "explain", "sim-exchange"):
+            if args.command in (
+                "check-config",
+                "replay",
+                "report",
+                "explain",
+                "calibrate",
+                "sim-exchange",
+            ):
                 _configure_logging(args.log_level, sys.stderr, args.log_format)
             status: int = args.handler(args)
     except CliError as error:

@@ -147,12 +147,16 @@ async def simulate(
     record: str | Path | None = None,
     progress: ProgressBar | None = None,
     on_tick: Callable[[World], None] | None = None,
+    exchange_config: Config | None = None,
 ) -> SimSummary:
     """Run (or resume) the simulation of ``params`` and return its summary.
 
     ``store`` is the SQLite file (a temporary one when ``None``); ``record`` an optional
-    JSON Lines replay log. Raises :class:`SimStateError` when ``store`` holds a simulation
-    of other parameters.
+    JSON Lines replay log. ``exchange_config`` is what the simulated exchange's engines
+    (its margin models above all) run with — ``config``, the watcher's, by default; give
+    another to study a watcher whose margin model does not match the exchange's (see
+    ``liqshell calibrate``). Raises :class:`SimStateError` when ``store`` holds a
+    simulation of other parameters.
     """
     config = config or Config()
     with contextlib.ExitStack() as stack:
@@ -165,7 +169,9 @@ async def simulate(
                 tempfile.TemporaryDirectory(prefix="liqshell-sim-", dir=where)
             )
             store = os.path.join(folder, "sim.sqlite")
-        return await _simulate(params, config, Path(store), record, progress, on_tick)
+        return await _simulate(
+            params, config, Path(store), record, progress, on_tick, exchange_config or config
+        )
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -176,6 +182,7 @@ async def _simulate(  # noqa: PLR0917
     record: str | Path | None,
     progress: ProgressBar | None,
     on_tick: Callable[[World], None] | None,
+    exchange_config: Config,
 ) -> SimSummary:
     from liqshell.adapters.sqlite import SqliteStore
     from liqshell.watcher import Watcher
@@ -185,9 +192,9 @@ async def _simulate(  # noqa: PLR0917
         market = Market(params)
         loaded = worlds.load()
         if loaded is None:
-            world = new_world(params, config, market)
+            world = new_world(params, exchange_config, market)
             worlds.save(world)
-            exchange = SimExchange(world, config=config, store=worlds, market=market)
+            exchange = SimExchange(world, config=exchange_config, store=worlds, market=market)
         else:
             world, journal = loaded
             if world.params != params:
@@ -195,7 +202,7 @@ async def _simulate(  # noqa: PLR0917
                     f"{store_path} holds a simulation with other parameters "
                     f"({_params_differ(world.params, params)}); use another --store"
                 )
-            exchange = SimExchange(world, config=config, store=worlds, market=market)
+            exchange = SimExchange(world, config=exchange_config, store=worlds, market=market)
             exchange.replay(journal)
         states = SqliteStore(str(store_path))
         recorder: Recorder = states
