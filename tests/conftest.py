@@ -1,4 +1,5 @@
-"""Hypothesis profiles and the Decimal strategy for the whole suite.
+"""Hypothesis profiles and the Decimal strategy for the whole suite; the fixtures of
+liqshell's pytest plugin even where the installed metadata predates its entry point.
 
 Profiles: ``ci`` (derandomized, no example database, loaded whenever ``CI`` is set),
 ``dev`` (the default: quick) and ``nightly`` (long). ``HYPOTHESIS_PROFILE`` picks one
@@ -11,10 +12,12 @@ from __future__ import annotations
 import os
 from decimal import Decimal
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from liqcore.strategies import decimals
+from tests.installed import stale_entry_point
 
 settings.register_profile(
     "ci",
@@ -39,3 +42,15 @@ def _profile() -> str:
 
 
 settings.load_profile(_profile())
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Load liqshell's plugin by module when a stale editable install has no ``pytest11``
+    entry point for it (so the suite still finds its fixtures), unless ``-p no:liqshell``."""
+    manager = config.pluginmanager
+    if (
+        stale_entry_point("pytest11", "liqshell") is not None
+        and not manager.is_blocked("liqshell")
+        and not manager.has_plugin("liqshell")
+    ):
+        manager.import_plugin("liqshell.pytest_plugin")

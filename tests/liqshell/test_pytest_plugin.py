@@ -19,6 +19,7 @@ from liqshell.testing import (
     MemoryStore,
     VirtualClock,
 )
+from tests.installed import stale_entry_point
 
 pytest_plugins = ["pytester"]
 
@@ -35,7 +36,14 @@ FIXTURES = (
 )
 
 
+def _needs_the_entry_point() -> None:
+    reason = stale_entry_point("pytest11", "liqshell")
+    if reason is not None:
+        pytest.skip(reason)
+
+
 def test_the_plugin_is_declared_as_a_pytest11_entry_point() -> None:
+    _needs_the_entry_point()
     (entry,) = [
         e for e in importlib.metadata.entry_points(group="pytest11") if e.name == "liqshell"
     ]
@@ -128,6 +136,7 @@ def test_fresh_per_test(liq_store):
 def test_a_backends_tests_get_the_fixtures_by_name(pytester: pytest.Pytester) -> None:
     """In a project of its own (no conftest, no import of the plugin), tests ask for the
     fixtures by name and may override ``liq_config``."""
+    _needs_the_entry_point()
     pytester.makepyfile(test_backend=USER_TESTS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
@@ -135,6 +144,7 @@ def test_a_backends_tests_get_the_fixtures_by_name(pytester: pytest.Pytester) ->
 
 def test_the_fixtures_are_listed_and_can_be_switched_off(pytester: pytest.Pytester) -> None:
     """``pytest --fixtures`` lists every ``liq_*`` fixture; ``-p no:liqshell`` removes them."""
+    _needs_the_entry_point()
     pytester.makepyfile(test_backend="def test_nothing():\n    pass\n")
     listed = pytester.runpytest_subprocess("--fixtures", "-p", "no:cacheprovider")
     text = listed.stdout.str()
