@@ -47,7 +47,7 @@ from liqshell.ports import (
     Stored,
 )
 
-__all__ = ["Crash", "FaultKind", "FaultPlan", "Life"]
+__all__ = ["Crash", "FaultKind", "FaultPlan", "FeedLog", "Life"]
 
 T = TypeVar("T")
 
@@ -98,7 +98,7 @@ class FaultPlan:
     store: float = 0.0
     """Per store commit: a failure, a lost answer or a conflict."""
     feed: float = 0.0
-    """Per feed drain: a redelivery or a reordering."""
+    """Per batch of chain events published into the feed: a redelivery or a reordering."""
     clock: float = 0.0
     """Per clock reading: a jump backwards."""
     reorder: float = 0.0
@@ -217,12 +217,14 @@ class FaultyExchange:
     """Every exchange port of the watcher, with the seed's faults (see the module docs).
 
     ``inner`` is the :class:`~liqshell.sim.SimExchange`; what reached it is reported to
-    ``life.on_reach`` before the answer (or its loss) is decided.
+    ``life.on_reach`` before the answer (or its loss) is decided. The chain feed is served
+    from ``feed_log``, which survives the process (as the exchange does).
     """
 
-    def __init__(self, inner: object, life: Life) -> None:
+    def __init__(self, inner: object, life: Life, feed_log: FeedLog) -> None:
         self._inner = inner
         self._life = life
+        self._feed_log = feed_log
         self._last_portfolio: dict[str, Portfolio | None] = {}
         self._last_margin: dict[str, MarginReport] = {}
 
@@ -349,29 +351,72 @@ class FaultyExchange:
     # --- the feed ------------------------------------------------------------------------
 
     async def events(self, after: Cursor | None) -> AsyncIterator[FeedItem]:
-        """The chain's items after ``after``: maybe one redelivered, two swapped, or —
-        once the plan blocks the feed — nothing."""
+        """The feed log's items after ``after`` (see :class:`FeedLog`), or — once the plan
+        blocks the feed — nothing."""
         life = self._life
         life.point("feed")
         blocked = life.plan.feed_blocked_after
         if blocked is not None and life.tick() >= blocked:
             life.tally.count(FaultKind.FEED_BLOCKED)
             return
-        items: list[FeedItem] = [item async for item in self._inner.events(after)]  # type: ignore[attr-defined]
-        draws = life.draws
-        if items and draws.hit("feed", "feed", life.plan.feed):
-            stream = draws.stream("feed-kind", "feed")
-            if len(items) >= 2 and stream.random() < 0.5:
-                i = stream.randrange(len(items) - 1)
-                items[i], items[i + 1] = items[i + 1], items[i]
-                life.tally.count(FaultKind.FEED_REORDERED)
-            else:
-                i = stream.randrange(len(items))
-                items.insert(stream.randrange(i, len(items)) + 1, items[i])
-                life.tally.count(FaultKind.FEED_REDELIVERED)
-        for item in items:
+        log = self._feed_log
+        fresh: list[FeedItem] = [item async for item in self._inner.events(log.chain_cursor)]  # type: ignore[attr-defined]
+        if fresh:
+            log.chain_cursor = fresh[-1].cursor
+            log.extend(_feed_faults(fresh, life))
+        for item in log.after(after):
             life.point(item.wallet)
             yield item
+
+
+def _feed_faults(fresh: list[FeedItem], life: Life) -> list[FeedItem]:
+    """The chain's new items as the feed publishes them: maybe two in swapped order, or
+    one twice (the copy later)."""
+    draws = life.draws
+    items = list(fresh)
+    if draws.hit("feed", "feed", life.plan.feed):
+        stream = draws.stream("feed-kind", "feed")
+        if len(items) >= 2 and stream.random() < 0.5:
+            i = stream.randrange(len(items) - 1)
+            items[i], items[i + 1] = items[i + 1], items[i]
+            life.tally.count(FaultKind.FEED_REORDERED)
+        else:
+            i = stream.randrange(len(items))
+            items.insert(stream.randrange(i, len(items)) + 1, items[i])
+            life.tally.count(FaultKind.FEED_REDELIVERED)
+    return items
+
+
+class FeedLog:
+    """The chain feed as an adapter serves it: a log that keeps every item at its cursor
+    (its position, from 1), as a JetStream stream does, and that outlives the watcher.
+
+    Faults happen where the real world makes them — when the chain's events are published
+    into the log: two events in the other order, or one event twice (same event id, a
+    later cursor). The log itself is read in cursor order, as :class:`~liqshell.ports.
+    AuctionFeed` promises: a feed that handed out a later cursor before an earlier one
+    would let a watcher that stops in between commit a cursor past an item it never
+    handled (DST seed 3785), and no adapter does (a stream's sequence numbers and the core
+    NATS feed's arrival counter both grow with delivery).
+    """
+
+    def __init__(self) -> None:
+        self.items: list[FeedItem] = []
+        self.chain_cursor: Cursor | None = None
+        """The last chain item published into the log."""
+
+    def extend(self, items: Sequence[FeedItem]) -> None:
+        """Publish ``items`` at the next cursors, in this order."""
+        for item in items:
+            self.items.append(attrs.evolve(item, cursor=len(self.items) + 1))
+
+    def after(self, after: Cursor | None) -> list[FeedItem]:
+        """The items after cursor ``after`` (every item for ``None``)."""
+        if after is None:
+            return list(self.items)
+        if not isinstance(after, int):
+            raise ValueError(f"the DST feed's cursors are ints, was {after!r}")
+        return self.items[max(0, after) :]
 
 
 class FaultyStore:

@@ -46,6 +46,7 @@ from liqshell.sim.dst.faults import (
     FaultyClock,
     FaultyExchange,
     FaultyStore,
+    FeedLog,
     Life,
     Tally,
     _Draws,
@@ -230,6 +231,7 @@ class _Run:
     lives: int = 0
     polls: int = 0
     inner_store: object = None
+    feed_log: FeedLog = attrs.field(factory=FeedLog)
 
     def __attrs_post_init__(self) -> None:
         market = Market(self.params)
@@ -264,7 +266,7 @@ class _Run:
             committed_state=self.checker.latest.get,
             tick=lambda: self.world.tick,
         )
-        ports = _Bugged(FaultyExchange(self.exchange, life), self.bug, life)
+        ports = _Bugged(FaultyExchange(self.exchange, life, self.feed_log), self.bug, life)
         store = _BuggedStore(FaultyStore(self._store(), life), self.bug, after_crash)
         port: Any = ports  # one fake serves every port (duck-typed)
         stored: Any = store

@@ -8,15 +8,20 @@ from pathlib import Path
 
 import pytest
 
+from liqcore import AuctionStarted
+from liqshell.ports import FeedItem
 from liqshell.sim.dst import BUGS, INVARIANTS, FaultPlan, run_seed
 from liqshell.sim.dst.__main__ import main
+from liqshell.sim.dst.faults import FeedLog
 
 SHORT_PASS = range(16)
 """The seeds CI runs every time (the nox session runs thousands)."""
 
-REGRESSION_SEEDS = (1099, 1194)
-"""Seeds that once broke an invariant: replay (an alert's text depended on trailing zeros
-the log's codec drops; fixed in liqcore.machine)."""
+REGRESSION_SEEDS = (1099, 1194, 1422, 3785)
+"""Seeds that once broke an invariant: 1099 and 1194 replay (an alert's text depended on
+trailing zeros the log's codec drops; fixed in liqcore.machine); 1422 reached_or_reported
+(a command with an unknown outcome); 3785 no_stuck (the DST feed handed out a later
+cursor before an earlier one, which no feed does: fixed in the simulator's FeedLog)."""
 
 
 @pytest.mark.parametrize("seed", SHORT_PASS)
@@ -46,6 +51,36 @@ def test_dst_runs_the_real_watcher_on_sqlite_too() -> None:
     plan = FaultPlan(seed=5, exchange=0.1, store=0.05, crash=0.004)
     result = run_seed(5, plan=plan, store="sqlite")
     assert result.store == "sqlite"
+    assert result.violations == ()
+
+
+def _chain_item(cursor: int, wallet: str) -> FeedItem:
+    event = AuctionStarted(auction_id=f"auction-{wallet}", chain_start_time=1_000 + cursor)
+    return FeedItem(cursor=cursor, event_id=f"{wallet}:started", wallet=wallet, event=event)
+
+
+def test_dst_feed_log_keeps_every_item_at_its_cursor_in_cursor_order() -> None:
+    """Events published in swapped order get the cursors in the order they were published,
+    and a read from any cursor gives the same items again (DST seed 3785: a feed that
+    handed out cursor 4 before 3 let the watcher's cursor pass an item it never handled)."""
+    log = FeedLog()
+    first, second, third = _chain_item(1, "0xa"), _chain_item(2, "0xb"), _chain_item(3, "0xc")
+    log.extend([first, third, second])  # the chain's 2 and 3 published the other way round
+    cursors = [item.cursor for item in log.after(None)]
+    assert cursors == [1, 2, 3]
+    assert [item.wallet for item in log.after(None)] == ["0xa", "0xc", "0xb"]
+    assert log.after(2) == log.after(None)[2:]
+    assert [item.wallet for item in log.after(1)] == ["0xc", "0xb"]
+    log.extend([first])  # a redelivery: same event id, a later cursor
+    assert [(item.cursor, item.event_id) for item in log.after(3)] == [(4, "0xa:started")]
+
+
+def test_dst_feed_faults_at_every_publish_break_no_invariant() -> None:
+    """A seed whose every batch of chain events is reordered or redelivered (and with
+    store faults and crashes) breaks no invariant."""
+    plan = FaultPlan(seed=3785, feed=1.0, store=0.05, crash=0.003)
+    result = run_seed(3785, plan=plan)
+    assert result.faults.get("feed_reordered", 0) + result.faults.get("feed_redelivered", 0) > 0
     assert result.violations == ()
 
 
