@@ -17,8 +17,10 @@ deadline ``state`` has passed at ``now``, and since when:
 ``step`` checks the state it leaves behind and raises ``Alert(code=AlertCode.STUCK)``
 when it overstays: a deadline passed that the step itself could not act on (a request
 whose receipt came back but whose auction never started, an auction whose start time
-never arrived, a stop left unanswered while the account fell back below maintenance, an
-engine that says "not liquidatable" of an account below maintenance past its deadline).
+never arrived, an engine that says "not liquidatable" of an account below maintenance
+past its deadline). A stale stop is always acted on — sent again for a recovered
+account, dropped for one liquidatable again — so ``STOP_STALE`` is only seen between
+steps.
 A correct watcher on a live chain never sees one. A shell that checks stored states
 between steps should allow a grace (a poll interval): a deadline just passed is acted on
 at the account's next wake-up.

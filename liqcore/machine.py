@@ -34,7 +34,8 @@ Phases (see :mod:`liqcore.state`; every move between them is in ``TRANSITIONS``)
   planning reduce-only BUYs with ``planning.plan_partial_orders`` anchored on ``Health``.
 * **InLiquidation** — cancel every open order (the auctioned portfolio must not change);
   once the account recovered and the chain start time is known, ``StopAuction`` (again
-  if a stop went unanswered past the timeout).
+  if a stop went unanswered past the timeout; a stop unanswered past the timeout of an
+  account liquidatable again is dropped instead, and the auction goes on).
 * **Liquidated** — only orphans are cancelled; an operator's ``AccountReset`` re-opens.
 
 Whatever the phase, when the state a step leaves behind has overstayed a deadline nothing
@@ -544,14 +545,21 @@ def _in_liquidation(
     now: int,
     config: Config,
 ) -> tuple[Phase, list[Command]]:
-    """SPEC §7 step 4: cancel everything; stop the auction once the account recovered."""
+    """SPEC §7 step 4: cancel everything; stop the auction once the account recovered.
+
+    A stop that went unanswered past the timeout is sent again while the account is still
+    recovered, and dropped once it is liquidatable again: the auction goes on, and a later
+    recovery sends a new stop at once."""
     wallet = health.wallet
     effects: list[Command] = list(_cancels(wallet, orders, now))
     stop_at = phase.stop_requested_at  # set exactly with stop_request_id
+    stale = stop_at is not None and now > stop_at + config.full_escalation_timeout_ms
+    if health.is_liquidatable and stale:
+        return attrs.evolve(phase, stop_request_id=None, stop_requested_at=None), effects
     if (
         not health.is_liquidatable
         and phase.chain_start_time is not None
-        and (stop_at is None or now > stop_at + config.full_escalation_timeout_ms)
+        and (stop_at is None or stale)
     ):
         stop_id = request_id("stop", wallet, now, 0)
         effects.append(

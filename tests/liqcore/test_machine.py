@@ -27,6 +27,7 @@ from liqcore.commands import (
     SubmitOrder,
 )
 from liqcore.config import Config
+from liqcore.deadlines import overstay
 from liqcore.errors import InvalidInput, PlanningError
 from liqcore.events import (
     AccountReset,
@@ -589,9 +590,12 @@ def test_step_in_liquidation_without_chain_start_past_its_bound_is_stuck() -> No
     assert [a.code for a in alerts(commands)] == [AlertCode.STUCK]
 
 
-def test_step_stop_unanswered_while_liquidatable_again_is_stuck() -> None:
-    """A stale stop that step does not send again (the account is liquidatable once more)
-    is reported; a stale stop of a recovered account is sent again instead."""
+def test_step_stop_unanswered_while_liquidatable_again_is_dropped_not_stuck() -> None:
+    """A stop unanswered past the timeout of an account liquidatable once more is no
+    longer wanted: step drops it (a publish), sends nothing and the auction goes on —
+    nothing is left outstanding, so no STUCK. Before the timeout it is kept (its answer may
+    still come); a stale stop of a recovered account is sent again instead; and once
+    dropped, a later recovery sends a new stop at once."""
     phase = InLiquidation(
         auction_id="A1",
         entered_at=0,
@@ -599,12 +603,25 @@ def test_step_stop_unanswered_while_liquidatable_again_is_stuck() -> None:
         stop_request_id="s1",
         stop_requested_at=1_000,
     )
-    _, commands = step(account(phase), health(), [], 61_001, CONFIG)
-    assert [a.code for a in alerts(commands)] == [AlertCode.STUCK]
+    kept, waiting = step(account(phase), health(), [], 61_000, CONFIG)
+    assert kept.phase == phase
+    assert not waiting
+
+    dropped, commands = step(account(phase), health(), [], 61_001, CONFIG)
+    assert dropped.phase == InLiquidation(auction_id="A1", entered_at=0, chain_start_time=10)
+    assert not alerts(commands)
     assert not stops(commands)
+    [change] = changes(commands)
+    assert change.projection_changed
+    assert overstay(dropped, 61_001, CONFIG) is None
+    assert next_wakeup(dropped, CONFIG) is None
+
     _, resent = step(account(phase), RECOVERED, [], 61_001, CONFIG)
     assert len(stops(resent)) == 1
     assert not alerts(resent)
+    _, again = step(dropped, RECOVERED, [], 61_002, CONFIG)
+    assert len(stops(again)) == 1
+    assert not alerts(again)
 
 
 def test_step_below_maintenance_past_deadline_without_verdict_is_stuck() -> None:

@@ -433,6 +433,35 @@ async def test_watcher_stop_auction_outcomes(fault: Fault | None, kept: bool) ->
     assert len(world.exchange.stops) == 1
 
 
+async def test_watcher_lost_stop_of_an_account_liquidatable_again_is_dropped_not_stuck() -> None:
+    """A stop whose outcome is unknown, for an account that then falls back below
+    maintenance, is neither sent again nor left outstanding: once stale it is dropped, the
+    auction goes on, and no STUCK is raised; a later recovery sends a new stop at once."""
+    world = seed_world()
+    world.exchange.set_margin(W, RECOVERED)
+    world.exchange.clear_orders(W)
+    running = InLiquidation(auction_id="a1", entered_at=5_000, chain_start_time=5_000)
+    world.store.put(
+        AccountState(wallet=W, margin_mode=MarginMode.STANDARD, phase=running, updated_at=5_000)
+    )
+    world.exchange.inject("stop", Fault.outcome_unknown())
+    watcher = world.watcher()
+    await world.poll(watcher)
+    assert world.state().phase.stop_request_id is not None  # type: ignore[union-attr]
+    world.exchange.set_margin(W, LIQUIDATABLE)
+    world.clock.advance(SEED_CONFIG.full_escalation_timeout_ms + 1)
+    await world.poll(watcher)
+    assert world.state().phase == running
+    assert len(world.exchange.stops) == 1
+    assert world.metric("alerts_total", code="stuck") == 0
+    assert world.metric("stuck_wallets") == 0
+    world.exchange.set_margin(W, RECOVERED)
+    world.clock.advance(5_000)
+    await world.poll(watcher)
+    assert len(world.exchange.stops) == 2
+    assert world.metric("alerts_total", code="stuck") == 0
+
+
 async def test_watcher_benign_cancel_rejection_counts_as_confirmed() -> None:
     """A cancel rejected because the order already filled is done: the wallet is stepped
     again at once, as for a confirmed cancel."""
