@@ -6,7 +6,8 @@ again) or the chain (starting the auction it was asked for). :func:`overstay` sa
 deadline ``state`` has passed at ``now``, and since when:
 
 * ``ESCALATION_OVERDUE`` — PreLiquidation with no full-auction request, last observed
-  below maintenance margin: past ``escalation_deadline``;
+  below a maintenance requirement (``0 < mm_required`` and ``equity < mm_required``):
+  past ``escalation_deadline``;
 * ``REQUEST_STALE`` — a full-auction request (with or without its receipt): past
   ``pending_full_requested_at + full_escalation_timeout_ms``;
 * ``CHAIN_START_MISSING`` — InLiquidation without the chain's start time: past
@@ -79,8 +80,11 @@ def overstay(state: AccountState, now: int, config: Config) -> Overstay | None:
             deadline = requested_at + config.full_escalation_timeout_ms
             return _past(OverstayKind.REQUEST_STALE, deadline, now)
         case PreLiquidation():
-            # Escalation is due at the deadline while the account is below maintenance.
-            if state.equity < state.mm_required:
+            # Escalation is due at the deadline while the account is below a maintenance
+            # requirement. With none left (mm_required 0: no position needs margin) there
+            # is nothing to auction — a negative equity is bad debt, the engine rightly
+            # says "not liquidatable", and the next step with the portfolio recovers it.
+            if state.mm_required > 0 and state.equity < state.mm_required:
                 return _past(OverstayKind.ESCALATION_OVERDUE, phase.escalation_deadline, now)
             return None
         case InLiquidation(chain_start_time=None):

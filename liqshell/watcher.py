@@ -485,11 +485,11 @@ class Watcher:
         """Reconcile a wallet's unfinished commands (at start-up, or after a reload).
 
         A ``StartAuction`` or ``StopAuction`` that is still the wallet's latest request (its
-        request id is the one the stored state waits on, with no receipt yet) is sent again
-        with that id — the executor is idempotent per wallet — and its outcome folded in as
-        after any send. Publishes are published again with their original key. Submits and
-        cancels are reported, never replayed: the next step sees a fresh snapshot and
-        supersedes them."""
+        request id is the one the stored state waits on, with no receipt yet, and it is not
+        stale yet) is sent again with that id — the executor is idempotent per wallet — and
+        its outcome folded in as after any send. Publishes are published again with their
+        original key. Submits and cancels are reported, never replayed: the next step sees a
+        fresh snapshot and supersedes them."""
         stored = self._stored[wallet]
         unfinished = stored.unfinished
         self._metrics.unfinished(len(unfinished))
@@ -500,7 +500,10 @@ class Watcher:
         for entry in unfinished:
             command = entry.command
             resend = not self._shadow and (
-                isinstance(command, PublishStateChange) or _still_requested(stored.state, command)
+                isinstance(command, PublishStateChange)
+                or _still_requested(
+                    stored.state, command, now, self._config.full_escalation_timeout_ms
+                )
             )
             _log.warning(
                 "wallet %s: %s found unfinished %s (version %d, index %d): %s",
@@ -1228,10 +1231,15 @@ def _reprice_cancels_confirmed(
     )
 
 
-def _still_requested(state: AccountState, command: Command) -> bool:
-    """Whether ``command`` is an auction request the stored ``state`` still waits on: the
-    ``StartAuction`` of a pre-liquidation pending full request with no receipt yet, or the
-    ``StopAuction`` of the running auction's stop request."""
+def _still_requested(state: AccountState, command: Command, now: int, timeout_ms: int) -> bool:
+    """Whether ``command`` is an auction request the stored ``state`` still waits on at
+    ``now``: the ``StartAuction`` of a pre-liquidation pending full request with no receipt
+    yet, or the ``StopAuction`` of the running auction's stop request — and not stale yet
+    (``now`` at most ``timeout_ms`` after it was made). A stale one is the next step's to
+    decide: it requests anew (a start, or a stop of a recovered account) with a fresh
+    request time, or drops it (a stop of an account liquidatable again); sent now, its
+    receipt would confirm a request already past its staleness limit (``STUCK`` at once,
+    DST seed 6935) or stop the auction of an account that needs it."""
     phase = state.phase
     match command:
         case StartAuction():
@@ -1239,9 +1247,16 @@ def _still_requested(state: AccountState, command: Command) -> bool:
                 isinstance(phase, PreLiquidation)
                 and phase.pending_full_request_id == command.request_id
                 and phase.pending_full_auction_id is None
+                and phase.pending_full_requested_at is not None
+                and now <= phase.pending_full_requested_at + timeout_ms
             )
         case StopAuction():
-            return isinstance(phase, InLiquidation) and phase.stop_request_id == command.request_id
+            return (
+                isinstance(phase, InLiquidation)
+                and phase.stop_request_id == command.request_id
+                and phase.stop_requested_at is not None
+                and now <= phase.stop_requested_at + timeout_ms
+            )
         case _:
             return False
 

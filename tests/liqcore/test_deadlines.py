@@ -105,6 +105,15 @@ def test_overstay_of_pre_liquidation_at_or_above_maintenance_is_none() -> None:
     assert overstay(account(pre(), equity="300", mm="300"), 10**9, CONFIG) is None
 
 
+def test_overstay_of_pre_liquidation_with_no_maintenance_requirement_is_none() -> None:
+    """Past the deadline, an account with no requirement left (no position needs margin)
+    and a negative equity has nothing to auction: the engine calls it not liquidatable and
+    it is not due to escalate (DST seed 6998: a stale portfolio still showed the short the
+    account had closed, so the step could not recover it yet, and STUCK fired)."""
+    assert overstay(account(pre(), equity="-336.5", mm="0"), 10**9, CONFIG) is None
+    assert overstay(account(pre(), equity="-336.5", mm="0.01"), 10**9, CONFIG)
+
+
 def test_overstay_describe_says_kind_since_and_for_how_long() -> None:
     """The alert text names the kind, the deadline and how long ago it passed."""
     found = Overstay(kind=OverstayKind.STOP_STALE, since=1_000)

@@ -995,6 +995,57 @@ async def test_watcher_restart_sends_again_a_stop_auction_lost_to_a_crash() -> N
     assert stored.unfinished == ()
 
 
+async def test_watcher_restart_leaves_an_auction_request_gone_stale_to_the_next_step() -> None:
+    """A StartAuction lost to a crash is not sent again by a restart (or a release from
+    quarantine) that comes after the request went stale: its receipt would confirm a
+    request already past its limit, and step would raise STUCK at once (DST seed 6935).
+    The first poll clears it and requests again, with a new id and a fresh request time;
+    no second auction, no STUCK. A stop gone stale is not sent again either."""
+    world = seed_world()
+    world.exchange.set_portfolio(W, perp_portfolio())
+    await world.poll(world.watcher(auctions=Killed()))
+    decided = pre(world.state())
+    assert decided.pending_full_request_id is not None
+    assert decided.pending_full_requested_at is not None
+    world.clock.set_time(
+        decided.pending_full_requested_at + SEED_CONFIG.full_escalation_timeout_ms + 1
+    )
+
+    restarted = world.watcher()
+    await world.drain(restarted)  # start-up only: no poll
+    assert world.exchange.starts == []
+    assert world.metric("resent_requests_total", command="StartAuction") == 0
+    await world.poll(restarted)
+    (start,) = world.exchange.starts
+    assert start.request_id != decided.pending_full_request_id
+    phase = pre(world.state())
+    assert phase.pending_full_request_id == start.request_id
+    assert phase.pending_full_auction_id == world.exchange.auctions_created[0][1].auction_id
+    assert world.metric("alerts_total", code="stuck") == 0
+
+    stopping = InLiquidation(
+        auction_id="a1",
+        entered_at=5_000,
+        chain_start_time=5_000,
+        stop_request_id="stop-1",
+        stop_requested_at=6_000,
+    )
+    world.store.put(
+        AccountState(wallet=V, margin_mode=MarginMode.STANDARD, phase=stopping, updated_at=6_000),
+        unfinished=[
+            Unfinished(
+                version=1,
+                index=0,
+                command=StopAuction(
+                    wallet=V, auction_id="a1", chain_start_time=5_000, request_id="stop-1"
+                ),
+            )
+        ],
+    )
+    await world.drain(world.watcher())
+    assert world.exchange.stops == []
+
+
 async def test_watcher_restart_never_sends_a_stale_auction_request_or_an_order() -> None:
     """Unfinished auction requests that are no longer the wallet's latest (the state waits on
     another request id, or has its receipt) and unfinished submits are reported at the
