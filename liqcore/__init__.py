@@ -8,6 +8,7 @@ clock, no randomness, no logging.
 from __future__ import annotations
 
 from liqcore._version import __version__
+from liqcore.changes import state_change
 from liqcore.commands import (
     Alert,
     AlertCode,
@@ -182,6 +183,7 @@ __all__ = [
     "request_id",
     "required_mm_relief",
     "slice_candidates",
+    "state_change",
     "step",
     "target_equity_from_mm",
     "to_decimal",

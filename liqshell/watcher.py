@@ -11,12 +11,14 @@ stepped on an unknown state.
 
 Chain and operator events from the feed are applied under the same per-wallet lock as the
 polls and committed with the feed cursor; event ids already applied are skipped, and every
-item moves the cursor. At start-up the unfinished commands of each wallet's last decision
-are reported; a ``StartAuction`` or ``StopAuction`` that is still the wallet's latest
-request is sent again with its request id (the executor is idempotent per wallet) and its
-outcome folded in; unconfirmed publishes are published again with their key; submits and
-cancels are not replayed (the next step, on a fresh snapshot, supersedes them). A recorder
-that is not the store is completed from the store's history before the first poll.
+item moves the cursor. A phase change they make is published after that commit
+(``liqcore.state_change``), keyed like a decision's publishes. At start-up the unfinished
+commands of each wallet's last decision are reported; a ``StartAuction`` or
+``StopAuction`` that is still the wallet's latest request is sent again with its request
+id (the executor is idempotent per wallet) and its outcome folded in; unconfirmed
+publishes are published again with their key; submits and cancels are not replayed (the
+next step, on a fresh snapshot, supersedes them). A recorder that is not the store is
+completed from the store's history before the first poll.
 
 In shadow mode (``Config.enabled = False``) decisions are recorded with
 ``executed=False``; nothing is executed and nothing is committed to the store, whose
@@ -61,6 +63,7 @@ from liqcore import (
     StopAuction,
     SubmitOrder,
 )
+from liqcore.changes import state_change
 from liqcore.machine import apply, next_wakeup, step, wallets_to_check
 from liqcore.reduce_only import is_liquidation_order
 from liqshell.interpreter import Execution, Interpreter, OutcomeStatus, answers_of
@@ -1003,30 +1006,39 @@ class Watcher:
         self, item: FeedItem, stored: Stored, new: AccountState, now: int
     ) -> None:
         wallet = item.wallet
+        version = stored.version + 1
+        # The transition's publish (SPEC §9, issue 9): committed as unfinished with the
+        # feed item, published after the commit with the key (wallet, version, 0), and
+        # dropped from the unfinished commands once confirmed — as step's publishes are.
+        publish = state_change(stored.state, new, now)
+        commands: tuple[Command, ...] = () if publish is None else (publish,)
+        pending = stored.unfinished + tuple(
+            Unfinished(version=version, index=index, command=command)
+            for index, command in enumerate(commands)
+        )
         record = Record(
             kind=RecordKind.FEED,
             wallet=wallet,
             now=now,
-            version=stored.version + 1,
+            version=version,
             previous=stored.state,
+            commands=commands,
             state=new,
             events=(item.event,),
-            pending=stored.unfinished,
+            pending=pending,
             event_id=item.event_id,
             cursor=item.cursor,
             executed=not self._shadow,
             note="applied",
         )
         if self._shadow:
-            self._stored[wallet] = Stored(
-                state=new, version=stored.version + 1, unfinished=stored.unfinished
-            )
+            self._stored[wallet] = Stored(state=new, version=version, unfinished=stored.unfinished)
             self._shadow_applied.add(item.event_id)
             self._cursor = item.cursor
             await self._record(record, committed=False)
         else:
             try:
-                version = await self._store.commit(
+                committed = await self._store.commit(
                     wallet, new, record, expected_version=stored.version, cursor=item.cursor
                 )
             except Exception as error:
@@ -1045,7 +1057,7 @@ class Watcher:
                     extra=fields(wallet=wallet, event_id=item.event_id, cursor=item.cursor),
                 )
                 raise _Stop from error
-            self._stored[wallet] = Stored(state=new, version=version, unfinished=stored.unfinished)
+            self._stored[wallet] = Stored(state=new, version=committed, unfinished=pending)
             self._cursor = item.cursor
             await self._record(record, committed=True)
         self._metrics.feed_item("applied")
@@ -1061,6 +1073,36 @@ class Watcher:
             extra=fields(
                 wallet=wallet, phase=state_phase(new), event_id=item.event_id, cursor=item.cursor
             ),
+        )
+        if publish is not None and not self._shadow:
+            await self._publish_applied(wallet, publish, version=version, decided=new, now=now)
+
+    async def _publish_applied(
+        self,
+        wallet: str,
+        publish: PublishStateChange,
+        *,
+        version: int,
+        decided: AccountState,
+        now: int,
+    ) -> None:
+        """Publish a feed transition committed as ``version``; once confirmed, commit the
+        unfinished commands without it (a failed publish stays unfinished and is published
+        again after a restart, like any publish)."""
+        outcome = await self._interpreter.interpret(publish, version=version, index=0)
+        if outcome.unfinished:
+            return
+        stored = self._stored[wallet]
+        await self._commit_outcomes(
+            wallet,
+            decided=decided,
+            after=decided,
+            commands=(publish,),
+            execution=Execution(outcomes=(outcome,)),
+            pending=tuple(
+                entry for entry in stored.unfinished if (entry.version, entry.index) != (version, 0)
+            ),
+            now=now,
         )
 
     async def _skip_item(self, item: FeedItem, result: str, state: AccountState | None) -> None:

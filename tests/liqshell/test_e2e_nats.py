@@ -143,12 +143,13 @@ async def test_e2e_nats_full_life_enter_reprice_escalate_auction_stop_recover(ri
     assert len({r.msg_id for r in engine.requests}) == len(engine.requests)
     assert all(r.reply is not None and "error" not in r.reply for r in engine.requests)
 
-    # Every publish of every committed decision arrived once, under its key, unchanged.
+    # Every publish of every committed decision and applied feed item arrived once, under
+    # its key, unchanged.
     records = list(rig.store.records(wallet=W))
     decided: list[tuple[str, Command]] = [
         (f"{W}:{r.version}:{i}", c)
         for r in records
-        if r.kind is RecordKind.DECISION
+        if r.kind in (RecordKind.DECISION, RecordKind.FEED)
         for i, c in enumerate(r.commands)
     ]
     publishes = {key: c.change for key, c in decided if isinstance(c, PublishStateChange)}
@@ -162,8 +163,8 @@ async def test_e2e_nats_full_life_enter_reprice_escalate_auction_stop_recover(ri
         if isinstance(c, SubmitOrder | CancelOrder | StartAuction | StopAuction)
     ]
     assert requested == [r.command.request_id for r in engine.requests]
-    # Only step's publishes go out: the transitions the chain feed applies (auction started
-    # → in_liquidation, auction stopped → healthy) are committed but never published.
+    # step's publishes and, since issue 9, the transitions the chain feed applies (auction
+    # started → in_liquidation, auction stopped → healthy), in the order they were made.
     transitions = [(c.previous_phase, c.new_phase, c.projection_changed)
                    for _, c in engine.published]  # fmt: skip
     assert transitions == [
@@ -172,5 +173,7 @@ async def test_e2e_nats_full_life_enter_reprice_escalate_auction_stop_recover(ri
         ("pre_liquidation", "pre_liquidation", True),  # reprice: the new bonus
         ("pre_liquidation", "pre_liquidation", True),  # reprice: the new order tracked
         ("pre_liquidation", "pre_liquidation", True),  # escalation: the auction requested
+        ("pre_liquidation", "in_liquidation", True),  # feed: the auction started
         ("in_liquidation", "in_liquidation", True),  # the stop requested
+        ("in_liquidation", "healthy", True),  # feed: the auction stopped
     ]

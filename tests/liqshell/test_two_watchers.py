@@ -95,11 +95,12 @@ def auction_requests(records: list[Record]) -> set[str]:
 
 
 def decided_publishes(records: list[Record]) -> set[tuple[str, int, int]]:
-    """The publish keys ``(wallet, version, index)`` of every committed decision."""
+    """The publish keys ``(wallet, version, index)`` of every committed decision and
+    applied feed item (a transition from the chain feed is published too)."""
     return {
         (record.wallet, record.version, index)
         for record in records
-        if record.kind is RecordKind.DECISION
+        if record.kind in (RecordKind.DECISION, RecordKind.FEED)
         for index, command in enumerate(record.commands)
         if isinstance(command, PublishStateChange)
     }

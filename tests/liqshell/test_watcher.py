@@ -41,6 +41,7 @@ from liqcore import (
     SubmitOrder,
     to_decimal,
 )
+from liqcore.changes import state_change
 from liqcore.machine import step
 from liqshell import Watcher
 from liqshell.adapters.jsonl import JsonlRecorder
@@ -757,6 +758,132 @@ async def test_watcher_feed_invalid_item_is_recorded_and_passed() -> None:
     assert await world.drain(watcher) == 0
     assert world.store.current_cursor == 1
     assert world.metric("feed_items_total", result="invalid") == 1
+
+
+def feed_records(world: World) -> list[Record]:
+    return [r for r in world.store.records if r.kind is RecordKind.FEED and r.note == "applied"]
+
+
+async def test_watcher_feed_transition_is_published_once_after_its_commit() -> None:
+    """Issue 9, bug 6: a transition applied from the feed produces exactly one publish,
+    keyed (wallet, version of the feed commit, 0), that the consumer sees; it is what
+    liqcore.state_change says, and once confirmed it is no longer unfinished."""
+    world, watcher, auction = await auctioned_world()
+    before = list(world.sink.published)
+    previous = world.state()
+    world.feed.push(W, AuctionStarted(auction_id=auction, chain_start_time=10_500))
+    assert await world.drain(watcher) == 1
+
+    (record,) = feed_records(world)
+    new = world.state()
+    assert isinstance(new.phase, InLiquidation)
+    expected = state_change(previous, new, record.now)
+    assert expected is not None
+    assert record.commands == (expected,)
+    assert world.sink.published == [*before, ((W, record.version, 0), expected.change)]
+    change = world.sink.changes[-1]
+    assert (change.previous_phase, change.new_phase) == ("pre_liquidation", "in_liquidation")
+    assert change.auction_id == auction
+    stored = world.store.stored(W)
+    assert stored is not None
+    assert stored.unfinished == ()
+    assert stored.version == record.version + 1  # the confirmed publish was committed
+    (outcomes,) = [r for r in world.store.records if r.version == record.version + 1]
+    assert (outcomes.kind, outcomes.note, outcomes.pending) == (
+        RecordKind.OUTCOMES,
+        "confirmed",
+        (),
+    )
+
+
+async def test_watcher_feed_item_that_failed_to_commit_publishes_nothing() -> None:
+    """Commit before act: the publish of an item whose commit failed is not sent; the
+    retry that commits it publishes it once."""
+    world, watcher, auction = await auctioned_world()
+    before = len(world.sink.published)
+    world.feed.push(W, AuctionStarted(auction_id=auction, chain_start_time=1))
+    world.store.fail_commit(kind=RecordKind.FEED)
+    assert await world.drain(watcher) == 0
+    assert len(world.sink.published) == before
+    assert await world.drain(watcher) == 1
+    assert len(world.sink.published) == before + 1
+
+
+async def test_watcher_feed_publishes_every_chain_transition_in_order() -> None:
+    """Started, settled, reset: one publish each, keys in commit order."""
+    world, watcher, auction = await auctioned_world()
+    before = len(world.sink.published)
+    world.feed.push(W, AuctionStarted(auction_id=auction, chain_start_time=1))
+    world.feed.push(W, AuctionSettled(auction_id=auction))
+    world.feed.push(W, AccountReset())
+    assert await world.drain(watcher) == 3
+    changes = world.sink.changes[before:]
+    assert [(c.previous_phase, c.new_phase) for c in changes] == [
+        ("pre_liquidation", "in_liquidation"),
+        ("in_liquidation", "liquidated"),
+        ("liquidated", "healthy"),
+    ]
+    assert world.sink.keys[before:] == [(W, r.version, 0) for r in feed_records(world)]
+
+
+async def test_watcher_feed_stopped_auction_is_published() -> None:
+    world, watcher, auction = await auctioned_world()
+    world.feed.push(W, AuctionStarted(auction_id=auction, chain_start_time=1))
+    world.feed.push(W, AuctionStopped(auction_id=auction))
+    assert await world.drain(watcher) == 2
+    last = world.sink.changes[-1]
+    assert (last.previous_phase, last.new_phase, last.auction_id) == (
+        "in_liquidation",
+        "healthy",
+        auction,
+    )
+
+
+async def test_watcher_feed_unchanged_item_publishes_nothing() -> None:
+    world, watcher, _ = await auctioned_world()
+    before = len(world.sink.published)
+    world.feed.push(W, AuctionStopped(auction_id="not-ours"))
+    await world.drain(watcher)
+    assert len(world.sink.published) == before
+
+
+async def test_watcher_feed_publish_that_fails_is_published_again_after_a_restart() -> None:
+    """A feed publish the sink refused stays unfinished (carried by later decisions) and a
+    restarted watcher publishes it with its original key."""
+    world, watcher, auction = await auctioned_world()
+    world.sink.fail(times=1)
+    world.feed.push(W, AuctionStarted(auction_id=auction, chain_start_time=1))
+    assert await world.drain(watcher) == 1
+    (record,) = feed_records(world)
+    key = (W, record.version, 0)
+    assert key not in world.sink.keys
+    stored = world.store.stored(W)
+    assert stored is not None
+    assert [(u.version, u.index) for u in stored.unfinished] == [(record.version, 0)]
+    await world.poll(watcher)  # a later decision carries it
+    stored = world.store.stored(W)
+    assert stored is not None
+    assert (record.version, 0) in [(u.version, u.index) for u in stored.unfinished]
+    restarted = world.watcher()
+    await world.drain(restarted)
+    assert world.sink.keys.count(key) == 1
+    assert world.sink.changes[world.sink.keys.index(key)] == record.commands[0].change  # type: ignore[union-attr]
+
+
+async def test_watcher_feed_shadow_mode_records_the_publish_but_sends_nothing() -> None:
+    world = seed_world()
+    world.exchange.set_portfolio(W, perp_portfolio())
+    recorder = MemoryRecorder()
+    shadow = world.watcher(config=attrs.evolve(SEED_CONFIG, enabled=False), recorder=recorder)
+    await world.poll(shadow)
+    phase = shadow.states[W].phase
+    assert isinstance(phase, PreLiquidation)
+    world.feed.push(W, AuctionStarted(auction_id="a1", chain_start_time=1))
+    await world.drain(shadow)
+    assert world.sink.published == []
+    (applied,) = [r for r in recorder.records if r.kind is RecordKind.FEED]
+    assert [type(c) for c in applied.commands] == [PublishStateChange]
+    assert applied.executed is False
 
 
 async def test_watcher_feed_read_failure_keeps_what_was_applied() -> None:

@@ -159,6 +159,12 @@ class Checker:
         self.latest[wallet] = state
         round_trip = codec.from_json(codec.to_json(state), AccountState)
         self._check("serialisable", round_trip == state, wallet, f"v{record.version} changed")
+        if record.kind is RecordKind.FEED:
+            # A transition applied from the feed is published under the feed record's key.
+            for index, command in enumerate(record.commands):
+                if isinstance(command, PublishStateChange):
+                    self.publish_keys.add((wallet, record.version, index))
+            return
         if record.kind is not RecordKind.DECISION:
             return
         self._decision(wallet, record)
@@ -307,9 +313,12 @@ class Checker:
         accounted: set[str] = set()
         accounted_publishes: set[tuple[str, int, int]] = set()
         decisions: list[Record] = []
+        feed_publishes: list[Record] = []
         for record in records:
             if record.kind is RecordKind.DECISION and record.commits_version:
                 decisions.append(record)
+            if record.kind is RecordKind.FEED and record.commits_version and record.commands:
+                feed_publishes.append(record)
             if record.kind is RecordKind.RESTART:
                 for command in record.commands:
                     key = _request_key(command)
@@ -322,8 +331,11 @@ class Checker:
                     if key is not None and status in ("failed", "unknown"):
                         accounted.add(key)
             for entry in record.pending:
-                if record.kind is RecordKind.DECISION and entry.version == record.version:
-                    continue  # a decision's own commands are not a report about them
+                if (
+                    record.kind in (RecordKind.DECISION, RecordKind.FEED)
+                    and entry.version == record.version
+                ):
+                    continue  # a record's own commands are not a report about them
                 key = _request_key(entry.command)
                 if key is not None:
                     accounted.add(key)
@@ -349,6 +361,17 @@ class Checker:
                         record.wallet,
                         f"publish {publish} never reached the sink and was never reported",
                     )
+
+        for record in feed_publishes:
+            for index in range(len(record.commands)):
+                publish = (record.wallet, record.version, index)
+                self._check(
+                    "reached_or_reported",
+                    publish in self._reached_publishes or publish in accounted_publishes,
+                    record.wallet,
+                    f"publish {publish} of a feed item never reached the sink and was never "
+                    "reported",
+                )
 
     def _replay(self, record: Record, config: Config) -> None:
         assert record.health is not None
