@@ -150,3 +150,40 @@ def test_required_mm_relief_cut_puts_equity_on_target(
         target = target_equity_from_mm(CONTEXT.subtract(mm, relief), buffer_bps)
         scale = max(Decimal(1), abs(equity), mm)
         assert abs(target - equity) <= Decimal("1e-18") * scale
+
+
+# --- the ramp's boundaries (issue 9: each kills a comparison mutant) ------------------------
+
+
+def test_partial_bonus_one_ms_after_entry_is_on_the_ramp() -> None:
+    """Elapsed 1 of a 2 ms ramp from 0 to 10 000 is half-way (kills ``elapsed <= 1``); at
+    elapsed 0 it is the start (kills ``elapsed < 0`` only together with the formula)."""
+    assert partial_bonus_bps(0, 10_000, 2, ENTERED, ENTERED) == 0
+    assert partial_bonus_bps(0, 10_000, 2, ENTERED, ENTERED + 1) == 5_000
+    assert partial_bonus_bps(0, 10_000, 2, ENTERED, ENTERED + 2) == 10_000
+
+
+def test_partial_bonus_at_exactly_ramp_ms_is_max() -> None:
+    assert partial_bonus_bps(START, MAX, RAMP, ENTERED, ENTERED + RAMP - 1) == MAX - 1
+    assert partial_bonus_bps(START, MAX, RAMP, ENTERED, ENTERED + RAMP) == MAX
+
+
+def test_partial_bonus_ramp_of_one_ms() -> None:
+    """``ramp_ms == 1`` is a ramp, not the ``ramp_ms <= 0`` shortcut: start at entry, max
+    one ms later (kills ``ramp_ms <= 1``)."""
+    assert partial_bonus_bps(START, MAX, 1, ENTERED, ENTERED) == START
+    assert partial_bonus_bps(START, MAX, 1, ENTERED, ENTERED + 1) == MAX
+    assert partial_bonus_bps(START, MAX, 1, ENTERED, ENTERED - 1) == START
+
+
+def test_partial_bonus_zero_ramp_is_max_before_at_and_after_entry() -> None:
+    """``ramp_ms == 0`` gives max whatever ``now`` (kills ``ramp_ms < 0``)."""
+    for now in (ENTERED - 1, ENTERED, ENTERED + 1):
+        assert partial_bonus_bps(START, MAX, 0, ENTERED, now) == MAX
+
+
+def test_partial_bonus_is_floored_to_an_int() -> None:
+    """10 × 1 / 3 floors to 3, an int (kills ``/`` for ``//``)."""
+    bonus = partial_bonus_bps(0, 10, 3, ENTERED, ENTERED + 1)
+    assert type(bonus) is int
+    assert bonus == 3
