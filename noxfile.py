@@ -134,3 +134,16 @@ def dst(session: nox.Session) -> None:
         "python", "-m", "liqshell.sim.dst", "--jobs", "2", "--progress",
         "--report", "dst-report.json", *args,
     )  # fmt: skip
+
+
+MUTMUT = "mutmut==3.8.1"
+"""mutmut 3 (trampolines, a fork per mutant, tests chosen by coverage); configured per
+module by bench.mutate in a scratch copy, so pyproject.toml has no [tool.mutmut]."""
+
+
+@nox.session
+def mutate(session: nox.Session) -> None:
+    """Mutation testing of liqcore, one module at a time with its mirrored tests:
+    writes bench/mutation-report.json (``nox -s mutate -- --module targets``)."""
+    session.install(".[tests]", MUTMUT)
+    session.run("python", "-m", "bench.mutate", *session.posargs)

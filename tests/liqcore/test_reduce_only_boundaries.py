@@ -2,7 +2,8 @@
 
 The hand cases in test_reduce_only.py use positions of ±1 and more; these use longs and
 shorts between 0 and 1 and a new amount of exactly 0, where ``current > 1`` for
-``current > 0`` or ``new <= 0`` for ``new < 0`` would answer differently.
+``current > 0`` or ``new <= 0`` for ``new < 0`` would answer differently. Also the
+private ``_liquidation_orders``, which only machine.py's orphan cancels call.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from decimal import Decimal
 
 import pytest
 
-from liqcore.reduce_only import is_position_reduce_only
+from liqcore.inputs import OpenOrder, Side
+from liqcore.reduce_only import _liquidation_orders, is_position_reduce_only
 
 
 @pytest.mark.parametrize(
@@ -38,3 +40,37 @@ def test_is_position_reduce_only_between_zero_and_one(
     current: str, new: str, expected: bool
 ) -> None:
     assert is_position_reduce_only(Decimal(current), Decimal(new)) is expected
+
+
+# --- _liquidation_orders (machine's orphan cancels use it; nothing else here covered it) ---
+
+
+def _order(order_id: int, client_id: str | None) -> OpenOrder:
+    return OpenOrder(
+        order_id=order_id,
+        symbol="BTC-20261231-100000-C",
+        side=Side.BUY,
+        price=Decimal(1),
+        original_size=Decimal(1),
+        remaining_size=Decimal(1),
+        client_id=client_id,
+        created_at=10 - order_id,
+    )
+
+
+def test_liquidation_orders_are_the_minted_and_the_tracked_in_their_given_order() -> None:
+    """The wallet's ``liq-{wallet}-…`` orders and the tracked ones, in the order given (not
+    by age); none without a client id, none of another wallet, no user order."""
+    orders = [
+        _order(1, "liq-w-5-0"),
+        _order(2, None),
+        _order(3, "user-tp"),
+        _order(4, "liq-w2-5-0"),  # another wallet's prefix
+        _order(5, "tracked-x"),
+        _order(6, "liq-w-4-1"),
+        _order(7, "liq-w"),  # the prefix needs its trailing dash
+    ]
+    found = _liquidation_orders(orders, wallet="w", tracked=("tracked-x",))
+    assert [o.order_id for o in found] == [1, 5, 6]
+    assert _liquidation_orders(orders, wallet="w", tracked=()) == [orders[0], orders[5]]
+    assert _liquidation_orders([], wallet="w", tracked=("tracked-x",)) == []

@@ -332,3 +332,44 @@ def test_account_state_of_valid_equals_validated_construction(state: AccountStat
     assert attrs.asdict(built, recurse=False) == fields
     assert hash(built) == hash(state)
     assert repr(built) == repr(state)
+
+
+# --- exact answers and messages (issue 9: each kills a mutant `nox -s mutate` found) -----
+
+
+def test_material_change_between_two_healthy_is_false_not_none() -> None:
+    assert material_change(Healthy(), Healthy()) is False
+
+
+def _bare_pre(**fields: Any) -> PreLiquidation:
+    base: dict[str, Any] = {
+        "entered_at": 0,
+        "mm_shortfall": Decimal(0),
+        "target_equity": Decimal(0),
+        "escalation_deadline": 1,
+        "bonus_bps": 0,
+    }
+    return PreLiquidation(**{**base, **fields})
+
+
+def test_pre_liquidation_invariant_messages_name_the_fields() -> None:
+    with pytest.raises(InvalidInput) as unequal:
+        _bare_pre(active_order_request_ids=("r",))
+    assert str(unequal.value) == (
+        "PreLiquidation.active_order_request_ids and active_order_client_ids must be "
+        "parallel, had 1 and 0 entries"
+    )
+    with pytest.raises(InvalidInput) as pending:
+        _bare_pre(pending_full_request_id="r")
+    assert str(pending.value) == (
+        "PreLiquidation.pending_full_requested_at must be set exactly when "
+        "pending_full_request_id is"
+    )
+
+
+def test_in_liquidation_invariant_message_names_the_fields() -> None:
+    with pytest.raises(InvalidInput) as stop:
+        InLiquidation(auction_id="a", entered_at=0, stop_request_id="s")
+    assert str(stop.value) == (
+        "InLiquidation.stop_requested_at must be set exactly when stop_request_id is"
+    )

@@ -171,3 +171,40 @@ def test_evaluate_mm_is_the_sum_of_position_mm(
     assert facts.mm_required == sum(
         (MODEL.position_mm(p, {"BTC": spot}) for p in positions), Decimal(0)
     )
+
+
+# --- boundaries (issue 9: each kills a mutant `nox -s mutate` found alive) -----------------
+
+CALL = "BTC-20261231-100000-C"
+
+
+def test_spot_below_one_is_a_usable_spot() -> None:
+    """Only a spot ≤ 0 is refused: 0.5 is a price (kills ``price <= 1``)."""
+    assert spot_of({"DOGE": Decimal("0.5")}, "DOGE") == Decimal("0.5")
+
+
+def test_evaluate_skips_a_position_of_exactly_min_size() -> None:
+    """|amount| = MIN_SIZE is dust: no equity, no margin, and no mark price asked of it
+    (kills ``< MIN_SIZE``, which would ask and raise)."""
+    facts = MODEL.evaluate(portfolio(short(CALL, amount="-0.00000001"), cash="7"), 0)
+    assert (facts.equity, facts.mm_required) == (Decimal(7), Decimal(0))
+
+
+def test_evaluate_goes_on_after_a_dust_position() -> None:
+    """A dust position is skipped, not the end of the walk (kills ``break``)."""
+    dust = short("BTC-20261231-090000-P", amount="0.000000001")
+    alone = MODEL.evaluate(portfolio(short(CALL), cash="7"), 0)
+    behind_dust = MODEL.evaluate(portfolio(dust, short(CALL), cash="7"), 0)
+    assert behind_dust == alone
+    assert alone.mm_required > 0
+
+
+def test_long_option_below_one_needs_no_margin() -> None:
+    """A long option of 0.5 needs nothing (kills ``amount > 1``, which would value it as
+    a short with a negative margin)."""
+    assert MODEL.position_mm(short(CALL, amount="0.5"), SPOT) == 0
+
+
+def test_unknown_instrument_is_named_in_the_planning_error() -> None:
+    with pytest.raises(PlanningError, match=r"standard margin cannot value 'BTC-FUT'"):
+        MODEL.position_mm(short("BTC-FUT"), SPOT)
