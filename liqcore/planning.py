@@ -29,7 +29,7 @@ from liqcore import _validators as v
 from liqcore.config import Config
 from liqcore.errors import InvalidInput, PlanningError
 from liqcore.inputs import MarginMode, Portfolio, Position, Quote
-from liqcore.instruments import InstrumentSpec, option_symbol
+from liqcore.instruments import InstrumentSpec, OptionSymbol, option_symbol
 from liqcore.margin.base import MarginFacts, MarginModel
 from liqcore.margin.portfolio import PortfolioMargin, PreparedPortfolioMargin
 from liqcore.margin.standard import StandardMargin
@@ -78,6 +78,89 @@ _GOLDEN_PPM = 618_034
 _PEAK_STEPS = 64
 
 
+# --- what a plan derives once ------------------------------------------------------------
+
+
+class _Memo:
+    """What one plan would otherwise re-derive per candidate and per round (planning-local:
+    one per call of a public function, discarded with it; liqcore keeps no global cache).
+
+    Each position's mark (by the :class:`Position` object, which is frozen; the memo keeps it
+    alive so its ``id`` is not reused), each symbol's parsed option, and under standard margin
+    the per-unit margin of a short option at the plan's spot. Every value is computed by the
+    very operations the model and :attr:`Position.mark_price` use, in the same order, so a
+    plan is the same, digit for digit, with or without the memo.
+    """
+
+    __slots__ = ("_marks", "_model", "_options", "_spot", "_units")
+
+    def __init__(self, model: MarginModel | None, spot: Mapping[str, Decimal]) -> None:
+        self._model = model if model is not None and _is_additive(model) else None
+        self._spot = spot
+        self._marks: dict[int, tuple[Position, Decimal]] = {}
+        self._options: dict[str, OptionSymbol | None] = {}
+        self._units: dict[str, Decimal] = {}
+
+    def option(self, symbol: str) -> OptionSymbol | None:
+        """:func:`~liqcore.instruments.option_symbol` of ``symbol``."""
+        try:
+            return self._options[symbol]
+        except KeyError:
+            option = self._options[symbol] = option_symbol(symbol)
+            return option
+
+    def mark(self, position: Position) -> Decimal:
+        """``position.mark_price``."""
+        known = self._marks.get(id(position))
+        if known is None:
+            known = self._marks[id(position)] = (position, position.mark_price)
+        return known[1]
+
+    def mm(
+        self,
+        model: StandardMargin,
+        position: Position,
+        amount: Decimal,
+        spot: Mapping[str, Decimal],
+    ) -> Decimal:
+        """``model.position_mm`` of ``position`` holding ``amount`` instead (standard margin)."""
+        if amount.copy_abs() <= MIN_SIZE:
+            return ZERO
+        option = self.option(position.symbol)
+        if option is None or model is not self._model or not self._same_spot(spot):
+            if amount is not position.amount:
+                position = attrs.evolve(position, amount=amount)
+            return model.position_mm(position, spot)
+        if amount > 0:
+            return ZERO
+        unit = self._units.get(position.symbol)
+        if unit is None:
+            unit = self._units[position.symbol] = model._option_unit_mm(option, spot)
+        return CONTEXT.multiply(amount.copy_negate(), unit)
+
+    def evaluate(self, model: MarginModel, portfolio: Portfolio, now: int) -> MarginFacts:
+        """``model.evaluate(portfolio, now)``."""
+        if (
+            model is not self._model
+            or not _is_additive(model)
+            or not self._same_spot(portfolio.spot)
+        ):
+            return model.evaluate(portfolio, now)
+        equity = portfolio.cash
+        mm = ZERO
+        spot = portfolio.spot
+        for position in portfolio.positions.values():
+            amount = position.amount
+            if amount.copy_abs() <= MIN_SIZE:
+                continue
+            equity = CONTEXT.add(equity, CONTEXT.multiply(amount, self.mark(position)))
+            mm = CONTEXT.add(mm, self.mm(model, position, amount, spot))
+        return MarginFacts(equity=equity, mm_required=mm)
+
+    def _same_spot(self, spot: Mapping[str, Decimal]) -> bool:
+        return spot is self._spot or spot == self._spot
+
+
 # --- prices ------------------------------------------------------------------------------
 
 
@@ -104,18 +187,25 @@ def reference_price(quote: Quote | None, position: Position, band_bps: int) -> D
     is theo if positive, else the mark. Raises :class:`PlanningError` when there is no
     positive price or no positive fair value to cap it against.
     """
+    return _reference_price(quote, position.symbol, _mark(position), bps_fraction(band_bps))
+
+
+def _reference_price(
+    quote: Quote | None, symbol: str, mark: Decimal | None, cap: Decimal
+) -> Decimal:
+    """:func:`reference_price` of the position ``symbol`` whose positive mark is ``mark``
+    (``None`` if it has none), ``cap`` being ``bps_fraction(band_bps)``."""
     ask = bid = mid = theo = None
     if quote is not None:
         ask, mid, bid = _positive(quote.best_ask), _positive(quote.mid), _positive(quote.best_bid)
         theo = _positive(quote.theo)
-    mark = _mark(position)
     price = next((p for p in (ask, mid, bid, theo, mark) if p is not None), None)
     if price is None:
-        raise PlanningError(f"no positive price for {position.symbol} (book, theo and mark)")
+        raise PlanningError(f"no positive price for {symbol} (book, theo and mark)")
     fair = theo if theo is not None else mark
     if fair is None:
-        raise PlanningError(f"no positive fair value (theo or mark) for {position.symbol}")
-    return min(price, CONTEXT.multiply(fair, bps_fraction(band_bps)))
+        raise PlanningError(f"no positive fair value (theo or mark) for {symbol}")
+    return min(price, CONTEXT.multiply(fair, cap))
 
 
 def execution_prices(
@@ -132,16 +222,30 @@ def execution_prices(
     without an :class:`InstrumentSpec`). A symbol without a usable price is named in the
     second mapping with the reason; the others are still priced. Both are in symbol order.
     """
+    return _execution_prices(portfolio, quotes, bonus_bps, config, now, _Memo(None, portfolio.spot))
+
+
+def _execution_prices(  # noqa: PLR0917 (execution_prices' arguments and the memo)
+    portfolio: Portfolio,
+    quotes: Mapping[str, Quote],
+    bonus_bps: int,
+    config: Config,
+    now: int,
+    memo: _Memo,
+) -> tuple[Mapping[str, Decimal], Mapping[str, str]]:
     markup = bps_fraction(bonus_bps)
+    cap = bps_fraction(config.reference_band_bps)
     prices: dict[str, Decimal] = {}
     unpriced: dict[str, str] = {}
     for symbol in sorted(portfolio.positions):
         position = portfolio.positions[symbol]
-        option = option_symbol(symbol)
+        option = memo.option(symbol)
         if option is None or not _is_short(position) or option.expires_at <= now:
             continue
         try:
-            reference = reference_price(quotes.get(symbol), position, config.reference_band_bps)
+            reference = _reference_price(
+                quotes.get(symbol), symbol, _positive(memo.mark(position)), cap
+            )
         except PlanningError as error:
             unpriced[symbol] = str(error)
             continue
@@ -226,6 +330,7 @@ def _relief(
     now: int,
     before: MarginFacts,
     prepared: PreparedPortfolioMargin | None = None,
+    memo: _Memo | None = None,
 ) -> tuple[Decimal, Decimal, int]:
     """``(mm relief, equity cost, full model evaluations)`` of closing ``size`` of ``symbol``.
 
@@ -242,15 +347,16 @@ def _relief(
             0,
         )
     if _is_additive(model):
+        if memo is None:
+            memo = _Memo(model, portfolio.spot)
         position = portfolio.positions[symbol]
+        spot = portfolio.spot
         remaining = CONTEXT.add(position.amount, size)
         after = (
-            ZERO
-            if remaining.copy_abs() <= MIN_SIZE
-            else model.position_mm(attrs.evolve(position, amount=remaining), portfolio.spot)
+            ZERO if remaining.copy_abs() <= MIN_SIZE else memo.mm(model, position, remaining, spot)
         )
-        relief = CONTEXT.subtract(model.position_mm(position, portfolio.spot), after)
-        cost = CONTEXT.multiply(size, CONTEXT.subtract(price, position.mark_price))
+        relief = CONTEXT.subtract(memo.mm(model, position, position.amount, spot), after)
+        cost = CONTEXT.multiply(size, CONTEXT.subtract(price, memo.mark(position)))
         return relief, cost, 0
     facts = model.evaluate(close_short(portfolio, symbol, size, price), now)
     return (
@@ -297,13 +403,14 @@ def _candidates(
     buffer_bps: int,
     before: MarginFacts,
     prepared: PreparedPortfolioMargin | None = None,
+    memo: _Memo,
 ) -> tuple[tuple[SliceCandidate, ...], int]:
     harm_factor = bps_fraction(buffer_bps)
     candidates: list[SliceCandidate] = []
     evaluations = 0
     for symbol in sorted(prices):
         position = portfolio.positions.get(symbol)
-        option = option_symbol(symbol)
+        option = memo.option(symbol)
         if position is None or option is None or not _is_short(position):
             continue
         if option.expires_at <= now:
@@ -320,10 +427,11 @@ def _candidates(
             now=now,
             before=before,
             prepared=prepared,
+            memo=memo,
         )
         evaluations += used
         relief_per_unit = CONTEXT.divide(relief, step)
-        cost_per_unit = CONTEXT.subtract(price, position.mark_price)
+        cost_per_unit = CONTEXT.subtract(price, memo.mark(position))
         if relief_per_unit <= 0:
             continue
         if cost_per_unit >= CONTEXT.multiply(harm_factor, relief_per_unit):
@@ -364,6 +472,7 @@ def slice_candidates(
         buffer_bps=buffer_bps,
         before=before,
         prepared=prepared,
+        memo=_Memo(model, portfolio.spot),
     )[0]
 
 
@@ -381,6 +490,8 @@ def _ranked(candidates: Sequence[SliceCandidate]) -> list[SliceCandidate]:
 
 
 def _spec(symbol: str, instruments: Mapping[str, InstrumentSpec]) -> InstrumentSpec | None:
+    if not instruments:
+        return None
     option = option_symbol(symbol)
     return instruments.get(option.underlying) if option is not None else None
 
@@ -553,6 +664,7 @@ class _Closes:
         "_before",
         "_memo",
         "_model",
+        "_models",
         "_now",
         "_portfolio",
         "_price",
@@ -570,8 +682,10 @@ class _Closes:
         candidate: SliceCandidate,
         now: int,
         cost_weight: Decimal,
+        memo: _Memo,
     ) -> None:
         self._model, self._portfolio, self._before, self._now = model, portfolio, before, now
+        self._models = memo
         self._symbol, self._price = candidate.symbol, candidate.expected_fill_price
         self._weight = cost_weight
         self._memo: dict[Decimal, tuple[Decimal, Decimal]] = {}
@@ -588,6 +702,7 @@ class _Closes:
                 price=self._price,
                 now=self._now,
                 before=self._before,
+                memo=self._models,
             )
             self.evaluations += used
             self._memo[size] = (relief, cost)
@@ -635,6 +750,7 @@ def _plan_round(
     model: MarginModel,
     config: Config,
     now: int,
+    memo: _Memo,
 ) -> tuple[tuple[OrderPlan, ...], Portfolio, int]:
     """One greedy round: ``(plans, portfolio after them, model evaluations)``.
 
@@ -661,6 +777,7 @@ def _plan_round(
             candidate=candidate,
             now=now,
             cost_weight=cost_weight,
+            memo=memo,
         )
         fitted = _fit(closes, candidate, remaining, spec, linear=linear, cost_weight=cost_weight)
         evaluations += closes.evaluations
@@ -742,7 +859,7 @@ class _Simulation:
     ``counts``. A simulation closes each symbol at most once (a plan has one order a symbol).
     """
 
-    __slots__ = ("_model", "_now", "counts", "facts", "portfolio", "prepared")
+    __slots__ = ("_model", "_now", "counts", "facts", "memo", "portfolio", "prepared")
 
     def __init__(
         self,
@@ -753,15 +870,18 @@ class _Simulation:
         prepared: PreparedPortfolioMargin | None,
         facts: MarginFacts,
         counts: list[int],
+        memo: _Memo,
     ) -> None:
         self._model, self._now, self.counts = model, now, counts
         self.portfolio, self.prepared, self.facts = portfolio, prepared, facts
+        self.memo = memo
 
     @staticmethod
     def of(model: MarginModel, portfolio: Portfolio, now: int, counts: list[int]) -> _Simulation:
         """The model's valuation of ``portfolio`` (one full evaluation)."""
+        memo = _Memo(model, portfolio.spot)
         prepared = model.prepare(portfolio, now) if _is_scenario(model) else None
-        facts = prepared.facts() if prepared is not None else model.evaluate(portfolio, now)
+        facts = prepared.facts() if prepared is not None else memo.evaluate(model, portfolio, now)
         counts[0] += 1
         return _Simulation(
             model=model,
@@ -770,6 +890,7 @@ class _Simulation:
             prepared=prepared,
             facts=facts,
             counts=counts,
+            memo=memo,
         )
 
     def change(self, symbol: str, size: Decimal, price: Decimal) -> tuple[Decimal, Decimal]:
@@ -783,6 +904,7 @@ class _Simulation:
             now=self._now,
             before=self.facts,
             prepared=self.prepared,
+            memo=self.memo,
         )
         self.counts[0] += used
         return relief, cost
@@ -810,6 +932,7 @@ class _Simulation:
             prepared=prepared,
             facts=facts,
             counts=self.counts,
+            memo=self.memo,
         )
 
     def after(self, orders: Sequence[OrderPlan], skip: int = -1) -> _Simulation:
@@ -1486,7 +1609,7 @@ def plan_partial_orders(  # noqa: PLR0917 (the seed's argument order)
     counts = [0]
     start = _Simulation.of(model, portfolio, now, counts)
     original = start.facts
-    prices, unpriced = execution_prices(portfolio, quotes, bonus_bps, config, now)
+    prices, unpriced = _execution_prices(portfolio, quotes, bonus_bps, config, now, start.memo)
     buffer_bps = config.partial_target_buffer_bps
 
     def required_at(facts: MarginFacts) -> Decimal:
@@ -1689,10 +1812,10 @@ def _searched_plan(
     simulated, facts = start.portfolio, start.facts
     orders: tuple[OrderPlan, ...] = ()
     rounds = 0
-    counts = start.counts
+    counts, memo = start.counts, start.memo
     for _ in range(PLAN_MAX_ROUNDS):
         if simulated is not start.portfolio:
-            facts = model.evaluate(simulated, now)
+            facts = memo.evaluate(model, simulated, now)
             counts[0] += 1
         required = required_at(facts)
         if required <= MIN_SIZE:
@@ -1704,6 +1827,7 @@ def _searched_plan(
             now=now,
             buffer_bps=config.partial_target_buffer_bps,
             before=facts,
+            memo=memo,
         )
         counts[0] += used
         round_plans, simulated, used = _plan_round(
@@ -1714,6 +1838,7 @@ def _searched_plan(
             model=model,
             config=config,
             now=now,
+            memo=memo,
         )
         counts[0] += used
         if not round_plans:

@@ -10,7 +10,7 @@ import attrs
 from liqcore import _validators as v
 from liqcore.errors import PlanningError
 from liqcore.inputs import Portfolio, Position
-from liqcore.instruments import is_perp_symbol, option_symbol
+from liqcore.instruments import OptionSymbol, is_perp_symbol, option_symbol
 from liqcore.margin.base import MarginFacts
 from liqcore.numbers import CONTEXT, MIN_SIZE, ZERO
 
@@ -56,17 +56,21 @@ class StandardMargin:
         if option is not None:
             if amount > 0:
                 return ZERO
-            s = spot_of(spot, option.underlying)
-            if option.is_call:
-                otm = max(ZERO, CONTEXT.subtract(option.strike, s))
-            else:
-                otm = max(ZERO, CONTEXT.subtract(s, option.strike))
-            per_unit = max(
-                CONTEXT.subtract(CONTEXT.multiply(self.rate, s), otm),
-                CONTEXT.multiply(self.floor_rate, s),
-            )
-            return CONTEXT.multiply(amount.copy_negate(), per_unit)
+            return CONTEXT.multiply(amount.copy_negate(), self._option_unit_mm(option, spot))
         if is_perp_symbol(position.symbol):
             s = spot_of(spot, position.symbol[: -len("-PERP")])
             return CONTEXT.multiply(CONTEXT.multiply(amount.copy_abs(), s), self.perp_rate)
         raise PlanningError(f"standard margin cannot value {position.symbol!r}")
+
+    def _option_unit_mm(self, option: OptionSymbol, spot: Mapping[str, Decimal]) -> Decimal:
+        """Maintenance margin of one unit short of ``option``: ``max(rate × S − OTM,
+        floor_rate × S)``. A short option's :meth:`position_mm` is ``|amount|`` times this."""
+        s = spot_of(spot, option.underlying)
+        if option.is_call:
+            otm = max(ZERO, CONTEXT.subtract(option.strike, s))
+        else:
+            otm = max(ZERO, CONTEXT.subtract(s, option.strike))
+        return max(
+            CONTEXT.subtract(CONTEXT.multiply(self.rate, s), otm),
+            CONTEXT.multiply(self.floor_rate, s),
+        )
