@@ -92,14 +92,16 @@ class _Memo:
     plan is the same, digit for digit, with or without the memo.
     """
 
-    __slots__ = ("_marks", "_model", "_options", "_spot", "_units")
+    __slots__ = ("_expiries", "_marks", "_model", "_options", "_spot", "_terms", "_units")
 
     def __init__(self, model: MarginModel | None, spot: Mapping[str, Decimal]) -> None:
         self._model = model if model is not None and _is_additive(model) else None
         self._spot = spot
         self._marks: dict[int, tuple[Position, Decimal]] = {}
         self._options: dict[str, OptionSymbol | None] = {}
+        self._expiries: dict[str, int | None] = {}
         self._units: dict[str, Decimal] = {}
+        self._terms: dict[int, tuple[Position, Decimal, Decimal]] = {}
 
     def option(self, symbol: str) -> OptionSymbol | None:
         """:func:`~liqcore.instruments.option_symbol` of ``symbol``."""
@@ -108,6 +110,15 @@ class _Memo:
         except KeyError:
             option = self._options[symbol] = option_symbol(symbol)
             return option
+
+    def expiry(self, symbol: str) -> int | None:
+        """The option ``symbol``'s ``expires_at``, ``None`` when it is no option."""
+        try:
+            return self._expiries[symbol]
+        except KeyError:
+            option = self.option(symbol)
+            expiry = self._expiries[symbol] = None if option is None else option.expires_at
+            return expiry
 
     def mark(self, position: Position) -> Decimal:
         """``position.mark_price``."""
@@ -149,12 +160,22 @@ class _Memo:
         equity = portfolio.cash
         mm = ZERO
         spot = portfolio.spot
+        terms = self._terms
         for position in portfolio.positions.values():
-            amount = position.amount
-            if amount.copy_abs() <= MIN_SIZE:
-                continue
-            equity = CONTEXT.add(equity, CONTEXT.multiply(amount, self.mark(position)))
-            mm = CONTEXT.add(mm, self.mm(model, position, amount, spot))
+            # A position's terms (its value and margin) are the same in every portfolio of
+            # the plan that holds it: the spot is the plan's.
+            term = terms.get(id(position))
+            if term is None:
+                amount = position.amount
+                if amount.copy_abs() <= MIN_SIZE:
+                    continue
+                term = terms[id(position)] = (
+                    position,
+                    CONTEXT.multiply(amount, self.mark(position)),
+                    self.mm(model, position, amount, spot),
+                )
+            equity = CONTEXT.add(equity, term[1])
+            mm = CONTEXT.add(mm, term[2])
         return MarginFacts(equity=equity, mm_required=mm)
 
     def _same_spot(self, spot: Mapping[str, Decimal]) -> bool:
@@ -199,7 +220,17 @@ def _reference_price(
     if quote is not None:
         ask, mid, bid = _positive(quote.best_ask), _positive(quote.mid), _positive(quote.best_bid)
         theo = _positive(quote.theo)
-    price = next((p for p in (ask, mid, bid, theo, mark) if p is not None), None)
+    price = (
+        ask
+        if ask is not None
+        else mid
+        if mid is not None
+        else bid
+        if bid is not None
+        else theo
+        if theo is not None
+        else mark
+    )
     if price is None:
         raise PlanningError(f"no positive price for {symbol} (book, theo and mark)")
     fair = theo if theo is not None else mark
@@ -239,8 +270,8 @@ def _execution_prices(  # noqa: PLR0917 (execution_prices' arguments and the mem
     unpriced: dict[str, str] = {}
     for symbol in sorted(portfolio.positions):
         position = portfolio.positions[symbol]
-        option = memo.option(symbol)
-        if option is None or not _is_short(position) or option.expires_at <= now:
+        option, expiry = memo.option(symbol), memo.expiry(symbol)
+        if option is None or expiry is None or not _is_short(position) or expiry <= now:
             continue
         try:
             reference = _reference_price(
@@ -410,10 +441,10 @@ def _candidates(
     evaluations = 0
     for symbol in sorted(prices):
         position = portfolio.positions.get(symbol)
-        option = memo.option(symbol)
-        if position is None or option is None or not _is_short(position):
+        expiry = memo.expiry(symbol)
+        if position is None or expiry is None or not _is_short(position):
             continue
-        if option.expires_at <= now:
+        if expiry <= now:
             continue
         available = position.amount.copy_negate()
         step = min(available, ONE)
