@@ -35,7 +35,7 @@ from bench.throughput import NOW, Poll, poll, sweep
 from liqcore import Config
 from liqcore.codec import to_json
 from liqshell.clock import SystemClock
-from liqshell.ports import MarginReport, Record, StateStore
+from liqshell.ports import MarginReport, Record, RecordKind, StateStore
 from liqshell.testing import FakeExchange, MemorySink, MemoryStore
 from liqshell.watcher import Watcher
 
@@ -101,18 +101,16 @@ async def opened_store(kind: str, directory: Path) -> AsyncIterator[StateStore]:
         raise ValueError(f"unknown store {kind!r}")
 
 
-def recorded_bytes(store: object, directory: Path) -> int:
-    """Bytes of records the store holds (its JSON, as it writes it)."""
+async def recorded_bytes(store: object) -> tuple[int, int]:
+    """Bytes of the records the store holds, as the codec writes them: all, and of the
+    ``POLL`` summaries (what the healthy no-ops cost under ``record = "changes"``)."""
     if isinstance(store, MemoryStore):
-        return sum(len(to_json(r)) for r in store.records if isinstance(r, Record))
-    path = directory / "bench.sqlite"
-    if path.exists():
-        import sqlite3
-
-        with contextlib.closing(sqlite3.connect(path)) as db:
-            (total,) = db.execute("SELECT coalesce(sum(length(body_json)), 0) FROM records")
-            return int(total[0] if isinstance(total, tuple) else total)
-    return -1
+        records = [r for r in store.records if isinstance(r, Record)]
+    else:
+        found = store.records()  # type: ignore[attr-defined]
+        records = [r async for r in found] if hasattr(found, "__aiter__") else list(found)
+    sizes = [(len(to_json(r)), r.kind is RecordKind.POLL) for r in records]
+    return sum(n for n, _ in sizes), sum(n for n, poll in sizes if poll)
 
 
 async def measure(kind: str, size: int, *, profile: bool) -> dict[str, object]:
@@ -140,7 +138,7 @@ async def measure(kind: str, size: int, *, profile: bool) -> dict[str, object]:
             )
             for _ in range(WARM_POLLS):
                 await watcher.run_once()
-            before = recorded_bytes(store, directory)
+            before, before_polls = await recorded_bytes(store)
             times = []
             profiler = cProfile.Profile() if profile else None
             for _ in range(TIMED_POLLS):
@@ -152,7 +150,7 @@ async def measure(kind: str, size: int, *, profile: bool) -> dict[str, object]:
                 times.append(time.perf_counter() - started)
                 if profiler is not None:
                     profiler.disable()
-            after = recorded_bytes(store, directory)
+            after, after_polls = await recorded_bytes(store)
             await watcher.close()
     result: dict[str, object] = {
         "store": kind,
@@ -160,7 +158,8 @@ async def measure(kind: str, size: int, *, profile: bool) -> dict[str, object]:
         "poll_s": min(times),
         "core_s": core,
         "stepped": report.stepped,
-        "bytes_per_account_poll": (after - before) / (size * TIMED_POLLS) if before >= 0 else None,
+        "bytes_per_account_poll": (after - before) / (size * TIMED_POLLS),
+        "noop_bytes_per_account_poll": (after_polls - before_polls) / (size * TIMED_POLLS),
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if profiler is not None:
@@ -194,14 +193,16 @@ def report(results: Sequence[dict[str, object]], sizes: Sequence[int], label: st
         size = int(r["size"])  # type: ignore[call-overload]
         poll_s = float(r["poll_s"])  # type: ignore[arg-type]
         core_s = float(r["core_s"])  # type: ignore[arg-type]
-        per = r["bytes_per_account_poll"]
+        per = float(r["bytes_per_account_poll"])  # type: ignore[arg-type]
+        noop = float(r.get("noop_bytes_per_account_poll", 0.0))  # type: ignore[arg-type]
         rows.append(
             [
                 str(r["store"]),
                 f"{size:,}",
                 f"{size / poll_s:,.0f}",
                 f"{poll_s / core_s:.1f}×",
-                "–" if per is None else f"{float(per):,.0f}",  # type: ignore[arg-type]
+                f"{per:,.0f}",
+                f"{noop:,.1f}",
                 f"{float(r['rss_mb']):,.0f}",  # type: ignore[arg-type]
             ]
         )
@@ -224,6 +225,7 @@ def report(results: Sequence[dict[str, object]], sizes: Sequence[int], label: st
                 "accounts/s",
                 "poll / bare core sweep",
                 "bytes recorded per account-poll",
+                "of which POLL summaries",
                 "peak RSS (MB)",
             ],
             rows,

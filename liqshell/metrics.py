@@ -103,6 +103,10 @@ class NullMetrics:
     def decision(self, *, executed: bool) -> None:
         """A decision was committed (``executed``) or recorded in shadow mode."""
 
+    def healthy_noops(self, count: int) -> None:
+        """``count`` healthy no-op decisions of one poll, neither committed nor recorded one
+        by one (``record = "changes"``; counted in bulk, once a poll)."""
+
     def conflict(self) -> None:
         """A compare-and-set commit lost to another instance."""
 
@@ -182,6 +186,9 @@ class Metrics(NullMetrics):
         )
         self.polls_skipped = counter("polls_skipped", "Polls skipped (portfolio listing failed)")
         self.decisions = counter("decisions", "Decisions recorded", ("executed",))
+        self.noop_decisions = counter(
+            "healthy_noops", "Healthy no-op decisions, neither committed nor recorded one by one"
+        )
         self.conflicts = counter("conflicts", "Commits that lost compare-and-set")
         self.commit_failures = counter(
             "commit_failures", "Commits that failed, by record kind", ("kind",)
@@ -279,6 +286,9 @@ class Metrics(NullMetrics):
     def decision(self, *, executed: bool) -> None:
         self.decisions.labels(executed=str(executed).lower()).inc()
 
+    def healthy_noops(self, count: int) -> None:
+        self.noop_decisions.inc(count)
+
     def conflict(self) -> None:
         self.conflicts.inc()
 
@@ -333,6 +343,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "liqshell_wallets_skipped_total",
     "liqshell_polls_skipped_total",
     "liqshell_decisions_total",
+    "liqshell_healthy_noops_total",
     "liqshell_conflicts_total",
     "liqshell_commit_failures_total",
     "liqshell_feed_items_total",

@@ -219,6 +219,10 @@ class RecordKind(enum.Enum):
     """A feed item: applied, a duplicate, a no-op, or for an unknown wallet."""
     RESTART = "restart"
     """Unfinished commands found at start-up (reported, never replayed)."""
+    POLL = "poll"
+    """One poll's summary (``record = "changes"``): wallets stepped, healthy no-ops (not
+    recorded one by one), skipped, conflicts, commands, released, and a digest of the no-op
+    observations, in ``note``; ``wallet`` is empty."""
 
 
 @attrs.frozen(kw_only=True)
@@ -285,6 +289,9 @@ class WatcherSettings:
     concurrency: int = 32
     quarantine_backoff_ms: int = 0
     shadow: bool = False
+    record: str = "all"
+    """What was recorded: ``"changes"`` or ``"all"`` (a header without it predates the
+    choice: everything was)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -348,6 +355,9 @@ class PollReport:
     commands: int = 0
     released: int = 0
     quarantined: int = 0
+    noops: int = 0
+    """Of ``stepped``: healthy no-ops, neither committed nor recorded one by one (``record =
+    "changes"``)."""
 
 
 class PortfolioSource(Protocol):

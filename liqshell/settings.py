@@ -116,6 +116,9 @@ class StoreSettings:
     changes: str | None = None
     timeout_ms: int = 10_000
     """How long a store call waits for the database (a lock, a connection) before failing."""
+    record_mode: str = "changes"
+    """``"changes"``: healthy no-op decisions are counted in one ``POLL`` summary a poll,
+    not committed or recorded one by one; ``"all"``: every decision (the full log)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -523,7 +526,7 @@ def _build(section: _Section, cls: Callable[..., _T], kwargs: Mapping[str, objec
 
 
 def _store(section: _Section) -> StoreSettings:
-    section.known = ("kind", "path", "dsn", "record", "changes", "timeout_ms")
+    section.known = ("kind", "path", "dsn", "record", "changes", "timeout_ms", "record_mode")
     kwargs: dict[str, object] = {}
     if section.has("kind"):
         kind = section.text("kind")
@@ -539,6 +542,11 @@ def _store(section: _Section) -> StoreSettings:
         kwargs["dsn"] = dsn
     if section.has("timeout_ms"):
         kwargs["timeout_ms"] = section.integer("timeout_ms", minimum=1)
+    if section.has("record_mode"):
+        mode = section.text("record_mode")
+        if mode not in ("changes", "all"):
+            raise section.error("record_mode", f'must be "changes" or "all", was {mode!r}')
+        kwargs["record_mode"] = mode
     section.finish()
     settings = StoreSettings(**kwargs)  # type: ignore[arg-type]
     if settings.kind == "postgres" and settings.dsn is None:
@@ -1157,6 +1165,7 @@ async def _compose(
         clock=clock,
         config=config,
         metrics=metrics,
+        record=settings.store.record_mode,
     )
     return watcher, background
 

@@ -793,6 +793,34 @@ class FakeExchange:
         """``wallet``'s open orders."""
         return await self._serve("open_orders", wallet, wallet, lambda: self.open_orders_of(wallet))
 
+    # ---------------------------------------------------------------- batch observation
+
+    async def portfolios_of(self, wallets: Sequence[str]) -> Mapping[str, Portfolio | None]:
+        """:meth:`portfolio` of each of ``wallets``, in one call; a wallet whose own call
+        fails (an injected fault) is left out — it fails alone."""
+        return await self._each(wallets, self.portfolio)
+
+    async def margins(
+        self, portfolios: Mapping[str, Portfolio | None]
+    ) -> Mapping[str, MarginReport]:
+        """:meth:`margin` of each wallet of ``portfolios``, in one call (failures left out)."""
+        return await self._each(list(portfolios), lambda w: self.margin(w, portfolios[w]))
+
+    async def open_orders_many(self, wallets: Sequence[str]) -> Mapping[str, Sequence[OpenOrder]]:
+        """:meth:`open_orders` of each of ``wallets``, in one call (failures left out)."""
+        return await self._each(wallets, self.open_orders)
+
+    async def _each(
+        self, wallets: Sequence[str], call: Callable[[str], Awaitable[T]]
+    ) -> dict[str, T]:
+        answered: dict[str, T] = {}
+        for wallet in wallets:
+            try:
+                answered[wallet] = await call(wallet)
+            except Exception:
+                continue
+        return answered
+
     # ---------------------------------------------------------------- order gateway
 
     async def submit(self, command: SubmitOrder) -> OrderAnswer:

@@ -31,9 +31,11 @@ afresh for each running loop, so it can be driven from several loops in turn.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from types import MappingProxyType
 from typing import TypeVar
 
@@ -52,6 +54,7 @@ from liqcore import (
     Config,
     Event,
     Health,
+    Healthy,
     InLiquidation,
     InvalidInput,
     OpenOrder,
@@ -102,7 +105,13 @@ from liqshell.ports import (
     recording_header,
 )
 
-__all__ = ["OUTCOME_COMMIT_ATTEMPTS", "QUARANTINE_BACKOFF_MS", "Watcher"]
+__all__ = [
+    "OBSERVE_CHUNK",
+    "OUTCOME_COMMIT_ATTEMPTS",
+    "QUARANTINE_BACKOFF_MS",
+    "RECORD_MODES",
+    "Watcher",
+]
 
 T = TypeVar("T")
 
@@ -112,6 +121,15 @@ OUTCOME_COMMIT_ATTEMPTS = 3
 QUARANTINE_BACKOFF_MS = 30_000
 """How long a quarantined wallet waits before it is reloaded from the store (the default of
 ``Watcher(quarantine_backoff_ms=…)``); a reload that fails waits as long again."""
+
+OBSERVE_CHUNK = 200
+"""Wallets observed together: one call per batch method of a port (one timeout each)."""
+
+RECORD_MODES = ("changes", "all")
+"""``"changes"`` (the default): a healthy no-op decision — no command, healthy before and
+after, nothing unfinished — is neither committed nor recorded one by one (nothing the next
+step depends on changed); each poll records one ``POLL`` summary instead. ``"all"``: every
+decision is committed and recorded (the full log, for audits)."""
 
 _DEFAULT_CONFIG = Config()
 _log = get_logger("watcher")
@@ -125,6 +143,16 @@ class _Tally:
     conflicts: int = 0
     commands: int = 0
     released: int = 0
+    noops: int = 0
+    digest: hashlib.blake2b = attrs.field(factory=lambda: hashlib.blake2b(digest_size=16))
+
+    def noop(self, health: Health) -> None:
+        """Count a healthy no-op and fold what was observed into the poll's digest."""
+        self.noops += 1
+        self.digest.update(
+            f"{health.wallet}|{health.equity}|{health.mm_required}|"
+            f"{health.is_liquidatable:d}\n".encode()
+        )
 
     def report(self, quarantined: int) -> PollReport:
         return PollReport(
@@ -134,6 +162,15 @@ class _Tally:
             commands=self.commands,
             released=self.released,
             quarantined=quarantined,
+            noops=self.noops,
+        )
+
+    def summary(self) -> str:
+        """The ``POLL`` record's note: counts and the digest of the no-op observations."""
+        return (
+            f"stepped={self.stepped} noops={self.noops} skipped={self.skipped} "
+            f"conflicts={self.conflicts} commands={self.commands} released={self.released} "
+            f"digest={self.digest.hexdigest()}"
         )
 
 
@@ -179,11 +216,14 @@ class Watcher:
         concurrency: int = 32,
         metrics: object = None,
         quarantine_backoff_ms: int = QUARANTINE_BACKOFF_MS,
+        record: str = "changes",
     ) -> None:
         if not isinstance(config, Config):
             raise TypeError(f"Watcher config must be a liqcore.Config, was {config!r}")
         if type(concurrency) is not int or concurrency < 1:
             raise ValueError(f"Watcher concurrency must be an int ≥ 1, was {concurrency!r}")
+        if record not in RECORD_MODES:
+            raise ValueError(f"Watcher record must be one of {RECORD_MODES}, was {record!r}")
         if type(quarantine_backoff_ms) is not int or quarantine_backoff_ms < 0:
             raise ValueError(
                 f"Watcher quarantine_backoff_ms must be an int ≥ 0, was {quarantine_backoff_ms!r}"
@@ -198,6 +238,17 @@ class Watcher:
         for keyword, port in ports.items():
             check_port(keyword, port)
         self._quarantine_backoff_ms = quarantine_backoff_ms
+        self._record_mode = record
+        self._batching = all(
+            callable(getattr(port, method, None))
+            for port, method in (
+                (portfolios, "portfolios_of"),
+                (margin, "margins"),
+                (orders, "open_orders_many"),
+            )
+        )
+        self._compact = record == "changes"
+        self._active_total = 0
         self._portfolios = portfolios
         self._margin = margin
         self._quotes = quotes
@@ -290,6 +341,18 @@ class Watcher:
                 )
                 return tally.report(len(self._quarantined))
             await self._step_wallets(wallets, tally)
+            if self._compact:
+                self._metrics.healthy_noops(tally.noops)
+                await self._record(
+                    Record(
+                        kind=RecordKind.POLL,
+                        wallet="",
+                        now=self._clock.now_ms(),
+                        executed=not self._shadow,
+                        note=tally.summary(),
+                    ),
+                    committed=False,
+                )
             return tally.report(len(self._quarantined))
         finally:
             self._metrics.poll_duration(time.perf_counter() - started)
@@ -436,6 +499,7 @@ class Watcher:
                 concurrency=self._concurrency,
                 quarantine_backoff_ms=self._quarantine_backoff_ms,
                 shadow=self._shadow,
+                record=self._record_mode,
             ),
             started=self._clock.now_ms(),
         )
@@ -666,26 +730,41 @@ class Watcher:
     # ---------------------------------------------------------------- the poll
 
     async def _step_wallets(self, wallets: list[str], tally: _Tally) -> None:
-        semaphore = self._semaphore
+        """A fixed pool of ``concurrency`` workers over chunks of wallets (no task per
+        wallet). With ports that observe in batches each chunk is observed with one call per
+        port, then its wallets are decided one after another; otherwise a chunk is one
+        wallet, observed on its own under its lock."""
+        size = OBSERVE_CHUNK if self._batching else 1
+        chunks = iter([wallets[i : i + size] for i in range(0, len(wallets), size)])
+        stop = self._stop
 
-        async def one(wallet: str) -> None:
-            async with semaphore:
-                if self._stop is not None and self._stop.is_set():
+        async def worker() -> None:
+            for chunk in chunks:  # one shared iterator: each chunk goes to one worker
+                if stop is not None and stop.is_set():
                     return
-                try:
-                    await self._poll_wallet(wallet, tally)
-                except Exception:
-                    tally.skipped += 1
-                    self._metrics.skipped("error")
-                    _log.exception(
-                        "wallet %s: unexpected error; skipped this poll",
-                        wallet,
-                        extra=fields(wallet=wallet),
-                    )
+                observed = await self._observe_chunk(chunk) if self._batching else None
+                for wallet in chunk:
+                    if stop is not None and stop.is_set():
+                        return
+                    try:
+                        await self._poll_wallet(
+                            wallet, tally, None if observed is None else observed[wallet]
+                        )
+                    except Exception:
+                        tally.skipped += 1
+                        self._metrics.skipped("error")
+                        _log.exception(
+                            "wallet %s: unexpected error; skipped this poll",
+                            wallet,
+                            extra=fields(wallet=wallet),
+                        )
 
-        await asyncio.gather(*(one(wallet) for wallet in wallets))
+        count = min(self._concurrency, -(-len(wallets) // size))
+        await asyncio.gather(*(worker() for _ in range(count)))
 
-    async def _poll_wallet(self, wallet: str, tally: _Tally) -> None:
+    async def _poll_wallet(
+        self, wallet: str, tally: _Tally, observed: _Observed | None = None
+    ) -> None:
         async with self._lock(wallet):
             if wallet in self._quarantined:
                 tally.skipped += 1
@@ -695,18 +774,32 @@ class Watcher:
                 tally.skipped += 1
                 self._metrics.skipped("reload")
                 return
-            if await self._decide(wallet, tally):
+            if await self._decide(wallet, tally, observed=observed):
                 # SPEC §9 step 7: the reprice's cancels all came back confirmed.
                 await self._decide(wallet, tally, again=True)
 
-    async def _decide(self, wallet: str, tally: _Tally, *, again: bool = False) -> bool:
+    async def _decide(
+        self,
+        wallet: str,
+        tally: _Tally,
+        *,
+        again: bool = False,
+        observed: _Observed | None = None,
+    ) -> bool:
         """Observe, step, commit, execute, commit the outcomes. True when the wallet should
         be stepped again at once (its liquidation orders were cancelled to reprice);
-        ``again`` marks that re-step (the poll report counts wallets, not steps)."""
+        ``again`` marks that re-step (the poll report counts wallets, not steps).
+        ``observed``: the wallet's observation made with its chunk's (batch) calls, or the
+        error they raised for it; ``None`` observes it alone."""
         stored = self._stored.get(wallet)
         previous = None if stored is None else stored.state
         try:
-            health, orders = await self._observe(wallet)
+            if observed is None:
+                health, orders = await self._observe(wallet)
+            elif isinstance(observed, BaseException):
+                raise observed
+            else:
+                health, orders = observed
         except Exception as error:
             tally.skipped += 0 if again else 1
             self._metrics.skipped("observation")
@@ -731,7 +824,13 @@ class Watcher:
                 extra=fields(wallet=wallet, phase=state_phase(previous)),
             )
             return False
-        self._note_stuck(wallet, commands)
+        if commands or wallet in self._stuck:
+            self._note_stuck(wallet, commands)
+        if self._compact and not commands and _healthy_noop(stored, previous, state):
+            # Nothing the next step depends on changed: no commit, no record of its own.
+            tally.stepped += 0 if again else 1
+            tally.noop(health)
+            return False
 
         expected = 0 if stored is None else stored.version
         version = expected + 1
@@ -799,16 +898,16 @@ class Watcher:
         tally.stepped += 0 if again else 1
         self._metrics.decision(executed=True)
         await self._record(record, committed=True)
-        log = _log.info if commands else _log.debug
-        log(
-            "wallet %s: %s → %s at %d, %d commands",
-            wallet,
-            state_phase(previous),
-            state_phase(state),
-            now,
-            len(commands),
-            extra=fields(wallet=wallet, phase=state_phase(state), version=committed),
-        )
+        if commands or _log.isEnabledFor(logging.DEBUG):
+            (_log.info if commands else _log.debug)(
+                "wallet %s: %s → %s at %d, %d commands",
+                wallet,
+                state_phase(previous),
+                state_phase(state),
+                now,
+                len(commands),
+                extra=fields(wallet=wallet, phase=state_phase(state), version=committed),
+            )
         if not commands:
             return False
 
@@ -920,29 +1019,74 @@ class Watcher:
         )
 
     async def _observe(self, wallet: str) -> tuple[Health, tuple[OpenOrder, ...]]:
-        portfolio = await self._observe_call(self._portfolios.portfolio(wallet))
-        if portfolio is not None and not isinstance(portfolio, Portfolio):
-            raise InvalidInput(f"portfolio of {wallet!r} is not a Portfolio: {portfolio!r}")
+        portfolio = _checked_portfolio(
+            wallet, await self._observe_call(self._portfolios.portfolio(wallet))
+        )
         report = await self._observe_call(self._margin.margin(wallet, portfolio))
-        if not isinstance(report, MarginReport):
-            raise InvalidInput(f"margin report of {wallet!r} is not a MarginReport: {report!r}")
         symbols = sorted(portfolio.positions) if portfolio is not None else []
         quotes = await self._observe_call(self._quotes.quotes(symbols)) if symbols else {}
-        orders = tuple(await self._observe_call(self._orders.open_orders(wallet)))
-        for order in orders:
-            if not isinstance(order, OpenOrder):
-                raise InvalidInput(f"open orders of {wallet!r} hold a non-OpenOrder: {order!r}")
-        wanted: dict[str, Quote] = {s: quotes[s] for s in symbols if s in quotes}
-        health = Health(
-            wallet=wallet,
-            margin_mode=report.margin_mode,
-            equity=report.equity,
-            mm_required=report.mm_required,
-            is_liquidatable=report.is_liquidatable,
-            portfolio=portfolio,
-            quotes=wanted,  # type: ignore[arg-type, unused-ignore]  # generic attrs converter
+        orders = await self._observe_call(self._orders.open_orders(wallet))
+        return _observation(wallet, portfolio, report, quotes, orders)
+
+    async def _observe_chunk(self, chunk: list[str]) -> dict[str, _Observed]:
+        """Observe ``chunk`` with one call per port and one timeout per call (ports with
+        ``portfolios_of``, ``margins`` and ``open_orders_many``). A wallet an answer leaves
+        out, or whose answer is malformed, fails alone; a call that fails fails the chunk."""
+        wanted = [w for w in chunk if w not in self._quarantined]
+        result: dict[str, _Observed] = dict.fromkeys(
+            chunk, LookupError("quarantined: not observed")
         )
-        return health, orders
+        try:
+            listed = await self._observe_call(self._portfolios.portfolios_of(wanted))  # type: ignore[attr-defined]
+            portfolios: dict[str, Portfolio | None] = {}
+            for wallet in wanted:
+                if wallet not in listed:
+                    result[wallet] = LookupError(f"no portfolio answer for {wallet!r}")
+                    continue
+                try:
+                    portfolios[wallet] = _checked_portfolio(wallet, listed[wallet])
+                except InvalidInput as error:
+                    result[wallet] = error
+            reports = await self._observe_call(self._margin.margins(portfolios))  # type: ignore[attr-defined]
+            orders = await self._observe_call(self._orders.open_orders_many(list(portfolios)))  # type: ignore[attr-defined]
+        except Exception as error:
+            for wallet in wanted:
+                result[wallet] = error
+            return result
+        symbols = sorted({s for p in portfolios.values() if p is not None for s in p.positions})
+        quotes: Mapping[str, Quote] = {}
+        try:
+            quotes = await self._observe_call(self._quotes.quotes(symbols)) if symbols else {}
+        except Exception:
+            # One bad symbol must not blind the chunk: ask again wallet by wallet.
+            for wallet, portfolio in list(portfolios.items()):
+                if portfolio is None or not portfolio.positions:
+                    continue
+                try:
+                    await self._observe_call(self._quotes.quotes(sorted(portfolio.positions)))
+                except Exception as error:
+                    result[wallet] = error
+                    del portfolios[wallet]
+            symbols = sorted({s for p in portfolios.values() if p is not None for s in p.positions})
+            try:
+                quotes = await self._observe_call(self._quotes.quotes(symbols)) if symbols else {}
+            except Exception as error:
+                for wallet in portfolios:
+                    result[wallet] = error
+                return result
+        for wallet, portfolio in portfolios.items():
+            if wallet not in reports:
+                result[wallet] = LookupError(f"no margin answer for {wallet!r}")
+            elif wallet not in orders:
+                result[wallet] = LookupError(f"no open orders answer for {wallet!r}")
+            else:
+                try:
+                    result[wallet] = _observation(
+                        wallet, portfolio, reports[wallet], quotes, orders[wallet]
+                    )
+                except Exception as error:
+                    result[wallet] = error
+        return result
 
     async def _observe_call(self, awaitable: Awaitable[T]) -> T:
         return await self._clock.wait_for(awaitable, self._config.engine_response_timeout_ms)
@@ -1188,11 +1332,13 @@ class Watcher:
             self._wakeups[wallet] = wakeup
         phase = None if stored is None else stored.state.phase
         count = len(phase.active_order_client_ids) if isinstance(phase, PreLiquidation) else 0
+        before = self._active_orders.pop(wallet, 0)
         if count:
             self._active_orders[wallet] = count
-        else:
-            self._active_orders.pop(wallet, None)
-        self._metrics.active_orders(sum(self._active_orders.values()))
+        if count != before:
+            # A running total: summing every wallet's count per call made a poll quadratic.
+            self._active_total += count - before
+            self._metrics.active_orders(self._active_total)
 
     def _count_business(self, health: Health, execution: Execution) -> None:
         """Contracts and bonus offered by acked orders; orders tracked for contracts closed
@@ -1324,3 +1470,57 @@ def _unconfirmed_publishes(stored: Stored | None) -> tuple[Unfinished, ...]:
     return tuple(
         entry for entry in stored.unfinished if isinstance(entry.command, PublishStateChange)
     )
+
+
+_Observed = tuple[Health, tuple[OpenOrder, ...]] | BaseException
+"""A wallet's observation from its chunk's calls, or the error that left it out."""
+
+
+def _healthy_noop(stored: Stored | None, previous: AccountState | None, new: AccountState) -> bool:
+    """Whether a decision without commands changed nothing the next step depends on:
+    healthy before (or untracked) and after, the same margin mode and last closed auction,
+    nothing unfinished. The healthy step reads only those of the previous state (its
+    figures and ``updated_at`` are the observation's), so stepping from the older state
+    decides exactly the same."""
+    if type(new.phase) is not Healthy or (stored is not None and stored.unfinished):
+        return False
+    return previous is None or (
+        type(previous.phase) is Healthy
+        and previous.margin_mode is new.margin_mode
+        and previous.last_closed_auction_id == new.last_closed_auction_id
+    )
+
+
+def _checked_portfolio(wallet: str, portfolio: object) -> Portfolio | None:
+    if portfolio is not None and not isinstance(portfolio, Portfolio):
+        raise InvalidInput(f"portfolio of {wallet!r} is not a Portfolio: {portfolio!r}")
+    return portfolio
+
+
+def _observation(
+    wallet: str,
+    portfolio: Portfolio | None,
+    report: object,
+    quotes: Mapping[str, Quote],
+    open_orders: Iterable[object],
+) -> tuple[Health, tuple[OpenOrder, ...]]:
+    """The wallet's ``Health`` (its quotes picked from ``quotes``) and open orders, checked."""
+    if not isinstance(report, MarginReport):
+        raise InvalidInput(f"margin report of {wallet!r} is not a MarginReport: {report!r}")
+    orders: list[OpenOrder] = []
+    for order in open_orders:
+        if not isinstance(order, OpenOrder):
+            raise InvalidInput(f"open orders of {wallet!r} hold a non-OpenOrder: {order!r}")
+        orders.append(order)
+    symbols = sorted(portfolio.positions) if portfolio is not None else []
+    wanted: dict[str, Quote] = {s: quotes[s] for s in symbols if s in quotes}
+    health = Health(
+        wallet=wallet,
+        margin_mode=report.margin_mode,
+        equity=report.equity,
+        mm_required=report.mm_required,
+        is_liquidatable=report.is_liquidatable,
+        portfolio=portfolio,
+        quotes=wanted,  # type: ignore[arg-type, unused-ignore]  # generic attrs converter
+    )
+    return health, tuple(orders)

@@ -1074,6 +1074,22 @@ class RecordingReport:
     transitions: dict[str, int]
     feed_events: dict[str, int]
     final_phases: dict[str, int]
+    polls: int = 0
+    """``POLL`` summaries (a compact recording, ``record = "changes"``)."""
+    noops: int = 0
+    """Healthy no-op decisions those summaries count (not recorded one by one)."""
+    most_stepped: int = 0
+    """The most wallets one summarized poll stepped."""
+
+
+def poll_counts(note: str) -> dict[str, int]:
+    """The counts of a ``POLL`` record's note (``stepped=8 noops=5 …``; the digest left out)."""
+    found: dict[str, int] = {}
+    for part in note.split():
+        key, _, value = part.partition("=")
+        if value.isdigit():
+            found[key] = int(value)
+    return found
 
 
 def summarize(records: Iterable[Record]) -> RecordingReport:
@@ -1089,9 +1105,15 @@ def summarize(records: Iterable[Record]) -> RecordingReport:
     first: int | None = None
     last: int | None = None
     executed = shadow = 0
+    polls = noops = most_stepped = 0
     for record in records:
         count += 1
         by_kind[record.kind.value] += 1
+        if record.kind is RecordKind.POLL:
+            summary = poll_counts(record.note)
+            polls += 1
+            noops += summary.get("noops", 0)
+            most_stepped = max(most_stepped, summary.get("stepped", 0))
         if record.wallet:
             wallets.add(record.wallet)
         first = record.now if first is None else min(first, record.now)
@@ -1106,7 +1128,9 @@ def summarize(records: Iterable[Record]) -> RecordingReport:
                 code = getattr(command, "code", None)
                 if code is not None:
                     alerts[code.value] += 1
-            before = "untracked" if record.previous is None else phase_tag(record.previous.phase)
+            # An untracked wallet is healthy to step (and a compact recording never records
+            # a healthy one before its first change).
+            before = "healthy" if record.previous is None else phase_tag(record.previous.phase)
         else:
             before = None
         for event in record.events:
@@ -1137,6 +1161,9 @@ def summarize(records: Iterable[Record]) -> RecordingReport:
         transitions=dict(sorted(transitions.items())),
         feed_events=dict(sorted(feed.items())),
         final_phases=dict(sorted(collections.Counter(final.values()).items())),
+        polls=polls,
+        noops=noops,
+        most_stepped=most_stepped,
     )
 
 
@@ -1150,6 +1177,11 @@ def render_report(report: RecordingReport, path: Path) -> str:
         f"{path}: {report.records} records, {report.wallets} wallets{span}",
         f"decisions: {report.executed} executed, {report.shadow} shadow",
     ]
+    if report.polls:
+        lines.append(
+            f"polls: {report.polls} summarized, up to {report.most_stepped} wallets stepped a "
+            f"poll, {report.noops} healthy no-ops counted (not recorded one by one)"
+        )
 
     def table(title: str, counts: dict[str, int]) -> None:
         lines.append(f"{title}:" + ("" if counts else " none"))
@@ -1249,7 +1281,9 @@ def render_story(recording: Recording, wallet: str) -> str:
     """The account's story as text a support engineer can send to its owner."""
     story = explain(recording, wallet)
     records = [r for r in recording.records if r.wallet == wallet]
-    first, final = records[0], records[-1]
+    # From the recording's start: a compact recording (record = "changes") holds no record
+    # of a wallet's healthy no-op polls, but every poll observed it.
+    first, final = recording.records[0], records[-1]
     states = [r.state for r in records if r.state is not None]
     mode = states[-1].margin_mode.value if states else "unknown"
     phase = phase_tag(states[-1].phase) if states else "unknown"

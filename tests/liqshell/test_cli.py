@@ -129,7 +129,7 @@ def test_report_recorded_run_summarizes_it(
     """``report`` counts records, commands and phase transitions of a recording."""
     assert main(["report", str(recorded[1])]) == 0
     out = capsys.readouterr().out
-    assert "8 wallets" in out
+    assert "up to 8 wallets stepped a poll" in out
     for section in ("records by kind", "commands", "phase transitions", "final phases"):
         assert f"{section}:" in out
     assert "healthy -> pre_liquidation" in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import random
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +23,7 @@ from liqcore import (
     AuctionSettled,
     AuctionStarted,
     AuctionStopped,
+    CancelOrder,
     Config,
     Event,
     Healthy,
@@ -58,6 +60,7 @@ from liqshell.ports import (
     Unfinished,
 )
 from liqshell.testing import (
+    Call,
     FakeExchange,
     FakeFeed,
     Fault,
@@ -1626,5 +1629,174 @@ async def test_watcher_recorder_separate_from_store_gets_every_record() -> None:
     world = seed_world()
     recorder = MemoryRecorder()
     await world.poll(world.watcher(recorder=recorder))
-    assert recorder.records == world.store.committed
+    assert [r for r in recorder.records if r.kind is not RecordKind.POLL] == world.store.committed
+    assert [r.kind for r in recorder.records if r.kind is RecordKind.POLL] == [RecordKind.POLL]
     assert StartAuction not in {type(c) for r in recorder.records for c in r.commands}
+
+
+# --------------------------------------------------------------------------- at scale
+
+
+class PerWallet:
+    """The observation ports of ``exchange`` without its batch methods: an adapter that
+    observes one wallet at a time (the watcher's fallback path)."""
+
+    def __init__(self, exchange: FakeExchange) -> None:
+        self._exchange = exchange
+
+    async def portfolios(self) -> Mapping[str, Portfolio]:
+        return await self._exchange.portfolios()
+
+    async def portfolio(self, wallet: str) -> Portfolio | None:
+        return await self._exchange.portfolio(wallet)
+
+    async def margin(self, wallet: str, portfolio: Portfolio | None) -> MarginReport:
+        return await self._exchange.margin(wallet, portfolio)
+
+    async def open_orders(self, wallet: str) -> Sequence[OpenOrder]:
+        return await self._exchange.open_orders(wallet)
+
+
+def random_world(seed: int, wallets: int) -> World:
+    """``wallets`` accounts short one or two calls, a third of them liquidatable, some with
+    a user order (seeded)."""
+    rng = random.Random(seed)
+    clock = VirtualClock(10_000)
+    exchange = FakeExchange(clock=clock)
+    exchange.set_quote(SYMBOL, QUOTE)
+    exchange.set_quote(ETH, Quote(best_bid=Decimal(99), best_ask=Decimal(100), mid=Decimal(99)))
+    for index in range(wallets):
+        wallet = f"w{index:03d}"
+        positions = {
+            symbol: Position(
+                symbol=symbol, amount=-Decimal(rng.randint(1, 8)), entry_price=Decimal(100)
+            )
+            for symbol in rng.sample([SYMBOL, ETH], rng.randint(1, 2))
+        }
+        spot = {"BTC": Decimal(105_000), "ETH": Decimal(3_000)}
+        exchange.set_portfolio(
+            wallet, PortfolioOf(cash=Decimal(500), positions=positions, spot=spot)
+        )
+        exchange.set_margin(wallet, LIQUIDATABLE if rng.random() < 0.3 else RECOVERED)
+        if rng.random() < 0.3:
+            exchange.add_order(wallet, attrs.evolve(RISK_INCREASING, order_id=10_000 + index))
+    return World(
+        clock=clock, exchange=exchange, store=MemoryStore(), sink=MemorySink(), feed=FakeFeed()
+    )
+
+
+async def run_world(seed: int, *, batch: bool, record: str) -> tuple[World, list[PollReport]]:
+    """Four polls 5 s apart over the seeded world; between polls some accounts turn
+    liquidatable or recover (the same ones in every run)."""
+    world = random_world(seed, 24)
+    ports: dict[str, object] = {}
+    if not batch:
+        per_wallet = PerWallet(world.exchange)
+        ports = {"portfolios": per_wallet, "margin": per_wallet, "orders": per_wallet}
+    watcher = world.watcher(record=record, **ports)
+    rng = random.Random(seed + 1)
+    reports = []
+    for _ in range(4):
+        reports.append(await world.poll(watcher))
+        for wallet in sorted(world.exchange._portfolios):
+            if rng.random() < 0.15:
+                flip = LIQUIDATABLE if rng.random() < 0.5 else RECOVERED
+                world.exchange.set_margin(wallet, flip)
+        world.clock.advance(5_000)
+    return world, reports
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_watcher_batched_compact_path_acts_like_the_per_wallet_full_path(seed: int) -> None:
+    """Batch observation with compact recording sends the exchange the same commands,
+    publishes the same changes and commits the same states as per-wallet observation with
+    every decision committed; the wallets it never committed were healthy no-ops."""
+    full, full_reports = asyncio.run(run_world(seed, batch=False, record="all"))
+    compact, compact_reports = asyncio.run(run_world(seed, batch=True, record="changes"))
+    # Per wallet in order (wallets are decided concurrently, so their interleaving differs).
+    assert by_wallet(compact.exchange.calls) == by_wallet(full.exchange.calls)
+    assert by_wallet(compact.sink.changes) == by_wallet(full.sink.changes)
+    for wallet, state in full.store.states.items():
+        stored = compact.store.stored(wallet)
+        if stored is None:
+            assert type(state.phase) is Healthy, wallet
+        else:
+            assert stored.state.phase == state.phase, wallet
+    assert [r.stepped for r in compact_reports] == [r.stepped for r in full_reports]
+    assert all(r.noops == 0 for r in full_reports)
+    assert sum(r.noops for r in compact_reports) > 0
+    polls = [r for r in compact.store.records if r.kind is RecordKind.POLL]
+    assert len(polls) == 4
+    assert not [r for r in full.store.records if r.kind is RecordKind.POLL]
+
+
+ACTIONS = ("submit", "cancel", "start", "stop")
+
+
+def by_wallet(items: Sequence[object]) -> dict[str, list[object]]:
+    """The exchange's action calls (their commands), or published changes, per wallet. The
+    fake numbers orders across wallets in the order it receives them, so a cancel of one of
+    our orders is compared by its client id (its order id and request id, derived from the
+    order id, depend on how the wallets interleaved)."""
+    grouped: dict[str, list[object]] = {}
+    for item in items:
+        value = item.argument if isinstance(item, Call) else item
+        if isinstance(item, Call) and item.method not in ACTIONS:
+            continue
+        if isinstance(value, CancelOrder) and (value.client_id or "").startswith("liq-"):
+            value = attrs.evolve(value, order_id=0, request_id="-")
+        grouped.setdefault(value.wallet, []).append(value)  # type: ignore[attr-defined]
+    return dict(sorted(grouped.items()))
+
+
+async def test_watcher_compact_recording_replays_with_no_mismatch(tmp_path: Path) -> None:
+    """A compact recording (record = "changes") replays exactly: every decision recorded
+    is re-decided the same, and the poll summaries are no decisions."""
+    world, _ = await run_world(7, batch=True, record="changes")
+    path = tmp_path / "compact.jsonl"
+    recorder = JsonlRecorder(path)
+    for entry in world.store.entries:  # the header (the config), then the records
+        if isinstance(entry, Record):
+            await recorder.append(entry)
+        else:
+            await recorder.begin(entry)
+    await recorder.close()
+    assert cli_main(["replay", str(path)]) == 0
+
+
+async def test_watcher_batch_failure_of_one_wallet_skips_only_it() -> None:
+    """In a batch, a wallet whose margin call fails is left out of the answer and skipped
+    alone; a batch call that fails skips its chunk for this poll."""
+    world = random_world(3, 10)
+    watcher = world.watcher()
+    world.exchange.inject("margin", Fault.raising(TimeoutError("engine")), wallet="w004")
+    report = await world.poll(watcher)
+    assert (report.stepped, report.skipped) == (9, 1)
+    world.exchange.inject("margin", Fault.raising(TimeoutError("engine")), wallet="w004")
+    world.clock.advance(5_000)
+
+    class BrokenBatch(PerWallet):
+        async def portfolios_of(self, wallets: Sequence[str]) -> Mapping[str, Portfolio]:
+            raise ConnectionError("portfolio service down")
+
+        async def margins(
+            self, portfolios: Mapping[str, Portfolio | None]
+        ) -> Mapping[str, MarginReport]:
+            raise AssertionError("not reached")
+
+        async def open_orders_many(
+            self, wallets: Sequence[str]
+        ) -> Mapping[str, Sequence[OpenOrder]]:
+            raise AssertionError("not reached")
+
+    broken = BrokenBatch(world.exchange)
+    down = world.watcher(portfolios=broken, margin=broken, orders=broken)
+    report = await world.poll(down)
+    assert (report.stepped, report.skipped) == (0, 10)
+
+
+def test_watcher_record_mode_is_checked() -> None:
+    """An unknown record mode is refused at construction, naming it."""
+    with pytest.raises(ValueError, match="record must be one of"):
+        seed_world().watcher(record="some")

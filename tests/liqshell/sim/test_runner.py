@@ -66,7 +66,10 @@ def test_simulate_same_seed_identical_summary_and_decisions(fast_dir: Path) -> N
         runs.append((summary, decisions(record)))
     assert runs[0][0] == runs[1][0]
     assert runs[0][1] == runs[1][1]
-    assert len(runs[0][1]) >= SMALL.accounts * (SMALL.ticks + 1)
+    assert runs[0][1]
+    # Compact recording: one POLL summary per poll stands for the healthy no-ops.
+    polls = [r for r in read_records(fast_dir / "same-a.jsonl") if r.kind is RecordKind.POLL]
+    assert len(polls) >= SMALL.ticks + 1
 
 
 def test_simulate_other_seed_other_run(fast_dir: Path) -> None:
