@@ -225,6 +225,7 @@ async def test_run_watcher_sim_source_polls_records_and_stops(tmp_path: Path) ->
     """``run`` against the simulated exchange polls every account, records, stops cleanly."""
     settings = sim_settings(tmp_path)
     (watcher,) = await run_for(settings, 1.0)
+    assert set(watcher.states) <= {f"0xsim000{i}" for i in range(4)}
     records = list(read_records(tmp_path / "run.jsonl"))
     polls = [r for r in records if r.kind is RecordKind.POLL]
     assert len(polls) >= 2
