@@ -120,6 +120,12 @@ def _parser() -> _Parser:
     sim.add_argument("--seed", type=_non_negative, help="random seed (default 1)")
     sim.add_argument("--store", metavar="PATH", help="SQLite file (resumes a run stored there)")
     sim.add_argument("--record", metavar="PATH", help="also write a JSON Lines replay log")
+    sim.add_argument(
+        "--record-mode",
+        choices=("changes", "all"),
+        default="changes",
+        help='"changes" (default): healthy no-ops only counted per poll; "all": every decision',
+    )
     sim.add_argument("--config", metavar="FILE", help="TOML file: [liqcore] and [sim] defaults")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.set_defaults(handler=_simulate)
@@ -357,7 +363,14 @@ def _simulate(args: argparse.Namespace) -> int:
     elapsed = wall_timer()
     try:
         summary = asyncio.run(
-            simulate(params, config=settings.config, store=store, record=record, progress=progress)
+            simulate(
+                params,
+                config=settings.config,
+                store=store,
+                record=record,
+                progress=progress,
+                record_mode=args.record_mode,
+            )
         )
     except SimStateError as error:
         raise CliError(str(error)) from None

@@ -139,6 +139,9 @@ class Calibration:
 
     source: str
     modes: tuple[ModeReport, ...]
+    compact: bool = False
+    """The recording summarizes healthy no-ops (``POLL`` records): their verdicts are not
+    in it, so only accounts that changed were compared."""
 
     def mode(self, margin_mode: MarginMode) -> ModeReport | None:
         """The report of ``margin_mode`` (``None``: not in the recording)."""
@@ -147,6 +150,12 @@ class Calibration:
     def render(self) -> str:
         """The report as text (what ``liqshell calibrate`` prints)."""
         lines = [f"calibration of {self.source}"]
+        if self.compact:
+            lines.append(
+                '  note: a compact recording (record_mode = "changes"): the verdicts of '
+                'healthy no-ops were not recorded; record with [store] record_mode = "all" '
+                "to calibrate on every verdict"
+            )
         if not self.modes:
             lines.append("  no recorded verdict with a portfolio: nothing to compare")
         for report in self.modes:
@@ -232,7 +241,12 @@ def calibrate(recording: Any, config: Config | None = None, *, fit: bool = True)
                 mm_required_after=after,
             )
         )
-    return Calibration(source=str(getattr(recording, "source", "recording")), modes=tuple(reports))
+    compact = any(r.kind is RecordKind.POLL for r in recording.records)
+    return Calibration(
+        source=str(getattr(recording, "source", "recording")),
+        modes=tuple(reports),
+        compact=compact,
+    )
 
 
 # --------------------------------------------------------------------------- standard

@@ -148,6 +148,7 @@ async def simulate(
     progress: ProgressBar | None = None,
     on_tick: Callable[[World], None] | None = None,
     exchange_config: Config | None = None,
+    record_mode: str = "changes",
 ) -> SimSummary:
     """Run (or resume) the simulation of ``params`` and return its summary.
 
@@ -155,8 +156,9 @@ async def simulate(
     JSON Lines replay log. ``exchange_config`` is what the simulated exchange's engines
     (its margin models above all) run with — ``config``, the watcher's, by default; give
     another to study a watcher whose margin model does not match the exchange's (see
-    ``liqshell calibrate``). Raises :class:`SimStateError` when ``store`` holds a
-    simulation of other parameters.
+    ``liqshell calibrate``). ``record_mode`` is the watcher's ``record`` (``"all"`` records
+    every decision, healthy no-ops included: what calibration wants). Raises
+    :class:`SimStateError` when ``store`` holds a simulation of other parameters.
     """
     config = config or Config()
     with contextlib.ExitStack() as stack:
@@ -170,7 +172,14 @@ async def simulate(
             )
             store = os.path.join(folder, "sim.sqlite")
         return await _simulate(
-            params, config, Path(store), record, progress, on_tick, exchange_config or config
+            params,
+            config,
+            Path(store),
+            record,
+            progress,
+            on_tick,
+            exchange_config or config,
+            record_mode,
         )
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -183,6 +192,7 @@ async def _simulate(  # noqa: PLR0917
     progress: ProgressBar | None,
     on_tick: Callable[[World], None] | None,
     exchange_config: Config,
+    record_mode: str,
 ) -> SimSummary:
     from liqshell.adapters.sqlite import SqliteStore
     from liqshell.watcher import Watcher
@@ -229,6 +239,7 @@ async def _simulate(  # noqa: PLR0917
             recorder=recorder,
             clock=clock,
             config=config,
+            record=record_mode,
         )
         try:
             while not world.done:

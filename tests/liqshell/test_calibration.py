@@ -50,7 +50,9 @@ WATCHER = Config()  # the defaults: rate 0.10, floor 0.05, perp 0.03; shocks ±1
 def mis_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A simulator recording: the exchange's engine runs EXCHANGE, the watcher WATCHER."""
     path = tmp_path_factory.mktemp("calibration") / "mis-set.jsonl"
-    asyncio.run(simulate(PARAMS, config=WATCHER, exchange_config=EXCHANGE, record=path))
+    asyncio.run(
+        simulate(PARAMS, config=WATCHER, exchange_config=EXCHANGE, record=path, record_mode="all")
+    )
     return path
 
 
@@ -206,3 +208,13 @@ def test_observations_take_decisions_with_a_portfolio_only() -> None:
     recording = analysis.from_entries(records)
     (only,) = observations(recording)
     assert (only.wallet, only.now, only.portfolio) == ("W", 5, portfolio)
+
+
+def test_a_compact_recording_is_named_as_such(tmp_path: Path) -> None:
+    """A recording whose healthy no-ops were only counted (record_mode "changes") says so:
+    calibrating on it compares only the accounts that changed."""
+    path = tmp_path / "compact.jsonl"
+    asyncio.run(simulate(PARAMS, config=WATCHER, exchange_config=EXCHANGE, record=path))
+    found = calibrate(analysis.load(path), fit=False)
+    assert found.compact
+    assert 'record_mode = "all"' in found.render()
