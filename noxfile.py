@@ -116,6 +116,14 @@ def bench_plan(session: nox.Session) -> None:
     session.run("python", "-m", "bench.planning", *session.posargs)
 
 
+@nox.session(name="bench-watcher")
+def bench_watcher(session: nox.Session) -> None:
+    """The watcher's sweep end to end (memory, SQLite, PostgreSQL at 1k/10k/100k accounts):
+    writes docs/benchmarks/watcher.md."""
+    session.install(".[bench]")
+    session.run("python", "-m", "bench.watcher", *session.posargs)
+
+
 @nox.session(name="bench-replay")
 def bench_replay(session: nox.Session) -> None:
     """Replay throughput on ≥ 100k records, one core and a 2-worker Dask LocalCluster:
