@@ -362,10 +362,10 @@ def test_reduce_only_order_ids_independent_of_snapshot_order(
 def test_cancel_targets_cancel_exactly_what_the_rules_say(
     positions: Mapping[str, Decimal], orders: list[OpenOrder], tracked: list[str], reprice: bool
 ) -> None:
-    """Each order is cancelled iff not reduce-only, an orphan, or a liquidation order on
-    reprice; one target per key, oldest first."""
+    """Each order is cancelled iff an orphan, a liquidation order on reprice, or not
+    reduce-only once the orders cancelled anyway are left out of the walk (they do not use
+    up the position); one target per key, oldest first."""
     targets, open_ids = cancel_targets(orders, positions, tracked, reprice, wallet=W)
-    kept = reduce_only_order_ids(positions, orders, first=tracked)
 
     def is_liq(o: OpenOrder) -> bool:
         return is_liquidation_order(o, wallet=W, tracked=tracked)
@@ -373,13 +373,12 @@ def test_cancel_targets_cancel_exactly_what_the_rules_say(
     def key(o: OpenOrder) -> tuple[str, object]:
         return ("c", o.client_id) if is_liq(o) else ("o", o.order_id)
 
-    should = {
-        key(o)
-        for o in orders
-        if o.order_id not in kept
-        or (is_liq(o) and o.client_id not in tracked)
-        or (reprice and is_liq(o))
+    anyway = {
+        o.order_id for o in orders if is_liq(o) and (reprice or o.client_id not in tracked)
     }
+    staying = [o for o in orders if o.order_id not in anyway]
+    kept = reduce_only_order_ids(positions, staying, first=tracked)
+    should = {key(o) for o in orders if o.order_id in anyway or o.order_id not in kept}
     by_id = {o.order_id: o for o in orders}
     target_orders = [by_id[t.order_id] for t in targets]
     assert all(t.client_id == by_id[t.order_id].client_id for t in targets)
