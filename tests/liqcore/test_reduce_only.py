@@ -373,9 +373,7 @@ def test_cancel_targets_cancel_exactly_what_the_rules_say(
     def key(o: OpenOrder) -> tuple[str, object]:
         return ("c", o.client_id) if is_liq(o) else ("o", o.order_id)
 
-    anyway = {
-        o.order_id for o in orders if is_liq(o) and (reprice or o.client_id not in tracked)
-    }
+    anyway = {o.order_id for o in orders if is_liq(o) and (reprice or o.client_id not in tracked)}
     staying = [o for o in orders if o.order_id not in anyway]
     kept = reduce_only_order_ids(positions, staying, first=tracked)
     should = {key(o) for o in orders if o.order_id in anyway or o.order_id not in kept}
