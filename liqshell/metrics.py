@@ -377,7 +377,7 @@ def underlying_label(symbol: str) -> str:
 def bonus_offered(command: SubmitOrder, health: Health | None, band_bps: int) -> Decimal:
     """``size × (price − reference)`` of a liquidation order, in the quote currency: what it
     offers over the reference price the planner priced it from
-    (:func:`liqcore.planning.reference_price` with the quote and position it was decided
+    (:func:`liqcore.planning.prices.reference_price` with the quote and position it was decided
     on). 0 without them, and never negative."""
     portfolio = None if health is None else health.portfolio
     position = None if portfolio is None else portfolio.positions.get(command.symbol)

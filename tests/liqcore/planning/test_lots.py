@@ -1,0 +1,461 @@
+"""liqcore.planning.lots: whole lots — the dust, sub-step and minimum-order rules, the repair
+of a round rounding left short, and the trim of what rounding over-covers."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import attrs
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from liqcore import codec
+from liqcore.config import Config
+from liqcore.inputs import MarginMode, Portfolio, Position, Quote
+from liqcore.instruments import InstrumentSpec
+from liqcore.margin.base import MarginFacts, MarginModel
+from liqcore.numbers import MIN_SIZE, ONE
+from liqcore.planning import execution_prices, plan_partial_orders
+from liqcore.targets import required_mm_relief
+from tests.liqcore.planning.books import (
+    BENCH_NOW,
+    BOOK_EXAMPLES,
+    LOTS,
+    MIN_LOTS,
+    NOW,
+    PM,
+    PM_NOW,
+    SEED_ANCHOR,
+    SEED_CONFIG,
+    SEED_QUOTE,
+    STANDARD,
+    SYMBOL,
+    UNDERLYINGS,
+    CountingStandard,
+    accounts,
+    bonuses,
+    closes_of,
+    configs,
+    modes,
+    plan_of,
+    portfolio,
+    position,
+    premium,
+    reachable_accounts,
+    reachable_plan,
+    required_after,
+    seed_plan,
+    specs,
+    strangle,
+)
+
+
+def test_plan_partial_orders_dust_rule_closes_whole() -> None:
+    """Needing ~3.8 of 4 with min_size 0.5 would strand 0.2: the whole 4 is closed."""
+    anchor = MarginFacts(equity=Decimal("10683.75"), mm_required=Decimal(50_000))
+    assert seed_plan(anchor=anchor).orders[0].close_size < Decimal("3.9")
+    spec = InstrumentSpec(size_step=Decimal("0.1"), min_size=Decimal("0.5"))
+    config = attrs.evolve(SEED_CONFIG, instruments={"BTC": spec})
+    assert seed_plan(config, anchor).orders[0].close_size == Decimal(4)
+
+
+def test_plan_partial_orders_tiny_need_plans_smallest_nonzero_size() -> None:
+    """A need so small that MIN_SIZE would cover it still gets an order: of 2 × MIN_SIZE,
+    the smallest size that is not zero."""
+    anchor = MarginFacts(equity=Decimal("314.999999"), mm_required=Decimal(300))
+    assert required_mm_relief(anchor.equity, anchor.mm_required, 500) > MIN_SIZE
+    (order,) = seed_plan(anchor=anchor).orders
+    assert order.close_size == 2 * MIN_SIZE
+
+
+def test_plan_partial_orders_raised_to_min_order_size() -> None:
+    """A close below the exchange's minimum order size is raised to it."""
+    config = attrs.evolve(SEED_CONFIG, instruments={"BTC": InstrumentSpec(min_size=Decimal(1))})
+    assert seed_plan(config).orders[0].close_size == Decimal(1)
+
+
+def test_plan_partial_orders_position_below_one_lot_closed_whole() -> None:
+    """A short smaller than the size step is closed whole (the sub-step rule): left
+    unplanned, its margin stayed on the account until escalation."""
+    config = attrs.evolve(SEED_CONFIG, instruments={"BTC": InstrumentSpec(size_step=Decimal(1))})
+    (order,) = seed_plan(config, amount="-0.3").orders
+    assert order.close_size == Decimal("0.3")
+
+
+@pytest.mark.parametrize(("amount", "step"), [("-0.37", "0.5"), ("-1.37", "0.5")])
+def test_plan_partial_orders_sub_step_rest_closed_whole_like_a_sub_step_short(
+    amount: str, step: str
+) -> None:
+    """One rule for a short below one step and for the off-grid rest of a larger one:
+    when the need reaches past the last whole step, the whole position is closed."""
+    config = attrs.evolve(SEED_CONFIG, instruments={"BTC": InstrumentSpec(size_step=Decimal(step))})
+    anchor = MarginFacts(equity=Decimal(-100_000), mm_required=Decimal(300))
+    (order,) = seed_plan(config, anchor, amount=amount).orders
+    assert order.close_size == Decimal(amount).copy_abs()
+
+
+@given(accounts(), bonuses, configs, specs)
+def test_plan_orders_tradeable_under_instrument_spec(
+    account: tuple[Portfolio, dict[str, Quote], MarginFacts],
+    bonus: int,
+    config: Config,
+    spec: InstrumentSpec,
+) -> None:
+    """With an InstrumentSpec, prices sit on its tick; sizes are whole steps (or the whole
+    position, the one size allowed off the grid — a short below one step included), at
+    least the minimum order, and never leave a remainder below it."""
+    book = account[0]
+    config = attrs.evolve(config, instruments=dict.fromkeys(UNDERLYINGS, spec))
+    for order in plan_of(account, bonus, config).orders:
+        available = -book.positions[order.symbol].amount
+        assert order.limit_price % spec.price_tick == 0
+        assert order.close_size == available or order.close_size % spec.size_step == 0
+        assert order.close_size >= min(spec.min_size, available)
+        assert order.close_size >= spec.size_step or order.close_size == available
+        remainder = available - order.close_size
+        assert remainder == 0 or remainder >= max(spec.min_size, MIN_SIZE)
+
+
+@settings(max_examples=BOOK_EXAMPLES)
+@given(st.data(), modes, MIN_LOTS)
+def test_plan_nothing_stranded_and_nothing_left_to_trim(
+    data: st.DataObject, mode: MarginMode, min_size: Decimal
+) -> None:
+    """Nothing stranded: whole lots (or the whole position), at least the minimum order, no
+    remainder below it. Least cost: no order can lose one lot (or be dropped, when one lot
+    less is below the minimum order) and keep the plan on target."""
+    account = data.draw(reachable_accounts(mode=mode))
+    book, _, anchor, _ = account
+    spec = attrs.evolve(LOTS, min_size=min_size)
+    config = Config(instruments={"BTC": spec})
+    model = config.margin_model(mode)
+    plan, left = reachable_plan(mode, account, config)
+    closes = closes_of(plan)
+    for order in plan.orders:
+        available = -book.positions[order.symbol].amount
+        assert order.close_size == available or order.close_size % spec.size_step == 0
+        assert order.close_size >= min(max(spec.min_size, spec.size_step), available)
+        assert order.limit_price % spec.price_tick == 0
+        remainder = available - order.close_size
+        assert remainder == 0 or remainder >= max(spec.min_size, MIN_SIZE)
+    assert left <= MIN_SIZE
+    for index, (symbol, size, price) in enumerate(closes):
+        available = -book.positions[symbol].amount
+        smaller = size - spec.size_step
+        if smaller < max(spec.min_size, spec.size_step):
+            smaller = Decimal(0)
+        elif available - smaller < spec.min_size:
+            continue  # one lot less would strand a remainder
+        fewer = [
+            *closes[:index],
+            *([(symbol, smaller, price)] if smaller else []),
+            *closes[index + 1 :],
+        ]
+        assert required_after(model, book, fewer, anchor, 500, PM_NOW) > MIN_SIZE
+
+
+def test_plan_trims_what_the_minimum_order_over_covers() -> None:
+    """When the last close must be raised to the minimum order, the closes before it are cut
+    back by whole lots: the plan pays what the cheapest tradeable plan pays (found here by
+    trying every pair of lot counts)."""
+    cheap, dear = "BTC-20261231-150000-C", "BTC-20261231-90000-C"
+    book = portfolio(
+        position(cheap, amount="-5", entry="10"), position(dear, amount="-2", entry="50"), cash="0"
+    )
+    quotes = {cheap: Quote(theo=Decimal(10)), dear: Quote(theo=Decimal(50))}
+    spec = InstrumentSpec(size_step=Decimal("0.1"), min_size=Decimal(1))
+    config = Config(instruments={"BTC": spec}, reference_band_bps=0)
+    prices, _ = execution_prices(book, quotes, 1_000, config, NOW)
+    # A unit of the cheap one frees 5 250 (5 % of spot) for 1, of the dear one (in the money)
+    # 10 500 for 5. All of the cheap one and a little more: the dear one's minimum order of
+    # one unit over-covers, so the cheap one is cut from 5 to 3.1 (3.0 would fall short).
+    need = 5 * (Decimal(5_250) - Decimal(20) / 21) + 100
+    mm = Decimal(50_000)
+    anchor = MarginFacts(equity=(mm - need) * Decimal("1.05"), mm_required=mm)
+    plan = plan_partial_orders(book, quotes, 1_000, config, MarginMode.STANDARD, NOW, anchor=anchor)
+
+    def tradeable(lots: int, available: int) -> bool:
+        return lots in {0, available} or (lots >= 10 and available - lots >= 10)
+
+    best = min(
+        premium(book, trial)
+        for a in range(51)
+        for b in range(21)
+        if tradeable(a, 50)
+        and tradeable(b, 20)
+        and required_after(
+            STANDARD,
+            book,
+            trial := [
+                (cheap, Decimal(a) / 10, prices[cheap]),
+                (dear, Decimal(b) / 10, prices[dear]),
+            ],
+            anchor,
+            500,
+            NOW,
+        )
+        <= MIN_SIZE
+    )
+    assert premium(book, closes_of(plan)) == best
+    assert required_after(STANDARD, book, closes_of(plan), anchor, 500, NOW) <= MIN_SIZE
+    sizes = {s: size for s, size, _ in closes_of(plan)}
+    assert sizes == {cheap: Decimal("3.1"), dear: Decimal(1)}
+
+
+def test_plan_portfolio_margin_lot_rounding_short_is_covered_in_the_same_round() -> None:
+    """A deep in-the-money put and a call in whole lots of 0.1 (minimum order 0.5): the
+    traced sizes rounded to lots fall short, whole-lot increments cover the rest in the
+    same round, and the plan pays what the cheapest tradeable plan pays (every pair of lot
+    counts tried)."""
+    now = 1_788_220_800_000  # 2026-09-01T00:00:00Z
+    put, call = "BTC-20260911-155000-P", "BTC-20260911-95000-C"
+    book = Portfolio(
+        cash=Decimal("357821.653"),
+        positions={
+            put: Position(symbol=put, amount=Decimal("-5.6"), entry_price=Decimal("49794.35")),
+            call: Position(symbol=call, amount=Decimal("-1.5"), entry_price=Decimal("11958.73")),
+        },
+        spot={"BTC": Decimal(105_000)},
+    )
+    quotes = {
+        put: Quote(best_ask=Decimal("80774.1151"), theo=Decimal("49154.2905")),
+        call: Quote(best_ask=Decimal("12060.9073"), theo=Decimal("11863.7399")),
+    }
+    spec = InstrumentSpec(size_step=Decimal("0.1"), price_tick=Decimal(5), min_size=Decimal("0.5"))
+    config = Config(instruments={"BTC": spec})
+    anchor = MarginFacts(equity=Decimal("61035.198"), mm_required=Decimal("74131.26"))
+    plan = plan_partial_orders(book, quotes, 550, config, MarginMode.PORTFOLIO, now, anchor=anchor)
+    prices, _ = execution_prices(book, quotes, 550, config, now)
+
+    def tradeable(lots: int, available: int) -> bool:
+        return lots in {0, available} or (lots >= 5 and available - lots >= 5)
+
+    best = min(
+        premium(book, trial)
+        for a in range(57)
+        for b in range(16)
+        if tradeable(a, 56)
+        and tradeable(b, 15)
+        and required_after(
+            PM,
+            book,
+            trial := [(put, Decimal(a) / 10, prices[put]), (call, Decimal(b) / 10, prices[call])],
+            anchor,
+            500,
+            now,
+        )
+        <= MIN_SIZE
+    )
+    assert required_after(PM, book, closes_of(plan), anchor, 500, now) <= MIN_SIZE
+    assert premium(book, closes_of(plan)) == best
+    assert plan.rounds == 1
+
+
+@pytest.mark.parametrize("model", [STANDARD, CountingStandard()], ids=["fast", "searched"])
+def test_plan_trim_drops_an_order_a_later_minimum_order_makes_unneeded(
+    model: MarginModel,
+) -> None:
+    """The cheap short alone falls 100 short; the dear one's minimum order of one unit then
+    covers everything, so the cheap close is dropped (by the fast path and by searching an
+    opaque model alike)."""
+    cheap, dear = "BTC-20261231-150000-C", "BTC-20261231-90000-C"
+    book = portfolio(
+        position(cheap, amount="-1", entry="10"), position(dear, amount="-2", entry="50"), cash="0"
+    )
+    quotes = {cheap: Quote(theo=Decimal(10)), dear: Quote(theo=Decimal(50))}
+    spec = InstrumentSpec(size_step=Decimal("0.1"), min_size=Decimal(1))
+    config = Config(instruments={"BTC": spec}, reference_band_bps=0, standard_margin=model)
+    need = Decimal(5_250) - Decimal(20) / 21 + 100
+    mm = Decimal(50_000)
+    anchor = MarginFacts(equity=(mm - need) * Decimal("1.05"), mm_required=mm)
+    plan = plan_partial_orders(book, quotes, 1_000, config, MarginMode.STANDARD, NOW, anchor=anchor)
+    assert [(o.symbol, o.close_size) for o in plan.orders] == [(dear, Decimal(1))]
+    assert plan.orders[0].expected_mm_relief == Decimal(10_500)
+    assert required_after(STANDARD, book, closes_of(plan), anchor, 500, NOW) <= MIN_SIZE
+
+
+def test_plan_portfolio_margin_short_below_one_lot_closed_whole() -> None:
+    """Under portfolio margin too, a short smaller than the size step is closed whole."""
+    book, quotes = strangle()
+    facts = PM.evaluate(book, PM_NOW)
+    anchor = MarginFacts(equity=Decimal(0), mm_required=facts.mm_required)
+    config = Config(instruments={"BTC": InstrumentSpec(size_step=Decimal(2))})
+    plan = plan_partial_orders(
+        book, quotes, 100, config, MarginMode.PORTFOLIO, PM_NOW, anchor=anchor
+    )
+    assert plan.orders
+    for order in plan.orders:
+        assert order.close_size == -book.positions[order.symbol].amount
+
+
+def test_plan_portfolio_margin_strangle_tie_in_whole_lots() -> None:
+    """A BTC strangle whose shock scenarios bind together, in lots of 0.1 (minimum order
+    0.5): the traced call and put rounded up to lots move the scenarios apart and leave the
+    round short; one more lot covers it in the same round. No plan of BTC lots is cheaper
+    (every pair of tradeable lot counts tried), and the ETH call is left alone."""
+    call, put, other = "BTC-20260925-160000-C", "BTC-20260925-75000-P", "ETH-20260925-3000-C"
+    book = Portfolio(
+        cash=Decimal("17904.4085"),
+        positions={
+            call: Position(symbol=call, amount=Decimal("-9.4"), entry_price=Decimal("430.79")),
+            put: Position(symbol=put, amount=Decimal("-5.7"), entry_price=Decimal("197.78")),
+            other: Position(symbol=other, amount=Decimal(-10), entry_price=Decimal("606.42")),
+        },
+        spot={"BTC": Decimal(105_000), "ETH": Decimal(3_500)},
+    )
+    quotes = {
+        call: Quote(best_ask=Decimal("444.6805"), theo=Decimal("426.7818")),
+        put: Quote(best_ask=Decimal("200.5580")),
+        other: Quote(best_ask=Decimal("629.1565"), theo=Decimal("602.1730")),
+    }
+    config = Config(
+        instruments={
+            "BTC": InstrumentSpec(
+                size_step=Decimal("0.1"), price_tick=Decimal(5), min_size=Decimal("0.5")
+            ),
+            "ETH": InstrumentSpec(size_step=ONE, price_tick=Decimal("0.5"), min_size=ONE),
+        }
+    )
+    anchor = MarginFacts(equity=Decimal("6663.4365"), mm_required=Decimal("10794.70"))
+    plan = plan_partial_orders(
+        book, quotes, 931, config, MarginMode.PORTFOLIO, BENCH_NOW, anchor=anchor
+    )
+    assert required_after(PM, book, closes_of(plan), anchor, 500, BENCH_NOW) <= MIN_SIZE
+    assert {o.symbol for o in plan.orders} == {call, put}
+    assert plan.rounds == 1
+    prices, _ = execution_prices(book, quotes, 931, config, BENCH_NOW)
+    prepared = PM.prepare(book, BENCH_NOW)
+    original = prepared.facts()
+
+    def on_target(a: int, b: int) -> bool:
+        closed = prepared.closed(call, Decimal(a) / 10, prices[call]) if a else prepared
+        facts = closed.facts_after_close(put, Decimal(b) / 10, prices[put])
+        return (
+            required_mm_relief(
+                anchor.equity + facts.equity - original.equity,
+                anchor.mm_required + facts.mm_required - original.mm_required,
+                500,
+            )
+            <= MIN_SIZE
+        )
+
+    def tradeable(lots: int, available: int) -> bool:
+        return lots in {0, available} or (lots >= 5 and available - lots >= 5)
+
+    cheapest = min(
+        premium(book, [(call, Decimal(a) / 10, prices[call]), (put, Decimal(b) / 10, prices[put])])
+        for a in range(95)
+        for b in range(58)
+        if tradeable(a, 94) and tradeable(b, 57) and on_target(a, b)
+    )
+    assert premium(book, closes_of(plan)) <= cheapest
+
+
+def test_plan_portfolio_margin_rounding_past_a_tie_covered_by_many_cheap_lots() -> None:
+    """The traced call, rounded up to a whole lot, passes the point where the down-shock
+    scenario starts to bind; covering that takes fourteen lots of a cheap put, valued as
+    one increment. No plan of lots is cheaper (every pair of lot counts tried)."""
+    long_call, call, put = "BTC-20260925-160000-C", "BTC-20270625-160000-C", "BTC-20260925-65000-P"
+    book = Portfolio(
+        cash=Decimal("42783.6785"),
+        positions={
+            long_call: Position(
+                symbol=long_call, amount=Decimal("0.9"), entry_price=Decimal("309.21")
+            ),
+            call: Position(symbol=call, amount=Decimal("-2.2"), entry_price=Decimal("16866.77")),
+            put: Position(symbol=put, amount=Decimal("-9.9"), entry_price=Decimal("91.16")),
+        },
+        spot={"BTC": Decimal(105_000)},
+    )
+    quotes = {
+        put: Quote(best_ask=Decimal("92.9723"), theo=Decimal("90.0403")),
+        call: Quote(best_ask=Decimal("17374.7693"), theo=Decimal("16956.5414")),
+    }
+    spec = InstrumentSpec(size_step=Decimal("0.1"), price_tick=Decimal(5), min_size=Decimal("0.1"))
+    config = Config(instruments={"BTC": spec})
+    anchor = MarginFacts(equity=Decimal("5052.5895"), mm_required=Decimal("14665.71"))
+    plan = plan_partial_orders(
+        book, quotes, 880, config, MarginMode.PORTFOLIO, BENCH_NOW, anchor=anchor
+    )
+    assert required_after(PM, book, closes_of(plan), anchor, 500, BENCH_NOW) <= MIN_SIZE
+    prices, _ = execution_prices(book, quotes, 880, config, BENCH_NOW)
+    prepared = PM.prepare(book, BENCH_NOW)
+    original = prepared.facts()
+
+    def on_target(a: int, b: int) -> bool:
+        closed = prepared.closed(call, Decimal(a) / 10, prices[call]) if a else prepared
+        facts = closed.facts_after_close(put, Decimal(b) / 10, prices[put])
+        return (
+            required_mm_relief(
+                anchor.equity + facts.equity - original.equity,
+                anchor.mm_required + facts.mm_required - original.mm_required,
+                500,
+            )
+            <= MIN_SIZE
+        )
+
+    cheapest = min(
+        premium(book, [(call, Decimal(a) / 10, prices[call]), (put, Decimal(b) / 10, prices[put])])
+        for a in range(23)
+        for b in range(100)
+        if on_target(a, b)
+    )
+    assert premium(book, closes_of(plan)) == cheapest
+
+
+def test_plan_never_trims_a_close_that_pays_the_account() -> None:
+    """With lots (step 0.01, tick 0.05), band 0 and buffer 0, a short call whose price is
+    below its mark (closing it gains equity) is closed whole: trimmed to 0.04 the plan
+    needed more of the put and paid 0.672 where 0.5835 is on target too."""
+    config = codec.from_json(
+        '{"instruments":{"ETH":{"min_size":"0","price_tick":"0.05","size_step":"0.01"}},'
+        '"partial_target_buffer_bps":0,"reference_band_bps":0}',
+        Config,
+    )
+    call, put = "ETH-20270326-4000-C", "ETH-20270326-3000-P"
+    book = Portfolio(
+        cash=Decimal("-103.3"),
+        positions={
+            put: Position(symbol=put, amount=Decimal("-0.5"), entry_price=Decimal(339)),
+            "ETH-20270326-3750-C": Position(
+                symbol="ETH-20270326-3750-C", amount=Decimal(1), entry_price=Decimal(344)
+            ),
+            call: Position(symbol=call, amount=Decimal("-0.05"), entry_price=Decimal(93)),
+            "ETH-20270326-4000-P": Position(
+                symbol="ETH-20270326-4000-P", amount=Decimal(2), entry_price=Decimal(25)
+            ),
+        },
+        spot={"ETH": Decimal(3000)},
+    )
+    quotes = {
+        put: Quote(best_ask=Decimal("345.78"), best_bid=Decimal("332.22"), theo=Decimal("355.95")),
+        call: Quote(best_ask=Decimal("94.86"), best_bid=Decimal("91.14"), theo=Decimal("83.7")),
+    }
+    anchor = MarginFacts(equity=Decimal("116.55"), mm_required=Decimal("157.5"))
+    plan = plan_partial_orders(
+        book, quotes, 50, config, MarginMode.STANDARD, 1_799_999_940_000, anchor=anchor
+    )
+    sizes = {o.symbol: o.close_size for o in plan.orders}
+    assert sizes[call] == Decimal("0.05")
+    net = sum(
+        (o.close_size * (o.limit_price - book.positions[o.symbol].mark_price) for o in plan.orders),
+        Decimal(0),
+    )
+    assert net == Decimal("0.5835")
+    assert required_after(STANDARD, book, closes_of(plan), anchor, 0, 1_799_999_940_000) <= 0
+
+
+def test_plan_with_instruments_ignores_a_dust_position_elsewhere() -> None:
+    """A dust short next to the planned one has no mark; the trim must not ask for it."""
+    dust = "BTC-20261231-120000-C"
+    book = portfolio(
+        position(), Position(symbol=dust, amount=Decimal("-0.000000005"), entry_price=Decimal(100))
+    )
+    config = attrs.evolve(
+        SEED_CONFIG, instruments={"BTC": InstrumentSpec(size_step=Decimal("0.1"))}
+    )
+    plan = plan_partial_orders(
+        book, {SYMBOL: SEED_QUOTE}, 50, config, MarginMode.STANDARD, NOW, anchor=SEED_ANCHOR
+    )
+    assert [o.symbol for o in plan.orders] == [SYMBOL]
