@@ -2,8 +2,10 @@
 
 One :class:`SimExchange` is the ``PortfolioSource``, ``MarginSource``, ``QuoteSource``,
 ``OrderSnapshot``, ``OrderGateway``, ``AuctionExecutor``, ``AuctionFeed`` and ``EventSink``
-of a simulation. Reads are answered from the world; every write is journaled first (when
-a :class:`~liqshell.sim.persistence.WorldStore` is attached) and then applied by
+of a simulation, with the optional batch methods (``portfolios_of``, ``margins``,
+``open_orders_many``) the watcher observes a chunk of wallets with. Reads are answered
+from the world; every write is journaled first (when a
+:class:`~liqshell.sim.persistence.WorldStore` is attached) and then applied by
 :meth:`SimExchange.perform`, the one function a resumed run also replays the journal with.
 The sink counts entries into and recoveries from pre-liquidation for the summary,
 deduplicating by the publish key (at-least-once delivery).
@@ -33,7 +35,13 @@ from liqshell.sim import auctions, engine
 from liqshell.sim.margin import margin_report
 from liqshell.sim.market import UNDERLYINGS, jump_factor, next_spot, quantize
 from liqshell.sim.persistence import WorldStore
-from liqshell.sim.world import Market, World, account_portfolio, open_orders_of
+from liqshell.sim.world import (
+    Market,
+    World,
+    account_portfolio,
+    open_orders_by_wallet,
+    open_orders_of,
+)
 
 __all__ = ["SimExchange"]
 
@@ -177,6 +185,28 @@ class SimExchange:
                 self.world, self.market, self.config, wallet
             )
         return cached
+
+    async def portfolios_of(self, wallets: Sequence[str]) -> Mapping[str, Portfolio | None]:
+        """:meth:`portfolio` of each of ``wallets`` in one call (``None`` for an unknown one)."""
+        accounts = self.world.accounts
+        return {w: self._portfolio(w) if w in accounts else None for w in wallets}
+
+    async def margins(
+        self, portfolios: Mapping[str, Portfolio | None]
+    ) -> Mapping[str, MarginReport]:
+        """:meth:`margin` of each wallet of ``portfolios`` in one call; a wallet the engine
+        cannot value (unknown, or a model that cannot plan it) is left out: it fails alone."""
+        reports: dict[str, MarginReport] = {}
+        for wallet in portfolios:
+            try:
+                reports[wallet] = await self.margin(wallet, portfolios[wallet])
+            except (KeyError, PlanningError):
+                continue
+        return reports
+
+    async def open_orders_many(self, wallets: Sequence[str]) -> Mapping[str, Sequence[OpenOrder]]:
+        """:meth:`open_orders` of each of ``wallets`` in one pass over the order book."""
+        return open_orders_by_wallet(self.world, wallets)
 
     async def quotes(self, symbols: Sequence[str]) -> Mapping[str, Quote]:
         """Books of the listed ``symbols`` (unknown ones are left out)."""

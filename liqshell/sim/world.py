@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Literal, TypeAlias
 
@@ -56,6 +56,7 @@ __all__ = [
     "World",
     "account_portfolio",
     "new_world",
+    "open_orders_by_wallet",
     "open_orders_of",
     "wallet_name",
 ]
@@ -322,8 +323,22 @@ def account_portfolio(world: World, market: Market, account: Account) -> Portfol
 
 def open_orders_of(world: World, wallet: str) -> tuple[OpenOrder, ...]:
     """The wallet's open orders as the engine reports them, by ``(created_at, order_id)``."""
-    mine = [o for o in world.orders.values() if o.wallet == wallet and o.status == "open"]
-    mine.sort(key=lambda o: (o.created_at, o.order_id))
+    return open_orders_by_wallet(world, [wallet])[wallet]
+
+
+def open_orders_by_wallet(world: World, wallets: Iterable[str]) -> dict[str, tuple[OpenOrder, ...]]:
+    """:func:`open_orders_of` each of ``wallets``, in one pass over the orders."""
+    mine: dict[str, list[SimOrder]] = {wallet: [] for wallet in wallets}
+    for order in world.orders.values():
+        if order.status == "open":
+            found = mine.get(order.wallet)
+            if found is not None:
+                found.append(order)
+    return {wallet: _reported(orders) for wallet, orders in mine.items()}
+
+
+def _reported(orders: list[SimOrder]) -> tuple[OpenOrder, ...]:
+    orders.sort(key=lambda o: (o.created_at, o.order_id))
     return tuple(
         OpenOrder(
             order_id=o.order_id,
@@ -336,7 +351,7 @@ def open_orders_of(world: World, wallet: str) -> tuple[OpenOrder, ...]:
             created_at=o.created_at,
             is_perp=option_symbol(o.symbol) is None,
         )
-        for o in mine
+        for o in orders
     )
 
 

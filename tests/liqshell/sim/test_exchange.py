@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +16,10 @@ from liqcore import (
     Config,
     Healthy,
     MarginMode,
+    OpenOrder,
+    Portfolio,
     PreLiquidation,
+    Side,
     StartAuction,
     StateChange,
     SubmitOrder,
@@ -24,15 +30,21 @@ from liqshell.ports import (
     AuctionExecutor,
     AuctionFeed,
     EventSink,
+    MarginReport,
     MarginSource,
     NotSent,
     OrderGateway,
     OrderSnapshot,
+    PollReport,
     PortfolioSource,
     QuoteSource,
+    RecordKind,
 )
 from liqshell.sim import SimExchange, WorldStore, new_world
+from liqshell.sim.runner import SimClock
 from liqshell.sim.world import SimParams
+from liqshell.testing import MemoryStore
+from liqshell.watcher import Watcher
 
 PARAMS = SimParams(accounts=8, minutes=3, seed=6)
 
@@ -186,3 +198,123 @@ async def test_start_unknown_wallet_not_sent_and_nothing_changes() -> None:
     with pytest.raises(NotSent):
         await sim.start(StartAuction(wallet="0xnobody", request_id="s"))
     assert codec.to_json(sim.world) == before
+
+
+class PerWalletSim:
+    """The simulated exchange's observation ports without its batch methods: the watcher
+    observes through them one wallet at a time (its fallback path)."""
+
+    def __init__(self, sim: SimExchange) -> None:
+        self._sim = sim
+
+    async def portfolios(self) -> Mapping[str, Portfolio]:
+        return await self._sim.portfolios()
+
+    async def portfolio(self, wallet: str) -> Portfolio | None:
+        return await self._sim.portfolio(wallet)
+
+    async def margin(self, wallet: str, portfolio: Portfolio | None) -> MarginReport:
+        return await self._sim.margin(wallet, portfolio)
+
+    async def open_orders(self, wallet: str) -> Sequence[OpenOrder]:
+        return await self._sim.open_orders(wallet)
+
+
+class CountingSim(SimExchange):
+    """A simulated exchange that counts the observation calls it answers."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: collections.Counter[str] = collections.Counter()
+
+    async def portfolio(self, wallet: str) -> Portfolio | None:
+        self.calls["portfolio"] += 1
+        return await super().portfolio(wallet)
+
+    async def portfolios_of(self, wallets: Sequence[str]) -> Mapping[str, Portfolio | None]:
+        self.calls["portfolios_of"] += 1
+        return await super().portfolios_of(wallets)
+
+    async def margins(
+        self, portfolios: Mapping[str, Portfolio | None]
+    ) -> Mapping[str, MarginReport]:
+        self.calls["margins"] += 1
+        return await super().margins(portfolios)
+
+    async def open_orders_many(self, wallets: Sequence[str]) -> Mapping[str, Sequence[OpenOrder]]:
+        self.calls["open_orders_many"] += 1
+        return await super().open_orders_many(wallets)
+
+
+async def simulated_run(
+    seed: int, *, batch: bool, record: str
+) -> tuple[CountingSim, MemoryStore, list[PollReport]]:
+    """The runner's loop (drain the feed, poll, advance) over a small world, the watcher
+    observing through the batch methods or wallet by wallet; one worker, so the wallets are
+    decided in the same order on both paths."""
+    params = SimParams(accounts=12, minutes=3, seed=seed)
+    sim = CountingSim(new_world(params, Config()), config=Config())
+    observing: Any = sim if batch else PerWalletSim(sim)
+    store = MemoryStore()
+    clock = SimClock(sim.world.now)
+    watcher = Watcher(
+        portfolios=observing, margin=observing, quotes=sim, orders=observing, gateway=sim,
+        auctions=sim, feed=sim, store=store, sink=sim, recorder=store, clock=clock,
+        concurrency=1, record=record,
+    )  # fmt: skip
+    reports = []
+    while True:
+        clock.set(sim.world.now)
+        await watcher.drain_feed()
+        reports.append(await watcher.run_once())
+        if sim.world.tick >= params.ticks:
+            return sim, store, reports
+        sim.advance()
+
+
+@pytest.mark.parametrize(("seed", "record"), [(3, "all"), (3, "changes"), (8, "all")])
+async def test_watcher_takes_the_batch_path_and_decides_as_wallet_by_wallet(
+    seed: int, record: str
+) -> None:
+    """Against the simulated exchange the watcher observes in batches (a per-wallet call
+    only to re-step a wallet at once after its reprice's cancels) and records exactly the
+    decisions, outcomes and feed items of a run that observes wallet by wallet; the
+    exchange ends in the same state."""
+    batched, batched_store, batched_reports = await simulated_run(seed, batch=True, record=record)
+    single, single_store, single_reports = await simulated_run(seed, batch=False, record=record)
+    stepped = sum(report.stepped + report.skipped for report in single_reports)
+    assert stepped > 0
+    assert single.calls["portfolio"] - batched.calls["portfolio"] == stepped
+    assert batched.calls["portfolios_of"] == batched.calls["margins"] == len(batched_reports)
+    assert batched.calls["open_orders_many"] == len(batched_reports)
+    assert single.calls["portfolios_of"] == single.calls["margins"] == 0
+    assert single.calls["portfolio"] > 0
+    assert batched_store.records == single_store.records
+    assert batched_store.states == single_store.states
+    assert batched_reports == single_reports
+    assert batched.world.stats == single.world.stats
+    decisions = [r for r in batched_store.records if r.kind is RecordKind.DECISION]
+    assert any(r.commands for r in decisions), "the run must liquidate something"
+
+
+async def test_batch_methods_answer_as_the_per_wallet_calls() -> None:
+    """portfolios_of, margins and open_orders_many give each wallet what portfolio, margin
+    and open_orders give it; an unknown wallet has no portfolio and no margin answer."""
+    sim = exchange()
+    wallet, symbol, amount = short_of(sim)
+    await sim.submit(
+        SubmitOrder(
+            wallet=wallet, symbol=symbol, side=Side.BUY, price=Decimal(1), size=-amount,
+            reduce_only=True, client_id="liq-test", request_id="r-1",
+        )
+    )  # fmt: skip
+    wallets = [*sorted(sim.world.accounts), "0xunknown"]
+    portfolios = await sim.portfolios_of(wallets)
+    assert portfolios == {w: await sim.portfolio(w) for w in wallets}
+    reports = await sim.margins(portfolios)
+    assert set(reports) == set(sim.world.accounts)
+    for known in sim.world.accounts:
+        assert reports[known] == await sim.margin(known, portfolios[known])
+    orders = await sim.open_orders_many(wallets)
+    assert orders == {w: tuple(await sim.open_orders(w)) for w in wallets}
+    assert orders[wallet], "the order submitted is open"
