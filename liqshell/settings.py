@@ -18,7 +18,8 @@ Every setting can also come from the environment: ``LIQSHELL_<SECTION>__<KEY>`` 
 between levels, case-insensitive: ``LIQSHELL_STORE__DSN``, ``LIQSHELL_NATS__SERVERS`` as a
 comma-separated list, ``LIQSHELL_LIQCORE__STANDARD_MARGIN__RATE``,
 ``LIQSHELL_EXCHANGE__OPTIONS__API_KEY``) and overrides the file. A string value in the file
-may name environment variables as ``${VAR}`` (``$${`` is a literal ``${``), and the secrets
+may name environment variables as ``${VAR}``, or ``${VAR:-default}`` for a value used when
+``VAR`` is unset or empty (``$${`` is a literal ``${``), and the secrets
 (``[store] dsn``, ``[nats] user``, ``password``, ``token``) may be read from a file instead:
 ``dsn_file = "/run/secrets/dsn"``. :func:`redacted_settings` renders the effective
 configuration with every secret replaced by ``***``.
@@ -287,10 +288,15 @@ def _interpolate(
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$${":
             return "${"
-        name = match.group(1)
+        name, default, fallback = match.group(1).partition(":-")
         place = f"[{'.'.join(where[:-1])}] {where[-1]}" if len(where) > 1 else f"[{where[0]}]"
         if _VARIABLE.fullmatch(name) is None:
-            raise SettingsError(f"{source}: {place}: ${{{name}}} is not a variable name")
+            raise SettingsError(
+                f"{source}: {place}: ${{{match.group(1)}}} is not a variable name "
+                "(${VAR} or ${VAR:-default})"
+            )
+        if default and not environ.get(name):
+            return fallback
         if name not in environ:
             raise SettingsError(f"{source}: {place}: environment variable {name} is not set")
         return environ[name]

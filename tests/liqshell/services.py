@@ -21,7 +21,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -168,6 +168,36 @@ class PostgresServer:
         """Whether the server accepts TCP connections."""
         return _port_open(self.port)
 
+    def require_password(self, role: str, password: str, *, database: str | None = None) -> str:
+        """Make ``role`` a login role that must give ``password`` (``scram-sha-256`` on
+        loopback: a ``pg_hba.conf`` line before the trust ones, for this role alone), with the
+        database ``database`` (default: the role's name) owned by it. Returns its DSN without
+        the password."""
+        database = role if database is None else database
+        hba = self.data / "pg_hba.conf"
+        rule = f"host all {role} 127.0.0.1/32 scram-sha-256\n"
+        if rule not in hba.read_text():
+            hba.write_text(rule + hba.read_text())
+            if self.running():
+                self._run("pg_ctl", "-D", str(self.data), "reload")
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(database)))
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(role), sql.Literal(password)
+                )
+            )
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(database), sql.Identifier(role)
+                )
+            )
+        return f"host=127.0.0.1 port={self.port} user={role} dbname={database} connect_timeout=3"
+
     def create_database(self) -> str:
         """A new empty database; returns its DSN."""
         import psycopg
@@ -184,8 +214,10 @@ class PostgresServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_postgres() -> PostgresServer:
-    """Create and start a throwaway cluster (skips/fails when the binaries are missing)."""
+def start_postgres(password_roles: Mapping[str, str] | None = None) -> PostgresServer:
+    """Create and start a throwaway cluster (skips/fails when the binaries are missing);
+    each role of ``password_roles`` must log in with its password and owns a database of
+    its name (:meth:`PostgresServer.require_password`)."""
     initdb = _find_binary("initdb", ["/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin"])
     if initdb is None:
         unavailable(
@@ -203,6 +235,8 @@ def start_postgres() -> PostgresServer:
     try:
         server.init()
         server.start()
+        for role, password in (password_roles or {}).items():
+            server.require_password(role, password)
     except BaseException:
         server.remove()
         raise

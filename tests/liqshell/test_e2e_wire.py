@@ -1,5 +1,6 @@
 """Done means: ``liqshell run --config examples/production.toml``, secrets from the
-environment, runs against the reference responder over a real nats-server, with JSON logs."""
+environment, runs against the reference responder over a real nats-server, with JSON logs,
+committing to PostgreSQL as a role that must give the password the environment holds."""
 
 from __future__ import annotations
 
@@ -8,20 +9,24 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from liqcore import AuctionRequestFailed, OrderFailed, StartAuction, SubmitOrder
 from liqshell.adapters import read_records
+from liqshell.adapters.postgres import PostgresStore
 from liqshell.ports import RecordKind
 from liqshell.settings import parse_settings
 from liqshell.sim import SimExchange
 from liqshell.sim.responder import run_reference_exchange
-from tests.liqshell.services import free_port, start_nats
+from tests.liqshell.services import PostgresServer, free_port, start_nats, start_postgres
 
 pytestmark = pytest.mark.services
 
@@ -29,6 +34,28 @@ PRODUCTION = Path(__file__).parents[2] / "examples" / "production.toml"
 TOKEN = "e2e-token-1f3a"
 DB_PASSWORD = "e2e-db-password-9c2d"
 DEADLINE_S = 90.0  # a bound on waiting for the first liquidation, not an assertion
+ROLE = "liqshell"  # the user and database of the production file's DSN
+
+
+@pytest.fixture(scope="module")
+def production_db() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL where the role ``liqshell`` must give ``DB_PASSWORD``
+    (scram-sha-256) and owns the database ``liqshell``."""
+    server = start_postgres({ROLE: DB_PASSWORD})
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+def _database_environment(server: PostgresServer, password: str) -> dict[str, str]:
+    """What a deployment sets to point the production file's DSN at ``server``: the password
+    and the host and port its ``${…:-default}`` references take."""
+    return {
+        "LIQSHELL_DB_PASSWORD": password,
+        "LIQSHELL_DB_HOST": "127.0.0.1",
+        "LIQSHELL_DB_PORT": str(server.port),
+    }
 
 
 def _records(path: Path) -> list[object]:
@@ -39,12 +66,13 @@ def _records(path: Path) -> list[object]:
 
 
 async def test_run_with_configuration_alone_against_the_reference_responder(
-    tmp_path: Path,
+    tmp_path: Path, production_db: PostgresServer
 ) -> None:
     """The watcher, a subprocess configured by the production example and the environment
     alone (the NATS token and the database password from environment variables), observes
-    the simulated exchange through the wire protocol, liquidates over NATS, logs JSON on
-    stderr, serves its metrics and stops cleanly on SIGTERM. Chain events come back over a
+    the simulated exchange through the wire protocol, liquidates over NATS, commits its
+    states to PostgreSQL as the password-authenticated role of the DSN, logs JSON on stderr,
+    serves its metrics and stops cleanly on SIGTERM. Chain events come back over a
     JetStream stream."""
     server = start_nats(["--auth", TOKEN])
     stop = asyncio.Event()
@@ -64,11 +92,9 @@ async def test_run_with_configuration_alone_against_the_reference_responder(
     metrics_port = free_port()
     env = {
         **os.environ,
-        "LIQSHELL_DB_PASSWORD": DB_PASSWORD,
+        **_database_environment(production_db, DB_PASSWORD),
         "LIQSHELL_NATS__TOKEN": TOKEN,
         "LIQSHELL_NATS__SERVERS": server.url,
-        "LIQSHELL_STORE__KIND": "sqlite",
-        "LIQSHELL_STORE__PATH": str(tmp_path / "watcher.sqlite"),
         "LIQSHELL_STORE__RECORD": str(record),
         "LIQSHELL_METRICS__HOST": "127.0.0.1",
         "LIQSHELL_METRICS__PORT": str(metrics_port),
@@ -122,7 +148,8 @@ async def test_run_with_configuration_alone_against_the_reference_responder(
             await responder
         server.remove()
 
-    outcomes = [e for r in _records(record) for e in getattr(r, "events", ())]
+    records = _records(record)
+    outcomes = [e for r in records for e in getattr(r, "events", ())]
     assert not any(isinstance(e, OrderFailed | AuctionRequestFailed) for e in outcomes)
     assert b"liqshell_orders_total" in metrics
     lines = err.decode().splitlines()
@@ -133,3 +160,49 @@ async def test_run_with_configuration_alone_against_the_reference_responder(
     text = err.decode()
     assert TOKEN not in text
     assert DB_PASSWORD not in text
+
+    # The states are in PostgreSQL, in a schema the password-authenticated role created.
+    committed: dict[str, object] = {}
+    for r in records:
+        if getattr(r, "version", 0) > 0:
+            committed[r.wallet] = r  # type: ignore[attr-defined]
+    assert acted
+    assert committed
+    with psycopg.connect(production_db.dsn(ROLE), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'liqshell'"
+        ).fetchone()
+    assert row == (ROLE,)
+    async with PostgresStore(production_db.dsn(ROLE), timeout_ms=5_000) as store:
+        stored = await store.load()
+    for wallet, last in committed.items():
+        assert wallet in stored, wallet
+        assert stored[wallet].version >= last.version  # type: ignore[attr-defined]
+        if stored[wallet].version == last.version:  # type: ignore[attr-defined]
+            assert stored[wallet].state == last.state  # type: ignore[attr-defined]
+
+
+def test_run_with_a_wrong_database_password_fails_with_one_clear_line(
+    production_db: PostgresServer,
+) -> None:
+    """The production file with a wrong ``LIQSHELL_DB_PASSWORD``: one line on stderr saying
+    the authentication failed (not that the server is down), no password, exit status 1,
+    before anything else is reached."""
+    env = {
+        **os.environ,
+        **_database_environment(production_db, "WrongPassword-77"),
+        "LIQSHELL_NATS__TOKEN": TOKEN,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "liqshell", "run", "--config", str(PRODUCTION),
+         "--log-format", "json"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("liqshell: error: service unavailable:"), lines[0]
+    assert "authentication failed" in lines[0]
+    assert "unreachable" not in lines[0]
+    assert "WrongPassword-77" not in result.stderr
+    assert DB_PASSWORD not in result.stderr

@@ -128,6 +128,28 @@ def test_variable_references_are_interpolated_and_missing_ones_named() -> None:
         parse_settings(document, source="f.toml", environ={})
 
 
+def test_variable_references_may_have_defaults() -> None:
+    """``${VAR:-default}`` is ``VAR`` when it is set and not empty, else ``default`` (which may
+    be empty); ``${VAR:-x}`` and ``${VAR}`` may share a string; a bad name is still an
+    error naming the setting."""
+    document = {
+        "store": {
+            "kind": "postgres",
+            "dsn": "postgresql://liq:${PW}@${DB_HOST:-db.internal}:${DB_PORT:-5432}/liq${SFX:-}",
+        }
+    }
+    settings = parse_settings(document, environ={"PW": "s3cret"})
+    assert settings.store.dsn == "postgresql://liq:s3cret@db.internal:5432/liq"
+    settings = parse_settings(
+        document, environ={"PW": "s3cret", "DB_HOST": "127.0.0.1", "DB_PORT": "", "SFX": "_2"}
+    )
+    assert settings.store.dsn == "postgresql://liq:s3cret@127.0.0.1:5432/liq_2"
+    with pytest.raises(SettingsError, match=r"\[store\] dsn: environment variable PW "):
+        parse_settings(document, environ={"DB_HOST": "h"})
+    with pytest.raises(SettingsError, match=r"\[store\] path: \$\{1X:-a\} is not a variable"):
+        parse_settings({"store": {"path": "${1X:-a}"}}, environ={})
+
+
 def test_secret_from_file(tmp_path: Path) -> None:
     """``dsn_file``/``token_file``/``password_file`` read the secret from a file (trailing
     newline dropped); both forms, or an unreadable or empty file, are errors."""

@@ -223,17 +223,7 @@ PASSWORD_ROLE = "liq_pw_test"
 def password_role(postgres_server: PostgresServer) -> str:
     """A role that must give its password (scram on loopback for it alone); its DSN
     without the password."""
-    hba = postgres_server.data / "pg_hba.conf"
-    rule = f"host all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\n"
-    if rule not in hba.read_text():
-        hba.write_text(rule + hba.read_text())
-        postgres_server._run("pg_ctl", "-D", str(postgres_server.data), "reload")
-    with psycopg.connect(postgres_server.dsn(), autocommit=True) as conn:
-        conn.execute(f"DROP ROLE IF EXISTS {PASSWORD_ROLE}")
-        conn.execute(f"CREATE ROLE {PASSWORD_ROLE} LOGIN SUPERUSER PASSWORD 'right-one'")
-    return postgres_server.dsn().replace(
-        f"user={postgres_server.superuser}", f"user={PASSWORD_ROLE}"
-    )
+    return postgres_server.require_password(PASSWORD_ROLE, "right-one")
 
 
 @pytest.mark.services
