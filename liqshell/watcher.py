@@ -552,11 +552,11 @@ class Watcher:
         """Reconcile a wallet's unfinished commands (at start-up, or after a reload).
 
         A ``StartAuction`` or ``StopAuction`` that is still the wallet's latest request (its
-        request id is the one the stored state waits on, with no receipt yet, and it is not
-        stale yet) is sent again with that id — the executor is idempotent per wallet — and
-        its outcome folded in as after any send. Publishes are published again with their
-        original key. Submits and cancels are reported, never replayed: the next step sees a
-        fresh snapshot and supersedes them."""
+        request id is the one the stored state waits on, with no receipt yet, and at least a
+        poll interval of its staleness window is left) is sent again with that id — the
+        executor is idempotent per wallet — and its outcome folded in as after any send.
+        Publishes are published again with their original key. Submits and cancels are
+        reported, never replayed: the next step sees a fresh snapshot and supersedes them."""
         stored = self._stored[wallet]
         unfinished = stored.unfinished
         self._metrics.unfinished(len(unfinished))
@@ -569,7 +569,11 @@ class Watcher:
             resend = not self._shadow and (
                 isinstance(command, PublishStateChange)
                 or _still_requested(
-                    stored.state, command, now, self._config.full_escalation_timeout_ms
+                    stored.state,
+                    command,
+                    now,
+                    self._config.full_escalation_timeout_ms,
+                    self._config.poll_interval_ms,
                 )
             )
             _log.warning(
@@ -1419,16 +1423,22 @@ def _reprice_cancels_confirmed(
     )
 
 
-def _still_requested(state: AccountState, command: Command, now: int, timeout_ms: int) -> bool:
+def _still_requested(
+    state: AccountState, command: Command, now: int, timeout_ms: int, margin_ms: int
+) -> bool:
     """Whether ``command`` is an auction request the stored ``state`` still waits on at
     ``now``: the ``StartAuction`` of a pre-liquidation pending full request with no receipt
-    yet, or the ``StopAuction`` of the running auction's stop request — and not stale yet
-    (``now`` at most ``timeout_ms`` after it was made). A stale one is the next step's to
-    decide: it requests anew (a start, or a stop of a recovered account) with a fresh
-    request time, or drops it (a stop of an account liquidatable again); sent now, its
-    receipt would confirm a request already past its staleness limit (``STUCK`` at once,
-    DST seed 6935) or stop the auction of an account that needs it."""
+    yet, or the ``StopAuction`` of the running auction's stop request — with at least
+    ``margin_ms`` (one poll interval) of its window left (``now + margin_ms`` at most
+    ``timeout_ms`` after it was made). Any other is the next step's to decide: it requests
+    anew (a start, or a stop of a recovered account) with a fresh request time, or drops it
+    (a stop of an account liquidatable again). Sent now, a stale request's receipt would
+    confirm a request already past its limit (``STUCK`` at once, DST seed 6935) or stop the
+    auction of an account that needs it; one sent in the last poll interval of its window
+    goes stale before the chain can answer it (the next step, even 1 ms later, reports it
+    ``STUCK``: DST seed 5165), while the next step's fresh request gets a whole window."""
     phase = state.phase
+    answer_by = now + margin_ms  # the chain needs a poll to answer
     match command:
         case StartAuction():
             return (
@@ -1436,14 +1446,14 @@ def _still_requested(state: AccountState, command: Command, now: int, timeout_ms
                 and phase.pending_full_request_id == command.request_id
                 and phase.pending_full_auction_id is None
                 and phase.pending_full_requested_at is not None
-                and now <= phase.pending_full_requested_at + timeout_ms
+                and answer_by <= phase.pending_full_requested_at + timeout_ms
             )
         case StopAuction():
             return (
                 isinstance(phase, InLiquidation)
                 and phase.stop_request_id == command.request_id
                 and phase.stop_requested_at is not None
-                and now <= phase.stop_requested_at + timeout_ms
+                and answer_by <= phase.stop_requested_at + timeout_ms
             )
         case _:
             return False

@@ -423,19 +423,28 @@ def exchange_requests(store: Path) -> list[tuple[str, str, str, str | None]]:
         worlds.close()
 
 
-def still_requested(state: AccountState | None, command: Command) -> bool:
-    """Whether ``state`` still waits on the auction request ``command`` (no receipt yet)."""
+def still_requested(state: AccountState | None, command: Command, now: int) -> bool:
+    """Whether ``state`` still waits on the auction request ``command`` at ``now`` (no
+    receipt yet, and at least a poll interval of its staleness window left)."""
     if state is None:
         return False
     phase = state.phase
+    window = CONFIG.full_escalation_timeout_ms - CONFIG.poll_interval_ms
     if isinstance(command, StartAuction):
         return (
             isinstance(phase, PreLiquidation)
             and phase.pending_full_request_id == command.request_id
             and phase.pending_full_auction_id is None
+            and phase.pending_full_requested_at is not None
+            and now <= phase.pending_full_requested_at + window
         )
     if isinstance(command, StopAuction):
-        return isinstance(phase, InLiquidation) and phase.stop_request_id == command.request_id
+        return (
+            isinstance(phase, InLiquidation)
+            and phase.stop_request_id == command.request_id
+            and phase.stop_requested_at is not None
+            and now <= phase.stop_requested_at + window
+        )
     return False
 
 
@@ -477,7 +486,7 @@ def send_problems(
             if isinstance(command, SubmitOrder | CancelOrder):
                 superseded.add(command.request_id)
             elif isinstance(command, StartAuction | StopAuction):
-                if still_requested(record.previous, command):
+                if still_requested(record.previous, command, record.now):
                     must_resend.add(command.request_id)
                 else:
                     superseded.add(command.request_id)

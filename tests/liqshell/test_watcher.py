@@ -1176,6 +1176,41 @@ async def test_watcher_restart_leaves_an_auction_request_gone_stale_to_the_next_
     assert world.exchange.stops == []
 
 
+@pytest.mark.parametrize(
+    ("left_ms", "resent"),
+    [(SEED_CONFIG.poll_interval_ms, True), (SEED_CONFIG.poll_interval_ms - 1, False), (0, False)],
+)
+async def test_watcher_restart_resends_a_start_only_with_a_poll_interval_of_its_window_left(
+    left_ms: int, resent: bool
+) -> None:
+    """A StartAuction lost to a crash is sent again at a restart only while at least one
+    poll interval of its staleness window is left: sent in the window's last poll interval
+    (down to its very last millisecond, DST seed 5165) it goes stale before the chain can
+    answer, and the next step, even 1 ms later, reports the account STUCK. Not sent, the
+    first step past the limit requests anew with a whole window: one StartAuction either
+    way, no STUCK."""
+    world = seed_world()
+    world.exchange.set_portfolio(W, perp_portfolio())
+    await world.poll(world.watcher(auctions=Killed()))
+    decided = pre(world.state())
+    assert decided.pending_full_requested_at is not None
+    limit = decided.pending_full_requested_at + SEED_CONFIG.full_escalation_timeout_ms
+    world.clock.set_time(limit - left_ms)
+
+    restarted = world.watcher()
+    await world.drain(restarted)  # start-up only: no poll
+    expected = [decided.pending_full_request_id] if resent else []
+    assert [s.request_id for s in world.exchange.starts] == expected
+    # Sent: the next poll finds it confirmed. Not sent: it waits out its window (at most a
+    # poll interval) and the first step past the limit requests anew.
+    world.clock.set_time(limit - left_ms + 1 if resent else limit + 1)
+    await world.poll(restarted)
+    (start,) = world.exchange.starts
+    assert (start.request_id == decided.pending_full_request_id) is resent
+    assert pre(world.state()).pending_full_auction_id is not None
+    assert world.metric("alerts_total", code="stuck") == 0
+
+
 async def test_watcher_restart_never_sends_a_stale_auction_request_or_an_order() -> None:
     """Unfinished auction requests that are no longer the wallet's latest (the state waits on
     another request id, or has its receipt) and unfinished submits are reported at the
