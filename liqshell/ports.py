@@ -2,9 +2,11 @@
 
 Adapters (SQLite, PostgreSQL, NATS, JSON Lines, the simulator, the in-memory fakes of
 :mod:`liqshell.testing`) implement them; the watcher sees nothing else. Adapter exceptions
-are translated at this boundary into the three errors below, so the watcher can tell an
+are translated at this boundary into the errors below, so the watcher can tell an
 effect that provably never happened (:class:`NotSent`) from one that may have
-(:class:`OutcomeUnknown`).
+(:class:`OutcomeUnknown`), and a commit that lost its race (:class:`Conflict`) from one
+made under a lease that is no longer this instance's (:class:`Fenced`,
+:class:`LeaseStore`).
 """
 
 from __future__ import annotations
@@ -52,7 +54,10 @@ __all__ = [
     "Cursor",
     "EventSink",
     "FeedItem",
+    "Fenced",
     "HeaderRecorder",
+    "Lease",
+    "LeaseStore",
     "LiqshellError",
     "MarginReport",
     "MarginSource",
@@ -107,6 +112,13 @@ class OutcomeUnknown(LiqshellError):
 
 class Conflict(LiqshellError):
     """A compare-and-set commit lost: another instance committed this wallet first."""
+
+
+class Fenced(LiqshellError):
+    """The lease a call was made under is no longer this instance's: another instance took
+    the shard over (its epoch moved on), so a commit decided under the old epoch was
+    rejected — in the same transaction, nothing was written — or a renewal failed. The
+    instance must stop acting on that shard; the wallet is not at fault (no quarantine)."""
 
 
 def _finite(inst: object, attribute: attrs.Attribute[Decimal], value: object) -> None:
@@ -360,6 +372,22 @@ class PollReport:
     "changes"``)."""
 
 
+@attrs.frozen(kw_only=True)
+class Lease:
+    """A grant of one shard to one instance: ``holder`` owns shard ``shard`` of ``shards``
+    under fencing token ``epoch`` until ``expires`` (ms, on the callers' clocks).
+
+    ``epoch`` grows by one at every grant of the shard (never reused, never reset), so a
+    commit that carries a lease is accepted only while its epoch is still the shard's.
+    """
+
+    shard: int
+    shards: int
+    holder: str
+    epoch: int
+    expires: int
+
+
 class PortfolioSource(Protocol):
     """Executed positions, cash and spot of every account."""
 
@@ -481,6 +509,38 @@ class StateStore(Protocol):
 
     async def close(self) -> None:
         """Release connections."""
+        ...
+
+
+class LeaseStore(Protocol):
+    """Leases of shards with fencing (see :doc:`/shell`, "Many instances").
+
+    A store that implements it also accepts ``lease=`` in :meth:`StateStore.commit` and
+    rejects a commit whose lease is stale with :class:`Fenced`, in the commit's transaction.
+    A store without it (SQLite, the in-memory fakes) is single-instance: one implicit lease,
+    commits carry none.
+    """
+
+    async def acquire(
+        self, shard: int, holder: str, *, shards: int, now: int, ttl_ms: int
+    ) -> Lease | None:
+        """Grant ``shard`` to ``holder`` until ``now + ttl_ms`` under a new epoch (the
+        previous one + 1) if it is free, expired at ``now``, or already ``holder``'s;
+        ``None`` if another holder's lease is still running."""
+        ...
+
+    async def renew(self, lease: Lease, *, now: int, ttl_ms: int) -> Lease:
+        """Extend ``lease`` to ``now + ttl_ms``, same epoch; :class:`Fenced` if its epoch is
+        no longer the shard's (taken over)."""
+        ...
+
+    async def release(self, lease: Lease) -> bool:
+        """Give ``lease`` up (it expires at once; the epoch stays); false if it was no
+        longer the shard's."""
+        ...
+
+    async def leases(self) -> Mapping[int, Lease]:
+        """The current lease row of every shard ever granted, by shard (expired ones too)."""
         ...
 
 

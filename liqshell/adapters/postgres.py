@@ -18,6 +18,12 @@ COMMITTED a concurrent commit on the same wallet waits for the row lock and then
 version moved, so of two instances racing on one version exactly one wins. Records of one
 wallet are in commit order; across wallets ``seq`` follows insertion.
 
+Leases of shards (:class:`~liqshell.ports.LeaseStore`, schema version 3): tables
+``cluster(id = 1, shards)`` and ``leases(shard PK, holder, epoch, expires_at)``; a commit
+given a ``lease`` reads the shard's row ``FOR SHARE`` in its transaction and raises
+:class:`~liqshell.ports.Fenced` unless the epoch is still the lease's (``docs/shell.md``,
+"Many instances").
+
 Connections come from a ``psycopg_pool.AsyncConnectionPool`` opened on first use; each is
 checked when taken from the pool, so after a PostgreSQL restart the first call reconnects.
 Connection loss, a server shutting down, a pool timeout — ``psycopg.OperationalError`` and
@@ -36,6 +42,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, LiteralString
 
+import attrs
 import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
@@ -53,9 +60,12 @@ from liqshell.adapters import (
     record_to_json,
     storage_key,
 )
+from liqshell.cluster import shard_of
 from liqshell.ports import (
     Conflict,
     Cursor,
+    Fenced,
+    Lease,
     LiqshellError,
     Record,
     RecordingHeader,
@@ -64,12 +74,17 @@ from liqshell.ports import (
 )
 from liqshell.redaction import redact
 
-__all__ = ["SCHEMA_VERSION", "PostgresStore"]
+__all__ = ["LEASES_SCHEMA_VERSION", "SCHEMA_VERSION", "PostgresStore"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema version this module writes (table ``schema_migrations``). Version 2 adds no
 table: it marks a log that may hold header rows (``kind = 'header'``, ``wallet = ''``,
-version 0), which an older liqshell could not read."""
+version 0), which an older liqshell could not read. Version 3 adds the leases of shards
+(tables ``cluster`` and ``leases``) and the epoch each state was committed under
+(``states.epoch``, 0: without a lease)."""
+
+LEASES_SCHEMA_VERSION = 3
+"""The schema version that added the leases (``cluster``, ``leases``, ``states.epoch``)."""
 
 _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
     (  # 1
@@ -96,6 +111,19 @@ _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
         "CREATE TABLE {schema}.applied_events (event_id text PRIMARY KEY)",
     ),
     (),  # 2: header rows in records
+    (  # 3: leases with fencing
+        """CREATE TABLE {schema}.cluster (
+            id smallint PRIMARY KEY CHECK (id = 1),
+            shards integer NOT NULL CHECK (shards > 0)
+        )""",
+        """CREATE TABLE {schema}.leases (
+            shard integer PRIMARY KEY CHECK (shard >= 0),
+            holder text NOT NULL,
+            epoch bigint NOT NULL CHECK (epoch > 0),
+            expires_at bigint NOT NULL
+        )""",
+        "ALTER TABLE {schema}.states ADD COLUMN epoch bigint NOT NULL DEFAULT 0",
+    ),
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -134,12 +162,12 @@ class _Queries:
         self.applied = q("SELECT 1 FROM {schema}.applied_events WHERE event_id = %s")
         self.insert_state = q(
             "INSERT INTO {schema}.states "
-            "(wallet, version, state_json, unfinished_json, updated_at) "
-            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (wallet) DO NOTHING"
+            "(wallet, version, state_json, unfinished_json, updated_at, epoch) "
+            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (wallet) DO NOTHING"
         )
         self.update_state = q(
             "UPDATE {schema}.states SET version = %s, state_json = %s, unfinished_json = %s, "
-            "updated_at = %s WHERE wallet = %s AND version = %s"
+            "updated_at = %s, epoch = %s WHERE wallet = %s AND version = %s"
         )
         self.version_of = q("SELECT version FROM {schema}.states WHERE wallet = %s")
         self.insert_record = q(
@@ -153,6 +181,30 @@ class _Queries:
         self.mark_applied = q(
             "INSERT INTO {schema}.applied_events (event_id) VALUES (%s) ON CONFLICT DO NOTHING"
         )
+        self.set_shards = q(
+            "INSERT INTO {schema}.cluster (id, shards) VALUES (1, %s) ON CONFLICT (id) DO NOTHING"
+        )
+        self.shards = q("SELECT shards FROM {schema}.cluster WHERE id = 1")
+        self.acquire = q(
+            "INSERT INTO {schema}.leases AS l (shard, holder, epoch, expires_at) "
+            "VALUES (%(shard)s, %(holder)s, 1, %(until)s) "
+            "ON CONFLICT (shard) DO UPDATE SET holder = excluded.holder, "
+            "epoch = l.epoch + 1, expires_at = excluded.expires_at "
+            "WHERE l.expires_at <= %(now)s OR l.holder = excluded.holder "
+            "RETURNING epoch"
+        )
+        self.renew = q(
+            "UPDATE {schema}.leases SET expires_at = %s "
+            "WHERE shard = %s AND epoch = %s AND holder = %s"
+        )
+        self.release = q(
+            "UPDATE {schema}.leases SET expires_at = 0 "
+            "WHERE shard = %s AND epoch = %s AND holder = %s"
+        )
+        self.leases = q(
+            "SELECT shard, holder, epoch, expires_at FROM {schema}.leases ORDER BY shard"
+        )
+        self.fence = q("SELECT holder, epoch FROM {schema}.leases WHERE shard = %s FOR SHARE")
         self.records = q(
             "SELECT seq, kind, body_json FROM {schema}.records WHERE seq > %s ORDER BY seq LIMIT %s"
         )
@@ -175,6 +227,28 @@ def _why_not_connected(error: psycopg.OperationalError) -> str:
     if (error.sqlstate or "").startswith("3D") or "does not exist" in lowered:
         return f"the server refused the connection (check the DSN): {text}"
     return f"server unreachable: {text}"
+
+
+def _check_grant(
+    shard: object, holder: object, *, shards: object, now: object, ttl_ms: object
+) -> None:
+    if type(shards) is not int or shards < 1:
+        raise ValueError(f"shards must be an int >= 1, was {shards!r}")
+    if type(shard) is not int or not 0 <= shard < shards:
+        raise ValueError(f"shard must be an int in 0..{shards - 1}, was {shard!r}")
+    if type(holder) is not str or not holder:
+        raise ValueError(f"holder must be a non-empty str, was {holder!r}")
+    if type(now) is not int or now < 0:
+        raise ValueError(f"now must be an int >= 0 (ms), was {now!r}")
+    if type(ttl_ms) is not int or ttl_ms < 1:
+        raise ValueError(f"ttl_ms must be an int >= 1, was {ttl_ms!r}")
+
+
+def _check_lease(lease: object) -> None:
+    if not isinstance(lease, Lease):
+        raise ValueError(f"lease must be a liqshell.ports.Lease, was {lease!r}")
+    if type(lease.epoch) is not int or lease.epoch < 1:
+        raise ValueError(f"Lease.epoch must be an int >= 1, was {lease.epoch!r}")
 
 
 class PostgresStore(AsyncClosing):
@@ -363,14 +437,30 @@ class PostgresStore(AsyncClosing):
         *,
         expected_version: int,
         cursor: Cursor | None = None,
+        lease: Lease | None = None,
     ) -> int:
         """Compare-and-set ``state`` with ``record`` (its ``pending`` as the unfinished
         commands), ``cursor`` and ``record.event_id``, in one transaction; returns
-        ``expected_version + 1``. Raises :class:`~liqshell.ports.Conflict`."""
+        ``expected_version + 1``. Raises :class:`~liqshell.ports.Conflict`.
+
+        With a ``lease`` (of the wallet's shard, :func:`~liqshell.cluster.shard_of`), the
+        same transaction first reads the shard's lease row ``FOR SHARE`` and raises
+        :class:`~liqshell.ports.Fenced`, writing nothing, unless its epoch is still the
+        lease's — whatever the compare-and-set would have said. The row lock makes a
+        takeover wait for the commit to end, so a commit is either before the takeover or
+        rejected. ``states.epoch`` keeps the epoch of the last commit (0: none given)."""
         if state.wallet != wallet:
             raise ValueError(f"commit of wallet {wallet!r} got a state of {state.wallet!r}")
         if type(expected_version) is not int or expected_version < 0:
             raise ValueError(f"expected_version must be an int >= 0, was {expected_version!r}")
+        if lease is not None:
+            _check_lease(lease)
+            if shard_of(wallet, lease.shards) != lease.shard:
+                raise ValueError(
+                    f"commit of wallet {wallet!r} (shard {shard_of(wallet, lease.shards)} "
+                    f"of {lease.shards}) got the lease of shard {lease.shard}"
+                )
+        epoch = 0 if lease is None else lease.epoch
         q = self._q
         version = expected_version + 1
         state_json = codec.to_json(state)
@@ -380,10 +470,21 @@ class PostgresStore(AsyncClosing):
         key = storage_key(wallet)
         applied = None if record.event_id is None else storage_key(record.event_id)
         async with self._connection("commit") as conn, conn.transaction():
+            if lease is not None:
+                held = await (await conn.execute(q.fence, (lease.shard,))).fetchone()
+                if held is None or int(held[1]) != lease.epoch:
+                    now_held = (
+                        "never granted" if held is None else f"epoch {held[1]} of {held[0]!r}"
+                    )
+                    raise Fenced(
+                        f"wallet {wallet!r}: the lease of shard {lease.shard} at epoch "
+                        f"{lease.epoch} of {lease.holder!r} is stale (the shard is at "
+                        f"{now_held})"
+                    )
             if expected_version == 0:
                 written = await conn.execute(
                     q.insert_state,
-                    (key, version, state_json, unfinished_json, state.updated_at),
+                    (key, version, state_json, unfinished_json, state.updated_at, epoch),
                 )
             else:
                 written = await conn.execute(
@@ -393,6 +494,7 @@ class PostgresStore(AsyncClosing):
                         state_json,
                         unfinished_json,
                         state.updated_at,
+                        epoch,
                         key,
                         expected_version,
                     ),
@@ -409,6 +511,93 @@ class PostgresStore(AsyncClosing):
             if applied is not None:
                 await conn.execute(q.mark_applied, (applied,))
         return version
+
+    # ------------------------------------------------------------------ LeaseStore
+
+    async def acquire(
+        self, shard: int, holder: str, *, shards: int, now: int, ttl_ms: int
+    ) -> Lease | None:
+        """Grant ``shard`` to ``holder`` until ``now + ttl_ms`` under the next epoch, if the
+        shard was never granted, its lease expired at ``now`` (``expires <= now``), or it is
+        ``holder``'s already (a restarted instance with the same id fences its previous
+        incarnation); ``None`` while another holder's lease runs. One transaction: the
+        ``INSERT … ON CONFLICT DO UPDATE … WHERE`` locks the lease row, so of two instances
+        racing for an expired lease exactly one gets it. The first grant fixes the store's
+        shard count (table ``cluster``); an instance configured with another count gets a
+        :class:`~liqshell.ports.LiqshellError` saying so."""
+        _check_grant(shard, holder, shards=shards, now=now, ttl_ms=ttl_ms)
+        q = self._q
+        async with self._connection("acquire") as conn, conn.transaction():
+            await conn.execute(q.set_shards, (shards,))
+            await self._check_shards(conn, shards)
+            row = await (
+                await conn.execute(
+                    q.acquire,
+                    {"shard": shard, "holder": holder, "until": now + ttl_ms, "now": now},
+                )
+            ).fetchone()
+        if row is None:
+            return None
+        return Lease(
+            shard=shard, shards=shards, holder=holder, epoch=int(row[0]), expires=now + ttl_ms
+        )
+
+    async def _check_shards(self, conn: psycopg.AsyncConnection[Any], shards: int) -> None:
+        row = await (await conn.execute(self._q.shards)).fetchone()
+        if row is not None and int(row[0]) != shards:
+            raise LiqshellError(
+                f"PostgreSQL store {self.schema!r} holds a cluster of {row[0]} shards; this "
+                f"instance is configured with shards = {shards} (every instance must use "
+                "the same count)"
+            )
+
+    async def renew(self, lease: Lease, *, now: int, ttl_ms: int) -> Lease:
+        """Extend ``lease`` to ``now + ttl_ms`` (same epoch) if its epoch is still the
+        shard's — even after it expired, as long as nobody took the shard over; raises
+        :class:`~liqshell.ports.Fenced` otherwise."""
+        _check_lease(lease)
+        _check_grant(lease.shard, lease.holder, shards=lease.shards, now=now, ttl_ms=ttl_ms)
+        async with self._connection("renew") as conn:
+            written = await conn.execute(
+                self._q.renew, (now + ttl_ms, lease.shard, lease.epoch, lease.holder)
+            )
+        if written.rowcount != 1:
+            raise Fenced(
+                f"lease of shard {lease.shard} at epoch {lease.epoch} of {lease.holder!r} "
+                "was taken over"
+            )
+        return attrs.evolve(lease, expires=now + ttl_ms)
+
+    async def release(self, lease: Lease) -> bool:
+        """Let ``lease`` expire at once (the epoch stays, so the next grant is the next
+        epoch); false if it was no longer the shard's."""
+        _check_lease(lease)
+        async with self._connection("release") as conn:
+            written = await conn.execute(self._q.release, (lease.shard, lease.epoch, lease.holder))
+        return written.rowcount == 1
+
+    async def leases(self) -> Mapping[int, Lease]:
+        """Every shard's current lease row (expired ones too), by shard."""
+        async with self._connection("leases") as conn:
+            count = await (await conn.execute(self._q.shards)).fetchone()
+            rows = await (await conn.execute(self._q.leases)).fetchall()
+        if count is None:
+            return MappingProxyType({})
+        shards = int(count[0])
+        return MappingProxyType(
+            {
+                int(shard): Lease(
+                    shard=int(shard),
+                    shards=shards,
+                    holder=holder,
+                    epoch=int(epoch),
+                    expires=int(expires),
+                )
+                for shard, holder, epoch, expires in rows
+            }
+        )
+
+    # ------------------------------------------------------------------ StateStore
 
     async def commit_cursor(self, cursor: Cursor, record: Record) -> None:
         """Move the cursor with ``record`` (and ``record.event_id`` as applied), atomically."""
