@@ -262,8 +262,10 @@ class NatsConnector(AsyncClosing):
 
     async def _connect(self) -> Client:
         client = Client()
+        errors: list[Exception] = []
 
         async def on_error(error: Exception) -> None:
+            errors.append(error)
             log.debug("nats: %s", redact(str(error)))
 
         async def on_disconnected() -> None:
@@ -295,7 +297,8 @@ class NatsConnector(AsyncClosing):
                 await client.close()
             raise ServiceUnavailable(
                 f"cannot connect to NATS at {self.shown_servers}: "
-                f"{type(error).__name__} {redact(str(error))}"
+                f"{type(error).__name__} {redact(str(error))}".rstrip()
+                + _why_not_connected([*errors, error])
             ) from error
         return client
 
@@ -305,6 +308,45 @@ class NatsConnector(AsyncClosing):
         if client is not None and self._loop is asyncio.get_running_loop():
             with contextlib.suppress(Exception):
                 await client.close()
+
+
+_HINTS = (
+    (
+        ("CERTIFICATE_VERIFY_FAILED",),
+        "the server's TLS certificate failed verification: check [nats] tls_ca (the CA that "
+        "signed it) and tls_hostname",
+    ),
+    (
+        ("CERTIFICATE_REQUIRED", "ALERT_BAD_CERTIFICATE"),
+        "the server refused the TLS client certificate (it requires one signed by a CA it "
+        "trusts): check [nats] tls_cert and tls_key",
+    ),
+    (
+        ("AUTHORIZATION", "AUTHENTICATION"),
+        "the server refused the credentials: check [nats] credentials, nkey_seed, token, user "
+        "and password",
+    ),
+)
+
+
+def _why_not_connected(errors: Sequence[BaseException]) -> str:
+    """What the server or the handshake said while we tried to connect (the connect call
+    itself often ends in a bare timeout while the client retries): the latest error with a
+    known cause — TLS or authorization, with the settings to check — else the latest one
+    that says anything; ``""`` when there is nothing to add."""
+
+    def said(error: BaseException) -> str:
+        return " ".join(redact(str(error)).split())
+
+    for error in reversed(errors):
+        upper = said(error).upper()
+        for markers, hint in _HINTS:
+            if any(marker in upper for marker in markers):
+                return f"; last error: {type(error).__name__}: {said(error)} — {hint}"
+    for error in reversed(errors[:-1]):  # the last one is the connect call's own
+        if said(error) and not isinstance(error, TimeoutError):
+            return f"; last error: {type(error).__name__}: {said(error)}"
+    return ""
 
 
 async def _connected(connector: NatsConnector, what: str) -> Client:
