@@ -620,10 +620,19 @@ def run(case: Case, planner: Planner) -> Outcome:
 
 @contextlib.contextmanager
 def counting(module: ModuleType, names: Sequence[str]) -> Iterator[dict[str, int]]:
-    """Count calls of the functions ``names`` of ``module`` (the planner's seams) while inside;
-    names the module lacks count zero."""
+    """Count calls of the functions ``names`` (the planner's seams) while inside, wherever
+    the planner calls them from: in ``module`` and, for the ``liqcore.planning`` package, in
+    each of its modules (a module that imports a seam calls its own binding). Names no
+    module has count zero."""
     calls = dict.fromkeys(names, 0)
-    originals = {name: getattr(module, name) for name in names if hasattr(module, name)}
+    prefix = f"{module.__name__}."
+    modules = [module, *(m for n, m in sorted(sys.modules.items()) if n.startswith(prefix))]
+    originals = [
+        (held, name, getattr(held, name))
+        for held in modules
+        for name in names
+        if hasattr(held, name)
+    ]
 
     def wrap(name: str, original: Callable[..., object]) -> Callable[..., object]:
         def counted(*args: object, **kwargs: object) -> object:
@@ -632,13 +641,13 @@ def counting(module: ModuleType, names: Sequence[str]) -> Iterator[dict[str, int
 
         return counted
 
-    for name, original in originals.items():
-        setattr(module, name, wrap(name, original))
+    for held, name, original in originals:
+        setattr(held, name, wrap(name, original))
     try:
         yield calls
     finally:
-        for name, original in originals.items():
-            setattr(module, name, original)
+        for held, name, original in originals:
+            setattr(held, name, original)
 
 
 WHAT_IFS = ("_relief", "_unit_losses")
