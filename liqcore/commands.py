@@ -41,6 +41,31 @@ class CancelOrder:
     request_id: str = attrs.field(validator=v.text)
 
 
+_new = object.__new__
+_set = object.__setattr__  # how attrs' own __init__ assigns the fields of a frozen class
+
+
+def _cancel_order_of_valid(
+    *, wallet: str, order_id: int, client_id: str | None, request_id: str
+) -> CancelOrder:
+    """``CancelOrder(...)`` without re-running its validators, for values that passed them.
+
+    Only for ``step``'s cancels of the orders it was given: ``wallet`` is read from a
+    ``Health`` (``v.text``, CancelOrder's rule), ``order_id`` and ``client_id`` from an
+    ``OpenOrder`` (``v.non_negative_int`` and ``v.optional_text``, CancelOrder's rules) and
+    ``request_id`` is a uuid5 string. The caller checks both are of the exact classes (a
+    subclass could re-declare a field with a looser validator). The result equals the
+    validated construction (a test in ``tests/liqcore/test_commands.py`` says so, and fails
+    if a field is added here but not there).
+    """
+    command: CancelOrder = _new(CancelOrder)
+    _set(command, "wallet", wallet)
+    _set(command, "order_id", order_id)
+    _set(command, "client_id", client_id)
+    _set(command, "request_id", request_id)
+    return command
+
+
 def _buy(inst: SubmitOrder, attribute: attrs.Attribute[Side], value: object) -> None:
     if value is not Side.BUY:
         raise InvalidInput(f"SubmitOrder.side must be Side.BUY (closing shorts), was {value!r}")

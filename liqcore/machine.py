@@ -81,6 +81,7 @@ from liqcore.commands import (
     StateChange,
     StopAuction,
     SubmitOrder,
+    _cancel_order_of_valid,
 )
 from liqcore.config import Config
 from liqcore.deadlines import overstay
@@ -102,7 +103,7 @@ from liqcore.instruments import option_symbol
 from liqcore.margin.base import MarginFacts
 from liqcore.numbers import CONTEXT, MIN_SIZE, ONE, tidy
 from liqcore.planning import plan_partial_orders
-from liqcore.reduce_only import _liquidation_orders, cancel_targets, liquidation_client_id
+from liqcore.reduce_only import _cancel_orders, _liquidation_orders, liquidation_client_id
 from liqcore.state import (
     AccountState,
     Healthy,
@@ -402,18 +403,10 @@ def _pre_liquidation(
             if p.amount.copy_abs() > MIN_SIZE  # dust is no position (SPEC §6)
         }
     )
-    targets, open_ids = cancel_targets(
+    cancel, open_ids = _cancel_orders(
         orders, positions, phase.active_order_client_ids, done or reprice_due, wallet=wallet
     )
-    effects = [
-        CancelOrder(
-            wallet=wallet,
-            order_id=target.order_id,
-            client_id=target.client_id,
-            request_id=request_id("cancel", wallet, now, target.order_id),
-        )
-        for target in targets
-    ]
+    effects = _cancel_commands(health, cancel, now)
 
     if done or not reprice_due or open_ids:
         if done and not open_ids:
@@ -584,6 +577,36 @@ def _has_short_options(portfolio: Portfolio | None, now: int) -> bool | None:
             if option is not None and option.expires_at > now:
                 return True
     return False
+
+
+def _cancel_commands(health: Health, orders: Sequence[OpenOrder], now: int) -> list[Command]:
+    """One ``CancelOrder`` per order, in their order (``reduce_only.cancel_targets``' targets).
+
+    Every field passed CancelOrder's validators already (the wallet in ``Health``, the ids in
+    ``OpenOrder``, ``now`` in ``step``), so they are not run again — unless ``health`` or an
+    order is of a subclass, which could have re-declared a field with a looser validator.
+    """
+    wallet = health.wallet
+    exact = type(health) is Health
+    commands: list[Command] = []
+    for order in orders:
+        order_id = order.order_id
+        if exact and type(order) is OpenOrder:
+            command = _cancel_order_of_valid(
+                wallet=wallet,
+                order_id=order_id,
+                client_id=order.client_id,
+                request_id=_uuid5(f"cancel|{wallet}|{now}|{order_id}"),  # request_id's name
+            )
+        else:
+            command = CancelOrder(
+                wallet=wallet,
+                order_id=order_id,
+                client_id=order.client_id,
+                request_id=request_id("cancel", wallet, now, order_id),
+            )
+        commands.append(command)
+    return commands
 
 
 def _cancels(wallet: str, orders: Sequence[OpenOrder], now: int) -> tuple[CancelOrder, ...]:

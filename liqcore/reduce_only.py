@@ -89,10 +89,15 @@ def _reduce_only_walk(
     walk += [o for o in by_age if o.client_id not in first]
     remaining = dict(positions)
     kept: set[int] = set()
+    add, buy = CONTEXT.add, Side.BUY
     for order in walk:
         current = remaining.get(order.symbol, ZERO)
-        new = CONTEXT.add(current, _signed_size(order))
-        if is_position_reduce_only(current, new):
+        size = order.remaining_size
+        # _signed_size and is_position_reduce_only, inline (the same operations, no calls).
+        new = add(current, size if order.side is buy else size.copy_negate())
+        if current == 0 or (current > 0 and new < 0) or (current < 0 and new > 0):
+            continue
+        if new.copy_abs() < current.copy_abs():
             remaining[order.symbol] = new
             kept.add(order.order_id)
     return frozenset(kept)
@@ -151,43 +156,66 @@ def cancel_targets(
     order is not cancelled because of one of ours that is going); one target per
     liquidation client id and per other order id, oldest first.
     """
+    cancel, open_liquidation_ids = _cancel_orders(
+        open_orders, positions, tracked_ids, cancel_liquidation_orders, wallet=wallet
+    )
+    targets = tuple(
+        CancelTarget(order_id=order.order_id, client_id=order.client_id) for order in cancel
+    )
+    return targets, open_liquidation_ids
+
+
+def _cancel_orders(
+    open_orders: Sequence[OpenOrder],
+    positions: Mapping[str, Decimal] | None,
+    tracked_ids: Sequence[str],
+    cancel_liquidation_orders: bool,
+    *,
+    wallet: str,
+) -> tuple[list[OpenOrder], tuple[str, ...]]:
+    """:func:`cancel_targets` with the orders to cancel themselves (``step`` builds its
+    commands from them, with no :class:`CancelTarget` on the way)."""
     tracked = frozenset(tracked_ids)
     prefix = _minted_prefix(wallet)  # once, not per order
     open_ids: dict[str, None] = {}
     for order in open_orders:
-        if order.client_id is not None and _is_liquidation(order.client_id, tracked, prefix):
-            open_ids[order.client_id] = None
+        client_id = order.client_id
+        if client_id is not None and (client_id in tracked or client_id.startswith(prefix)):
+            open_ids[client_id] = None
     open_liquidation_ids = tuple(open_ids)
     if positions is None:
-        return (), open_liquidation_ids
+        return [], open_liquidation_ids
 
+    # An order is a liquidation order iff its client id is one of ``open_ids`` (each client
+    # id was judged once above); ``None`` is never among them.
     # Sort once: the walk and the targets both go oldest first.
     by_age = sorted(open_orders, key=_age)
     # Orders cancelled whatever the walk says (orphans; every liquidation order when asked)
     # do not use up the position: a trader's reduce-only order behind them stays.
     anyway: set[int] = set()
     for order in by_age:
-        if _is_liquidation(order.client_id, tracked, prefix) and (
+        if order.client_id in open_ids and (
             cancel_liquidation_orders or order.client_id not in tracked
         ):
             anyway.add(order.order_id)
     staying = [order for order in by_age if order.order_id not in anyway]
     reduce_only = _reduce_only_walk(positions, staying, tracked)
-    targets: list[CancelTarget] = []
+    cancel: list[OpenOrder] = []
     seen: set[tuple[str, str | int]] = set()
     for order in by_age:
         if order.order_id not in anyway and order.order_id in reduce_only:
             continue
-        is_liquidation = _is_liquidation(order.client_id, tracked, prefix)
         # Tagged keys: a client id can never collide with an order id.
-        client_key = order.client_id if is_liquidation else None
+        client_id = order.client_id
         key: tuple[str, str | int] = (
-            ("client", client_key) if client_key is not None else ("order", order.order_id)
+            ("client", client_id)
+            if client_id is not None and client_id in open_ids
+            else ("order", order.order_id)
         )
         if key not in seen:
             seen.add(key)
-            targets.append(CancelTarget(order_id=order.order_id, client_id=order.client_id))
-    return tuple(targets), open_liquidation_ids
+            cancel.append(order)
+    return cancel, open_liquidation_ids
 
 
 def is_benign_cancel_rejection(reason: str) -> bool:

@@ -51,8 +51,12 @@ def _reference_price(
     (``None`` if it has none), ``cap`` being ``bps_fraction(band_bps)``."""
     ask = bid = mid = theo = None
     if quote is not None:
-        ask, mid, bid = _positive(quote.best_ask), _positive(quote.mid), _positive(quote.best_bid)
-        theo = _positive(quote.theo)
+        # _positive of each, inline (four calls per priced symbol otherwise).
+        ask, mid, bid, theo = quote.best_ask, quote.mid, quote.best_bid, quote.theo
+        ask = ask if ask is not None and ask > 0 else None
+        mid = mid if mid is not None and mid > 0 else None
+        bid = bid if bid is not None and bid > 0 else None
+        theo = theo if theo is not None and theo > 0 else None
     price = (
         ask
         if ask is not None

@@ -98,6 +98,26 @@ class _Memo:
             unit = self._units[position.symbol] = model._option_unit_mm(option, spot)
         return CONTEXT.multiply(amount.copy_negate(), unit)
 
+    def relief(
+        self,
+        model: StandardMargin,
+        position: Position,
+        remaining: Decimal,
+        spot: Mapping[str, Decimal],
+    ) -> Decimal:
+        """``mm(position.amount) − mm(remaining)`` (standard margin): what buying back down
+        to ``remaining`` frees. The margin of the whole position is the one :meth:`evaluate`
+        already took for it, when it did (the same :meth:`mm`, model and spot)."""
+        after = (
+            ZERO if remaining.copy_abs() <= MIN_SIZE else self.mm(model, position, remaining, spot)
+        )
+        term = self._terms.get(id(position))
+        if term is None or model is not self._model or not self._same_spot(spot):
+            before = self.mm(model, position, position.amount, spot)
+        else:
+            before = term[2]
+        return CONTEXT.subtract(before, after)
+
     def evaluate(self, model: MarginModel, portfolio: Portfolio, now: int) -> MarginFacts:
         """``model.evaluate(portfolio, now)``."""
         if (
@@ -227,12 +247,7 @@ def _relief(
         if memo is None:
             memo = _Memo(model, portfolio.spot)
         position = portfolio.positions[symbol]
-        spot = portfolio.spot
-        remaining = CONTEXT.add(position.amount, size)
-        after = (
-            ZERO if remaining.copy_abs() <= MIN_SIZE else memo.mm(model, position, remaining, spot)
-        )
-        relief = CONTEXT.subtract(memo.mm(model, position, position.amount, spot), after)
+        relief = memo.relief(model, position, CONTEXT.add(position.amount, size), portfolio.spot)
         cost = CONTEXT.multiply(size, CONTEXT.subtract(price, memo.mark(position)))
         return relief, cost, 0
     facts = model.evaluate(close_short(portfolio, symbol, size, price), now)

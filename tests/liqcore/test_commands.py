@@ -20,6 +20,7 @@ from liqcore.commands import (
     StateChange,
     StopAuction,
     SubmitOrder,
+    _cancel_order_of_valid,
 )
 from liqcore.errors import InvalidInput, LiqcoreError
 from liqcore.inputs import MarginMode, Side, TimeInForce
@@ -232,3 +233,20 @@ def test_state_change_accepts_every_tag_and_mode() -> None:
         for mode in ("partial", "full", None):
             change = _change(previous_phase=tag, new_phase=tag, previous_mode=mode, mode=mode)
             assert (change.previous_phase, change.mode) == (tag, mode)
+
+
+# --- CancelOrder built from valid values (issue 10: step's cancels) -------------------------
+
+
+@given(command=commands().filter(lambda c: isinstance(c, CancelOrder)))
+def test_cancel_order_of_valid_equals_validated_construction(command: Command) -> None:
+    """Built from valid values without re-running validators, a CancelOrder equals the
+    validated one field by field (it takes exactly CancelOrder's fields: a field added to
+    the class but not to the builder fails here)."""
+    fields = {a.name: getattr(command, a.name) for a in attrs.fields(CancelOrder)}
+    built = _cancel_order_of_valid(**fields)
+    assert type(built) is CancelOrder
+    assert built == CancelOrder(**fields)
+    assert attrs.asdict(built, recurse=False) == fields
+    assert hash(built) == hash(command)
+    assert repr(built) == repr(command)

@@ -25,7 +25,7 @@ from liqcore.config import Config
 from liqcore.errors import InvalidInput, PlanningError
 from liqcore.inputs import Health, MarginMode, OpenOrder, Portfolio, Position, Quote, Side
 from liqcore.instruments import option_symbol
-from liqcore.machine import step
+from liqcore.machine import request_id, step
 from liqcore.margin.base import MarginFacts
 from liqcore.numbers import MIN_SIZE
 from liqcore.state import AccountState, Healthy, Phase, PreLiquidation
@@ -317,6 +317,53 @@ def test_step_exact_types_take_the_fast_path_with_an_equal_result() -> None:
         mm_required=Decimal(100),
         updated_at=10_000,
     )
+
+
+@attrs.frozen(kw_only=True)
+class LooseOrder(OpenOrder):
+    """An OpenOrder subclass that re-declares order_id without its validator."""
+
+    order_id: int = attrs.field()
+
+
+@attrs.frozen(kw_only=True)
+class SameOrder(OpenOrder):
+    """An OpenOrder subclass that changes nothing."""
+
+
+def _selling(kind: type[OpenOrder], order_id: int) -> OpenOrder:
+    """A user's SELL of the short call: it would grow the short, so a reprice cancels it."""
+    return kind(
+        order_id=order_id,
+        symbol=CALL,
+        side=Side.SELL,
+        price=Decimal(150),
+        original_size=Decimal(1),
+        remaining_size=Decimal(1),
+        client_id="user-1",
+        created_at=1,
+    )
+
+
+def test_step_order_subclass_with_a_looser_field_is_still_validated() -> None:
+    """The cancels of orders of a subclass take the validated path: the negative order id
+    the subclass let through is refused when the CancelOrder is built, naming the field."""
+    with pytest.raises(InvalidInput, match=r"CancelOrder\.order_id"):
+        step(account(pre()), health(), [_selling(LooseOrder, -5)], 30_000, CONFIG)
+
+
+def test_step_cancels_of_exact_orders_equal_the_validated_ones() -> None:
+    """An exact OpenOrder's cancel (built without re-running validators) equals the cancel
+    of the same order of a subclass (validated), request id included."""
+    exact_state, exact = step(account(pre()), health(), [_selling(OpenOrder, 7)], 30_000, CONFIG)
+    sub_state, sub = step(account(pre()), health(), [_selling(SameOrder, 7)], 30_000, CONFIG)
+    assert of(CancelOrder, exact) == [
+        CancelOrder(
+            wallet=W, order_id=7, client_id="user-1", request_id=request_id("cancel", W, 30_000, 7)
+        )
+    ]
+    assert exact == sub
+    assert exact_state == sub_state
 
 
 # --- NO_HELPFUL_CLOSE and MARGIN_MODEL_MISMATCH boundaries ---------------------------------
