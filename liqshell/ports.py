@@ -543,6 +543,15 @@ class LeaseStore(Protocol):
         """The current lease row of every shard ever granted, by shard (expired ones too)."""
         ...
 
+    async def heartbeat(self, member: str, *, now: int, ttl_ms: int) -> tuple[str, ...]:
+        """Declare ``member`` live until ``now + ttl_ms``; the live members at ``now``,
+        sorted (``member`` among them)."""
+        ...
+
+    async def leave(self, member: str) -> None:
+        """Declare ``member`` gone at once."""
+        ...
+
 
 class EventSink(Protocol):
     """Publishes state changes at least once; consumers dedupe by ``key``."""

@@ -18,8 +18,9 @@ COMMITTED a concurrent commit on the same wallet waits for the row lock and then
 version moved, so of two instances racing on one version exactly one wins. Records of one
 wallet are in commit order; across wallets ``seq`` follows insertion.
 
-Leases of shards (:class:`~liqshell.ports.LeaseStore`, schema version 3): tables
-``cluster(id = 1, shards)`` and ``leases(shard PK, holder, epoch, expires_at)``; a commit
+Leases of shards (:class:`~liqshell.ports.LeaseStore`, schema versions 3 and 4): tables
+``cluster(id = 1, shards)``, ``leases(shard PK, holder, epoch, expires_at)`` and
+``members(member PK, expires_at)`` (the heartbeats of a cluster's instances); a commit
 given a ``lease`` reads the shard's row ``FOR SHARE`` in its transaction and raises
 :class:`~liqshell.ports.Fenced` unless the epoch is still the lease's (``docs/shell.md``,
 "Many instances").
@@ -76,15 +77,16 @@ from liqshell.redaction import redact
 
 __all__ = ["LEASES_SCHEMA_VERSION", "SCHEMA_VERSION", "PostgresStore"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema version this module writes (table ``schema_migrations``). Version 2 adds no
 table: it marks a log that may hold header rows (``kind = 'header'``, ``wallet = ''``,
 version 0), which an older liqshell could not read. Version 3 adds the leases of shards
 (tables ``cluster`` and ``leases``) and the epoch each state was committed under
-(``states.epoch``, 0: without a lease)."""
+(``states.epoch``, 0: without a lease); version 4 the members of a cluster (``members``)."""
 
 LEASES_SCHEMA_VERSION = 3
-"""The schema version that added the leases (``cluster``, ``leases``, ``states.epoch``)."""
+"""The schema version that added the leases (``cluster``, ``leases``, ``states.epoch``);
+the next one added ``members``."""
 
 _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
     (  # 1
@@ -123,6 +125,12 @@ _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
             expires_at bigint NOT NULL
         )""",
         "ALTER TABLE {schema}.states ADD COLUMN epoch bigint NOT NULL DEFAULT 0",
+    ),
+    (  # 4: members of a cluster
+        """CREATE TABLE {schema}.members (
+            member text PRIMARY KEY,
+            expires_at bigint NOT NULL
+        )""",
     ),
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
@@ -204,6 +212,14 @@ class _Queries:
         self.leases = q(
             "SELECT shard, holder, epoch, expires_at FROM {schema}.leases ORDER BY shard"
         )
+        self.heartbeat = q(
+            "INSERT INTO {schema}.members AS m (member, expires_at) VALUES (%s, %s) "
+            "ON CONFLICT (member) DO UPDATE SET expires_at = excluded.expires_at"
+        )
+        self.members = q(
+            "SELECT member FROM {schema}.members WHERE expires_at > %s ORDER BY member"
+        )
+        self.leave = q("UPDATE {schema}.members SET expires_at = 0 WHERE member = %s")
         self.fence = q("SELECT holder, epoch FROM {schema}.leases WHERE shard = %s FOR SHARE")
         self.records = q(
             "SELECT seq, kind, body_json FROM {schema}.records WHERE seq > %s ORDER BY seq LIMIT %s"
@@ -541,6 +557,22 @@ class PostgresStore(AsyncClosing):
         return Lease(
             shard=shard, shards=shards, holder=holder, epoch=int(row[0]), expires=now + ttl_ms
         )
+
+    async def heartbeat(self, member: str, *, now: int, ttl_ms: int) -> tuple[str, ...]:
+        """Declare ``member`` live until ``now + ttl_ms`` and return the live members at
+        ``now`` (``expires_at > now``), sorted — ``member`` among them."""
+        if type(member) is not str or not member:
+            raise ValueError(f"member must be a non-empty str, was {member!r}")
+        _check_grant(0, member, shards=1, now=now, ttl_ms=ttl_ms)
+        async with self._connection("heartbeat") as conn, conn.transaction():
+            await conn.execute(self._q.heartbeat, (member, now + ttl_ms))
+            rows = await (await conn.execute(self._q.members, (now,))).fetchall()
+        return tuple(str(row[0]) for row in rows)
+
+    async def leave(self, member: str) -> None:
+        """Declare ``member`` gone at once (its leases are released separately)."""
+        async with self._connection("leave") as conn:
+            await conn.execute(self._q.leave, (member,))
 
     async def _check_shards(self, conn: psycopg.AsyncConnection[Any], shards: int) -> None:
         row = await (await conn.execute(self._q.shards)).fetchone()

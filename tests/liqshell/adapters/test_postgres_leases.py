@@ -348,7 +348,7 @@ async def test_a_schema_of_version_2_is_migrated_and_keeps_its_states(
 ) -> None:
     """A store written by the previous liqshell (schema 2: no leases, no states.epoch) is
     migrated on first use; its states stay, at epoch 0, and leases work."""
-    assert SCHEMA_VERSION == LEASES_SCHEMA_VERSION
+    assert SCHEMA_VERSION == LEASES_SCHEMA_VERSION + 1
     store = PostgresStore(postgres_dsn, schema=pg_schema)
     wallet = wallet_of(0)
     try:
@@ -359,8 +359,9 @@ async def test_a_schema_of_version_2_is_migrated_and_keeps_its_states(
         for statement in (
             f"DROP TABLE {pg_schema}.leases",
             f"DROP TABLE {pg_schema}.cluster",
+            f"DROP TABLE {pg_schema}.members",
             f"ALTER TABLE {pg_schema}.states DROP COLUMN epoch",
-            f"DELETE FROM {pg_schema}.schema_migrations WHERE version = {LEASES_SCHEMA_VERSION}",
+            f"DELETE FROM {pg_schema}.schema_migrations WHERE version >= {LEASES_SCHEMA_VERSION}",
         ):
             await conn.execute(statement)
     store = PostgresStore(postgres_dsn, schema=pg_schema)
@@ -398,3 +399,18 @@ async def _epoch_of(store: PostgresStore, wallet: str) -> int:
         ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+async def test_members_are_live_until_their_heartbeat_expires_or_they_leave(
+    stores: tuple[PostgresStore, ...],
+) -> None:
+    """heartbeat() declares a member live until now + ttl and returns the live ones;
+    leave() ends it at once."""
+    a, b = stores
+    assert await a.heartbeat("a", now=0, ttl_ms=TTL) == ("a",)
+    assert await b.heartbeat("b", now=500, ttl_ms=TTL) == ("a", "b")
+    assert await b.heartbeat("b", now=TTL, ttl_ms=TTL) == ("b",)
+    await b.leave("b")
+    assert await a.heartbeat("a", now=TTL + 1, ttl_ms=TTL) == ("a",)
+    with pytest.raises(ValueError, match="member must be a non-empty str"):
+        await a.heartbeat("", now=0, ttl_ms=TTL)
