@@ -20,6 +20,11 @@ Wire rules (a recorded log must stay readable across releases):
   gains the path. Fields with defaults may be omitted.
 
 cattrs' errors are translated here, at this one boundary; nothing else in liqcore sees them.
+
+Speed: :func:`structure` first tries a fast path compiled per type (the same checks,
+without cattrs' error bookkeeping; values that recur in recordings — states, quotes,
+commands — and decimal texts are built once and shared, being frozen); anything it does
+not take goes to the strict path, which gives the same value or the error naming the path.
 """
 
 from __future__ import annotations
@@ -68,10 +73,11 @@ from liqcore.events import (
     OrderRejected,
     StopRequestFailed,
 )
+from liqcore.inputs import Quote
 from liqcore.margin.base import MarginModel
 from liqcore.margin.portfolio import PortfolioMargin
 from liqcore.margin.standard import StandardMargin
-from liqcore.state import PHASE_TAGS, Phase
+from liqcore.state import PHASE_TAGS, AccountState, Phase
 
 __all__ = [
     "COMMAND_TAGS",
@@ -500,6 +506,283 @@ def _root_name(cls: object, data: object) -> str:
     return getattr(cls, "__name__", None) or repr(cls)
 
 
+# --- the fast path -------------------------------------------------------------------------
+#
+# structure() first runs a structuring function compiled here per type, which makes the
+# same checks as the hooks above (the same type tests, the same decimal and date syntax,
+# the same tags, unknown and missing keys, and every constructor with its validators) but
+# without cattrs' error bookkeeping. Whatever it does not handle, or any failure at all,
+# goes to the strict path above, which builds the same value or raises the error naming the
+# path. So the fast path never decides what is accepted: it may only be stricter, never
+# looser (tests/liqcore/test_codec.py checks both paths agree, value for value, on random
+# data and on damaged data).
+
+_Fast: TypeAlias = "Callable[[object], object]"
+
+
+class _NotFast(Exception):
+    """The fast path does not take this value; the strict path decides."""
+
+
+_FAST: dict[object, _Fast] = {}
+_MEMOIZED: frozenset[type] = frozenset(
+    {AccountState, Quote, PublishStateChange, SubmitOrder, CancelOrder}
+)
+"""The classes whose values recur in recordings (see :func:`_memoized`): a wallet's state
+is the next record's ``previous``; the wallets of a poll share its quotes; an outcomes
+record repeats the commands of the decision before it."""
+_CACHE_LIMIT = 1 << 16
+_DECIMALS: dict[str, Decimal] = {}
+"""Decimal text already parsed (Decimals are immutable: equal text gives an equal value)."""
+
+
+def _fast_decimal(value: object) -> Decimal:
+    if type(value) is not str:
+        raise _NotFast
+    found = _DECIMALS.get(value)
+    if found is not None:
+        return found
+    if _DECIMAL_TEXT.fullmatch(value) is None:
+        raise _NotFast
+    if len(_DECIMALS) >= _CACHE_LIMIT:
+        _DECIMALS.clear()
+    result = _DECIMALS[value] = Decimal(value)
+    return result
+
+
+def _fast_exact(kind: type) -> _Fast:
+    def fast_exact(value: object) -> object:
+        if type(value) is not kind:
+            raise _NotFast
+        return value
+
+    return fast_exact
+
+
+def _fast_optional(inner: _Fast) -> _Fast:
+    def fast_optional(value: object) -> object:
+        return None if value is None else inner(value)
+
+    return fast_optional
+
+
+def _fast_enum(t: type[enum.Enum]) -> _Fast:
+    members = {(type(m.value), m.value): m for m in t}
+
+    def fast_enum(value: object) -> object:
+        kind = type(value)
+        if kind is not str and kind is not int:
+            raise _NotFast
+        return members[kind, value]
+
+    return fast_enum
+
+
+def _fast_literal(t: object) -> _Fast:
+    values = {(type(v), v): v for v in get_args(t)}
+
+    def fast_literal(value: object) -> object:
+        try:
+            return values[type(value), value]
+        except (KeyError, TypeError):
+            raise _NotFast from None
+
+    return fast_literal
+
+
+def _fast_tuple(inner: _Fast) -> _Fast:
+    def fast_tuple(value: object) -> object:
+        if type(value) is not list:
+            raise _NotFast
+        return tuple([inner(item) for item in value])
+
+    return fast_tuple
+
+
+def _fast_mapping(key: _Fast, item: _Fast) -> _Fast:
+    def fast_mapping(value: object) -> object:
+        if type(value) is not dict:
+            raise _NotFast
+        return {key(k): item(v) for k, v in value.items()}
+
+    return fast_mapping
+
+
+def _memo_key(value: dict[str, object]) -> tuple[object, ...]:
+    """A key equal for two JSON objects only if they are the same, type for type (``1``,
+    ``1.0`` and ``True`` are equal in Python, so a non-string scalar carries its type):
+    strings, ``None``, integers, booleans, objects and arrays of strings; anything else
+    raises :class:`_NotFast` (no key: the value is built, not looked up)."""
+    parts: list[object] = []
+    for key, item in value.items():
+        kind = type(item)
+        if kind is str or item is None:
+            parts.append((key, item))
+        elif kind is dict:
+            parts.append((key, _memo_key(cast("dict[str, object]", item))))
+        elif kind is int or kind is bool:
+            parts.append((key, kind, item))
+        elif kind is list and {type(x) for x in cast("list[object]", item)} <= {str}:
+            parts.append((key, list, tuple(cast("list[str]", item))))
+        else:
+            raise _NotFast
+    return tuple(parts)
+
+
+_MEMOS: dict[type, dict[tuple[object, ...], object]] = {}
+"""Per class, values already built from a JSON object (frozen, so they may be shared)."""
+
+
+def _memoized(cls: type, build: _Fast) -> _Fast:
+    """``build`` with a bounded memo: recordings repeat values — a wallet's state is the
+    next record's ``previous``, every wallet of a poll carries the same quotes."""
+    memo = _MEMOS.setdefault(cls, {})
+
+    def fast_memoized(value: object) -> object:
+        if type(value) is not dict:
+            raise _NotFast
+        try:
+            key = _memo_key(value)
+        except _NotFast:
+            return build(value)
+        found = memo.get(key)
+        if found is None:
+            if len(memo) >= _CACHE_LIMIT:
+                memo.clear()
+            found = memo[key] = build(value)
+        return found
+
+    return fast_memoized
+
+
+def _fast_attrs(cls: type) -> _Fast:
+    built = _fast_attrs_build(cls)
+    return _memoized(cls, built) if cls in _MEMOIZED else built
+
+
+def _fast_attrs_build(cls: type) -> _Fast:
+    hints = typing.get_type_hints(cls)
+    fields = [a for a in attrs.fields(cast(type[attrs.AttrsInstance], cls)) if a.init]
+    plan = [
+        (a.name, a.alias, _fast_hook(hints[a.name]), a.default is attrs.NOTHING) for a in fields
+    ]
+    required = frozenset(name for name, _, _, needed in plan if needed)
+    tag = _TAG_OF.get(cls)
+    allowed = frozenset(name for name, _, _, _ in plan) | ({TAG_KEY} if tag else set())
+
+    def fast_attrs(value: object) -> object:
+        if type(value) is not dict:
+            raise _NotFast
+        if tag is not None and value.get(TAG_KEY) != tag:
+            raise _NotFast
+        if not allowed.issuperset(value) or not required.issubset(value):
+            raise _NotFast
+        kwargs = {alias: hook(value[name]) for name, alias, hook, _ in plan if name in value}
+        return cls(**kwargs)
+
+    return fast_attrs
+
+
+def _fast_union(t: object) -> _Fast:
+    _, by_tag = _UNIONS[t]
+    hooks = {tag: _fast_hook(cls) for tag, cls in by_tag.items()}
+
+    def fast_union(value: object) -> object:
+        if type(value) is not dict:
+            raise _NotFast
+        tag = value.get(TAG_KEY)
+        if type(tag) is not str or tag not in hooks:
+            raise _NotFast
+        return hooks[tag](value)
+
+    return fast_union
+
+
+def _fast_strict(t: object) -> _Fast:
+    """A type the fast path does not compile: its strict hook (looked up when first used:
+    the strict path reports a type it cannot build)."""
+
+    def fast_strict(value: object) -> object:
+        return converter.get_structure_hook(t)(value, t)
+
+    return fast_strict
+
+
+def _fast_hook(t: object) -> _Fast:
+    """The fast structuring function of ``t`` (built once, then cached)."""
+    try:
+        found = _FAST.get(t)
+    except TypeError:  # an unhashable type object
+        return _fast_strict(t)
+    if found is not None:
+        return found
+
+    # A placeholder first: a recursive type refers to itself while it is being built.
+    def placeholder(value: object) -> object:
+        return _FAST[t](value)
+
+    _FAST[t] = placeholder
+    _FAST[t] = built = _build_fast(t)
+    return built
+
+
+def _build_fast(t: object) -> _Fast:
+    if t is Decimal:
+        return _fast_decimal
+    if t is str or t is int or t is bool:
+        return _fast_exact(cast(type, t))
+    if _is_enum(t):
+        return _fast_enum(cast("type[enum.Enum]", t))
+    if _is_literal(t):
+        return _fast_literal(t)
+    if _is_tagged_union(t):
+        return _fast_union(t)
+    args = get_args(t)
+    if get_origin(t) in (typing.Union, UnionType) and len(args) == 2 and type(None) in args:
+        other = args[0] if args[1] is type(None) else args[1]
+        return _fast_optional(_fast_hook(other))
+    if _is_homogeneous_tuple(t):
+        return _fast_tuple(_fast_hook(args[0]))
+    if _is_mapping(t):
+        return _fast_mapping(_fast_hook(args[0]), _fast_hook(args[1]))
+    if _is_attrs(t):
+        return _fast_attrs(cast(type, t))
+    return _fast_strict(t)
+
+
+def fast_structurer(cls: object) -> Callable[[object], object]:
+    """The fast path of :func:`structure` for ``cls``, for a caller that structures many
+    values: it returns the value :func:`structure` would return, or raises *some*
+    exception (not necessarily :class:`InvalidInput`, and without a path) for anything it
+    does not take — then call :func:`structure` for the value or the error naming the path.
+    """
+    return _fast_hook(cls)
+
+
+def fast_structure(data: object, cls: object) -> object:
+    """:func:`structure` by the fast path only: the value, or :class:`InvalidInput` without
+    a path when the fast path does not take ``data`` (then :func:`structure` says why).
+
+    For tests and benchmarks; :func:`structure` is what callers use.
+    """
+    try:
+        return _fast_hook(cls)(data)
+    except Exception as error:
+        raise InvalidInput(f"the fast path does not take this {cls!r}") from error
+
+
+def strict_structure(data: object, cls: object) -> object:
+    """:func:`structure` by the strict path only (cattrs with detailed validation), as it
+    was before the fast path: for tests that compare the two."""
+    try:
+        hook = converter.get_structure_hook(cls)
+        return hook(data, cls)
+    except StructureHandlerNotFoundError:
+        raise InvalidInput(f"liqcore.codec cannot build a {cls!r}") from None
+    except Exception as error:
+        raise _translate(error, _root_name(cls, data)) from error
+
+
 # --- public API ----------------------------------------------------------------------------
 
 
@@ -521,7 +804,15 @@ def structure(data: object, cls: type[T] | UnionType) -> T | object:
     ``cls`` may also be one of the unions :data:`~liqcore.state.Phase`,
     :data:`~liqcore.commands.Command` or :data:`~liqcore.events.Event` (then the result is
     typed ``object``; :func:`phase_from_json` and friends are typed precisely).
+
+    A fast path compiled per type builds the value when it can (see the module docs);
+    whatever it does not take is structured by the strict path, which names the path of
+    an error.
     """
+    try:
+        return _fast_hook(cls)(data)
+    except Exception:  # the strict path below decides, and says why
+        pass
     try:
         hook = converter.get_structure_hook(cls)
         result: T | object = hook(data, cls)

@@ -276,6 +276,7 @@ def _record_fields() -> dict[str, tuple[object, bool]]:
 
 
 _RECORD_FIELDS = _record_fields()
+_FAST_FIELDS = {name: codec.fast_structurer(hint) for name, (hint, _) in _RECORD_FIELDS.items()}
 
 
 def record_from_data(data: object) -> Record:
@@ -300,6 +301,20 @@ def record_from_data(data: object) -> Record:
             f"Record.schema {schema!r} is not one this liqshell reads "
             f"(schemas {READABLE_SCHEMAS[0]}-{READABLE_SCHEMAS[-1]}, liqshell {__version__})"
         )
+    try:  # the fast path (see liqcore.codec): anything it does not take is read below
+        fast = {
+            name: (
+                _FAST_FIELDS[name](value)
+                if name != "cursor"
+                else None
+                if value is None
+                else _checked_cursor(value, "Record.cursor")
+            )
+            for name, value in data.items()
+        }
+        return Record(**fast)  # type: ignore[arg-type]
+    except Exception:  # the strict path below decides, and says why
+        pass
     values: dict[str, object] = {}
     for name, value in data.items():
         if name == "cursor":

@@ -81,7 +81,14 @@ from liqshell.ports import (
     Unfinished,
 )
 
-__all__ = ["SCHEMA_VERSION", "SqliteStore", "check_store_file", "read_entries", "read_records"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "SqliteStore",
+    "check_store_file",
+    "read_entries",
+    "read_records",
+    "read_rows",
+]
 
 T = TypeVar("T")
 
@@ -550,6 +557,29 @@ def _read_entries(location: Path, wallet: str | None) -> Iterator[RecordingHeade
             for seq, kind, body in rows:
                 yield header_from_json(body) if kind == HEADER_KIND else record_from_json(body)
                 after = seq
+
+
+def read_rows(path: str | os.PathLike[str]) -> Iterator[tuple[int, str, str, str]]:
+    """``(seq, wallet key, kind, body JSON)`` of each row of the store's log, in commit
+    order, undecoded (headers included: ``kind == HEADER_KIND``) — for a reader that
+    decodes elsewhere (the workers of a Dask replay)."""
+    location = Path(path)
+    if not location.is_file():
+        raise FileNotFoundError(f"no SQLite store at {os.fspath(path)}")
+    with contextlib.ExitStack() as stack:
+        db = _open_read_only(location, stack)
+        stack.callback(db.close)
+        after = 0
+        while True:
+            rows = db.execute(
+                "SELECT seq, wallet, kind, body_json FROM records WHERE seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (after, _PAGE),
+            ).fetchall()
+            if not rows:
+                return
+            yield from rows
+            after = rows[-1][0]
 
 
 def _open_read_only(location: Path, stack: contextlib.ExitStack) -> sqlite3.Connection:

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import gc
 import itertools
 import json
 import os
@@ -90,6 +92,7 @@ __all__ = [
     "version_gaps",
     "what_if",
     "with_overrides",
+    "without_cycle_collection",
 ]
 
 
@@ -209,10 +212,29 @@ def load(source: str | os.PathLike[str], *, schema: str = "liqshell") -> Recordi
         raise RecordingError(f"{text}: no such file")
     if path.is_dir():
         raise RecordingError(f"{text}: is a directory, not a recording")
-    recording = from_entries(read_entries(path), source=text)
+    with without_cycle_collection():
+        recording = from_entries(read_entries(path), source=text)
     if not recording.records and not recording.headers:
         raise RecordingError(f"{text}: no records (an empty recording, or only a torn line)")
     return recording
+
+
+@contextlib.contextmanager
+def without_cycle_collection() -> Iterator[None]:
+    """Python's cyclic garbage collector paused while a recording is decoded or replayed.
+
+    Decoding builds millions of small frozen objects without reference cycles (reference
+    counting frees them); the collector would scan them again and again as they pile up —
+    about a quarter of the time of :func:`load` on a 100k-record recording. It is enabled
+    again afterwards if it was before.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 _DSN_KEY = re.compile(r"^\s*(host|hostaddr|port|dbname|user|service)\s*=")
@@ -224,6 +246,16 @@ def is_dsn(text: str) -> bool:
     return text.startswith(("postgresql://", "postgres://")) or (
         _DSN_KEY.match(text) is not None and not Path(text).exists()
     )
+
+
+def _is_sqlite(path: Path) -> bool:
+    from liqshell.adapters import SQLITE_MAGIC
+
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+    except OSError:
+        return False
 
 
 def read_entries(path: Path) -> Iterator[RecordingHeader | Record]:
@@ -268,7 +300,8 @@ def _load_postgres(dsn: str, schema: str) -> Recording:
             await store.close()
 
     try:
-        entries = asyncio.run(read())
+        with without_cycle_collection():
+            entries = asyncio.run(read())
     except (LiqcoreError, ValueError) as error:
         raise RecordingError(f"{redact(dsn)}: not a liqshell recording: {error}") from None
     recording = from_entries(entries, source=redact(dsn))
@@ -402,7 +435,7 @@ class Trace:
 
 
 def replay(
-    recording: Recording,
+    recording: Recording | str | os.PathLike[str],
     config: Config | None = None,
     *,
     keep: bool = True,
@@ -419,7 +452,18 @@ def replay(
     keeps only the mismatches (less memory on long recordings). ``client``: a
     ``dask.distributed.Client`` to replay on, partitioned by wallet (see
     :mod:`liqshell.analysis.distributed`); the result equals the local one.
+
+    ``recording`` may also be the path of a recording (``replay(load(path))``): with a
+    ``client`` and a SQLite store, the workers decode the records themselves.
     """
+    if not isinstance(recording, Recording):
+        text = os.fspath(recording)
+        if client is not None and not is_dsn(text) and _is_sqlite(Path(text)):
+            from liqshell.analysis.distributed import replay_store_on
+
+            stored: Trace = replay_store_on(client, text, config, keep=keep)
+            return stored
+        recording = load(text)
     if client is not None:
         from liqshell.analysis.distributed import replay_on
 
@@ -429,17 +473,18 @@ def replay(
     decisions: list[Decision] = []
     mismatches: list[Mismatch] = []
     configs = _configs(recording, config)
-    for index, record in recording.decisions():
-        used = configs[recording.header_index[index]]
-        result = _replay_one(index, record, used)
-        if isinstance(result, Mismatch):
-            mismatches.append(result)
-            continue
-        decision, mismatch = result
-        if keep:
-            decisions.append(decision)
-        if mismatch is not None:
-            mismatches.append(mismatch)
+    with without_cycle_collection():
+        for index, record in recording.decisions():
+            used = configs[recording.header_index[index]]
+            result = _replay_one(index, record, used)
+            if isinstance(result, Mismatch):
+                mismatches.append(result)
+                continue
+            decision, mismatch = result
+            if keep:
+                decisions.append(decision)
+            if mismatch is not None:
+                mismatches.append(mismatch)
     return Trace(
         source=recording.source,
         decisions=tuple(decisions),

@@ -17,6 +17,12 @@ recording's order: they equal the local run exactly (a test checks it on a two-w
 The recording is read where the call is made and its partitions are sent to the workers
 (a recording in PostgreSQL is read once, by the client); the workers need liqcore installed
 at the same version.
+
+Decoding a recording costs more than replaying it. Given the *path* of a SQLite store
+instead of a loaded recording, ``replay(path, client=client)`` reads the store's rows
+undecoded, sends them by wallet, and each worker decodes its own partition: decoding is
+spread over the workers too, and no decoded object travels. The result equals
+``replay(load(path))``.
 """
 
 from __future__ import annotations
@@ -29,7 +35,15 @@ from typing import Any
 from liqcore import Config
 from liqshell.ports import Record, RecordingHeader
 
-__all__ = ["partitions", "read_only", "replay_on", "sweep_on", "what_if_on"]
+__all__ = [
+    "partitions",
+    "raw_partitions",
+    "read_only",
+    "replay_on",
+    "replay_store_on",
+    "sweep_on",
+    "what_if_on",
+]
 
 
 def read_only(mapping: dict[Any, Any]) -> MappingProxyType[Any, Any]:
@@ -108,6 +122,83 @@ def replay_on(client: Any, recording: Any, config: Config | None, *, keep: bool)
         decisions=tuple(decisions),
         mismatches=tuple(mismatches),
         config_notes=_config_notes(recording, config),
+    )
+
+
+RawPart = tuple[str, tuple[RecordingHeader, ...], tuple[tuple[int, int, int, str], ...]]
+"""A partition of a store's log as it is stored: the store's name (for errors), the
+headers, and ``(index, header position, seq, body JSON)`` of its wallets' records."""
+
+
+def raw_partitions(
+    path: str, count: int
+) -> tuple[tuple[RecordingHeader, ...], tuple[int, ...], list[RawPart]]:
+    """The log of the SQLite store at ``path`` in at most ``count`` partitions by wallet,
+    undecoded (only the headers are decoded): ``(headers, header position of each record,
+    partitions)``. A record's index is its position among the records, as in
+    :func:`~liqshell.analysis.load`."""
+    from liqshell.adapters import HEADER_KIND, header_from_json
+    from liqshell.adapters.sqlite import read_rows
+
+    headers: list[RecordingHeader] = []
+    positions: list[int] = []
+    by_wallet: dict[str, list[tuple[int, int, int, str]]] = {}
+    for seq, wallet, kind, body in read_rows(path):
+        if kind == HEADER_KIND:
+            headers.append(header_from_json(body))
+            continue
+        by_wallet.setdefault(wallet, []).append((len(positions), len(headers) - 1, seq, body))
+        positions.append(len(headers) - 1)
+    wallets = sorted(by_wallet)
+    count = max(1, min(count, len(wallets)))
+    parts: list[list[tuple[int, int, int, str]]] = [[] for _ in range(count)]
+    for i, wallet in enumerate(wallets):
+        parts[i % count].extend(by_wallet[wallet])
+    return (
+        tuple(headers),
+        tuple(positions),
+        [(path, tuple(headers), tuple(sorted(part))) for part in parts],
+    )
+
+
+def _replay_raw_part(
+    part: RawPart, config: Config | None, keep: bool
+) -> tuple[list[Any], list[Any]]:
+    """Decode a raw partition on the worker, then replay it as :func:`_replay_part` does."""
+    from liqcore.errors import LiqcoreError
+    from liqshell.adapters import record_from_json
+    from liqshell.analysis import RecordingError, without_cycle_collection
+
+    source, headers, rows = part
+    records: list[tuple[int, Record, int]] = []
+    with without_cycle_collection():
+        for index, position, seq, body in rows:
+            try:
+                records.append((index, record_from_json(body), position))
+            except (LiqcoreError, ValueError) as error:
+                raise RecordingError(
+                    f"{source}: row {seq}: not a liqshell recording: {error}"
+                ) from None
+    return _replay_part((headers, tuple(records)), config, keep)
+
+
+def replay_store_on(client: Any, path: str, config: Config | None, *, keep: bool) -> Any:
+    """:func:`~liqshell.analysis.replay` of the SQLite store at ``path`` on ``client``'s
+    workers: the rows are read here undecoded and sent by wallet; each worker decodes its
+    own (decoding is most of the cost of a replay, so it is what is spread)."""
+    from liqshell.analysis import Recording, Trace, _config_notes
+
+    headers, positions, parts = raw_partitions(path, 4 * _workers(client))
+    futures = client.map(_replay_raw_part, parts, config=config, keep=keep, pure=False)
+    results = client.gather(futures)
+    decisions = sorted((d for part, _ in results for d in part), key=lambda d: d.index)
+    mismatches = sorted((m for _, part in results for m in part), key=lambda m: m.index)
+    outline = Recording(source=path, headers=headers, records=(), header_index=positions)
+    return Trace(
+        source=path,
+        decisions=tuple(decisions),
+        mismatches=tuple(mismatches),
+        config_notes=_config_notes(outline, config),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import typing
+from collections.abc import Iterator
 from decimal import Decimal
 
 import attrs
@@ -19,8 +20,10 @@ from liqcore.codec import (
     TAG_KEY,
     command_from_json,
     event_from_json,
+    fast_structure,
     from_json,
     phase_from_json,
+    strict_structure,
     structure,
     to_json,
     unstructure,
@@ -626,3 +629,125 @@ def test_from_json_text_with_a_byte_order_mark_raises_invalid_input() -> None:
     """A str that starts with a BOM is not JSON (as json.loads says), refused cleanly."""
     with pytest.raises(InvalidInput, match="not valid JSON"):
         from_json("\ufeff" + to_json(AccountReset()), AccountReset)
+
+
+# --- the fast path agrees with the strict one ------------------------------------------------
+
+
+def _strict_or_error(plain: object, cls: object) -> object:
+    try:
+        return strict_structure(plain, cls)
+    except InvalidInput as error:
+        return ("error", type(error), str(error))
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@given(data=st.data())
+def test_fast_structure_of_any_value_equals_the_strict_path(case: str, data: st.DataObject) -> None:
+    """On valid data the fast path builds the very value the strict path builds (twice: the
+    second time a memoized class comes from the memo), byte for byte."""
+    value = data.draw(CASES[case])
+    plain = json.loads(to_json(value))
+    strict = strict_structure(plain, type(value))
+    for _ in range(2):
+        fast = fast_structure(plain, type(value))
+        assert fast == strict == value
+        assert to_json(fast) == to_json(strict)
+
+
+_JSON_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.floats(allow_nan=False, allow_infinity=False, width=16),
+    st.sampled_from(["", "1", "-0", "1e3", "x", "NaN", "healthy", "buy", "standard", "0xabc"]),
+)
+_JSON_VALUES = st.one_of(
+    _JSON_SCALARS,
+    st.lists(_JSON_SCALARS, max_size=2),
+    st.dictionaries(st.sampled_from(["type", "x", "symbol"]), _JSON_SCALARS, max_size=2),
+)
+
+
+def _places(plain: object, path: tuple[object, ...] = ()) -> Iterator[tuple[object, ...]]:
+    yield path
+    if isinstance(plain, dict):
+        for key, item in plain.items():
+            yield from _places(item, (*path, key))
+    elif isinstance(plain, list):
+        for index, item in enumerate(plain):
+            yield from _places(item, (*path, index))
+
+
+def _damaged(plain: object, path: tuple[object, ...], how: str, new: object) -> object:
+    """``plain`` with the value at ``path`` replaced by ``new``, or (``how="drop"``) its key
+    removed, or (``how="add"``) a key ``"x"`` added beside it."""
+    if not path:
+        return new
+    copy = json.loads(json.dumps(plain))
+    parent = copy
+    for step in path[:-1]:
+        parent = parent[step]  # type: ignore[index]
+    last = path[-1]
+    if how == "drop" and isinstance(parent, dict):
+        del parent[last]
+    elif how == "add" and isinstance(parent, dict):
+        parent.setdefault("x", new)
+    else:
+        parent[last] = new  # type: ignore[index]
+    return copy
+
+
+@_HEAVY
+@given(
+    data=st.data(),
+    case=st.sampled_from(["Health", "AccountState", "Command", "Event", "OpenOrder", "Phase"]),
+    how=st.sampled_from(["replace", "drop", "add"]),
+    new=_JSON_VALUES,
+)
+def test_fast_structure_of_damaged_data_is_never_looser_than_the_strict_path(
+    data: st.DataObject, case: str, how: str, new: object
+) -> None:
+    """Any one value replaced (by any JSON value: a bool for an int, a number for a decimal
+    string, an object for a string...), any key dropped or added: where the fast path
+    takes the data, the strict path takes it too and builds the same value; structure()
+    gives what the strict path gives, value or error."""
+    value = data.draw(CASES[case])
+    cls = typing.cast(type, Phase if case == "Phase" else Command if case == "Command" else
+                      Event if case == "Event" else type(value))  # fmt: skip
+    plain = json.loads(to_json(value))
+    fast_structure(plain, cls)  # fills the memos with the valid value
+    path = data.draw(st.sampled_from(list(_places(plain))))
+    damaged = _damaged(plain, path, how, new)
+    expected = _strict_or_error(damaged, cls)
+    try:
+        fast = fast_structure(damaged, cls)
+    except InvalidInput:
+        pass
+    else:
+        assert fast == expected
+    try:
+        combined: object = structure(damaged, cls)
+    except InvalidInput as error:
+        combined = ("error", type(error), str(error))
+    assert combined == expected
+
+
+def test_fast_structure_memo_tells_an_int_from_a_bool_and_a_float() -> None:
+    """``1 == True == 1.0`` in Python, yet a memoized state is not handed out for data that
+    differs only so: the strict path refuses it, naming the field."""
+    state = AccountState(wallet="0xabc", margin_mode=MarginMode.STANDARD, updated_at=1)
+    plain = unstructure(state)
+    assert isinstance(plain, dict)
+    assert structure(plain, AccountState) == state
+    for bad in (True, 1.0):
+        with pytest.raises(InvalidInput, match=r"AccountState\.updated_at: must be an integer"):
+            structure({**plain, "updated_at": bad}, AccountState)
+
+
+def test_fast_structure_refuses_what_it_does_not_take_without_a_path() -> None:
+    """The fast path alone refuses bad data (structure() then names the path)."""
+    with pytest.raises(InvalidInput, match="fast path"):
+        fast_structure({"wallet": 1}, AccountState)
+    with pytest.raises(InvalidInput, match=r"AccountState\.wallet: must be a string"):
+        structure({"wallet": 1, "margin_mode": "standard", "updated_at": 1}, AccountState)

@@ -4,10 +4,13 @@ sweeps, and clear errors for recordings that cannot be read."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
+import sqlite3
 import tempfile
+import typing
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -15,7 +18,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from liqcore import Config, PreLiquidation, StandardMargin
+from liqcore import Config, PreLiquidation, StandardMargin, codec
 from liqcore.errors import InvalidConfig
 from liqshell import analysis
 from liqshell.adapters import (
@@ -561,3 +564,65 @@ def test_records_of_no_wallet_are_not_counted_as_a_wallet() -> None:
     assert recording.wallets == ("0xa",)
     assert analysis.summarize(recording.records).wallets == 1
     assert len(recording) == 2
+
+
+# --------------------------------------------------------------------------- fast decoding
+
+
+def _strict_record(data: dict[str, object]) -> Record:
+    """A record built by the codec's strict path only, field by field (as before the fast
+    path existed)."""
+    hints = typing.get_type_hints(Record)
+    values = {
+        name: value if name == "cursor" else codec.strict_structure(value, hints[name])
+        for name, value in data.items()
+    }
+    return Record(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("which", ["default", "ramp"])
+def test_load_decodes_every_record_as_the_strict_path_does(
+    default_run: tuple[Path, Path], ramp_run: tuple[Path, Path], which: str
+) -> None:
+    """The fast decode of load() gives, record for record, the values and the bytes the
+    strict path gives, for the JSON Lines log and the SQLite store of a simulated run."""
+    store, record = default_run if which == "default" else ramp_run
+    lines = [json.loads(line) for line in record.read_text().splitlines()]
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        rows = db.execute("SELECT kind, body_json FROM records ORDER BY seq").fetchall()
+    bodies = {
+        record: [data for data in lines if "format" not in data],
+        store: [json.loads(body) for kind, body in rows if kind != "header"],
+    }
+    for source, datas in bodies.items():
+        expected = [_strict_record(data) for data in datas]
+        recording = analysis.load(source)
+        assert len(recording.records) == len(expected) > 50
+        assert list(recording.records) == expected
+        assert [codec.to_json(r) for r in recording.records] == [codec.to_json(r) for r in expected]
+
+
+def test_a_bad_field_deep_in_a_record_is_named_by_the_fast_decode(
+    default_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Bad input still fails with one error naming the line and the field (a JSON number
+    where a position's amount belongs)."""
+    _, record = default_run
+    lines = record.read_text().splitlines()
+    number = next(
+        i
+        for i, line in enumerate(lines)
+        if '"kind":"decision"' in line and json.loads(line)["health"]["portfolio"]["positions"]
+    )
+    data = json.loads(lines[number])
+    symbol = sorted(data["health"]["portfolio"]["positions"])[0]
+    data["health"]["portfolio"]["positions"][symbol]["amount"] = 1.5
+    lines[number] = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(analysis.RecordingError) as caught:
+        analysis.load(bad)
+    message = str(caught.value)
+    assert f"line {number + 1}:" in message
+    assert f"positions['{symbol}'].amount: must be a decimal string" in message
+    assert "\n" not in message

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import pickle
+import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from liqcore import Config
 from liqshell import analysis
-from liqshell.analysis.distributed import partitions
-from liqshell.sim import SimParams
+from liqshell.analysis.distributed import partitions, raw_partitions
+from liqshell.sim import SimParams, simulate
+
+RAMP = Config(partial_bonus_max_bps=600)
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +85,38 @@ def test_what_if_and_sweep_on_two_workers_equal_the_local_run(
     assert analysis.sweep(recording, grid, client=client) == analysis.sweep(
         recording, grid, progress=False
     )
+
+
+def test_replay_of_a_store_on_two_workers_decodes_there_and_equals_the_local_replay(
+    client: object, tmp_path: Path
+) -> None:
+    """Given the path of a SQLite store, the workers get its rows undecoded (no decoded
+    object is sent) and the trace equals the local replay of the loaded recording."""
+    store = tmp_path / "run.sqlite"
+    asyncio.run(simulate(SimParams(accounts=10, minutes=3, seed=5), config=RAMP, store=store))
+    headers, positions, parts = raw_partitions(str(store), 3)
+    assert all(isinstance(body, str) for _, _, rows in parts for *_, body in rows)
+    loaded = analysis.load(store)
+    assert headers == loaded.headers
+    assert positions == loaded.header_index
+    local = analysis.replay(loaded)
+    remote = analysis.replay(store, client=client)
+    assert remote.decisions == local.decisions
+    assert len(local.decisions) > 50
+    assert remote.mismatches == local.mismatches == ()
+    assert remote.source == local.source
+    other = analysis.replay(store, Config(), client=client)
+    assert other.mismatches == analysis.replay(analysis.load(store), Config()).mismatches != ()
+    assert other.config_notes == analysis.replay(analysis.load(store), Config()).config_notes
+
+
+def test_a_bad_row_of_a_store_fails_on_the_worker_naming_the_row(
+    client: object, tmp_path: Path
+) -> None:
+    store = tmp_path / "run.sqlite"
+    asyncio.run(simulate(SimParams(accounts=4, minutes=1, seed=5), config=RAMP, store=store))
+    with contextlib.closing(sqlite3.connect(store)) as db, db:
+        seq = db.execute("SELECT max(seq) FROM records WHERE kind = 'decision'").fetchone()[0]
+        db.execute("UPDATE records SET body_json = '{\"kind\": 1}' WHERE seq = ?", (seq,))
+    with pytest.raises(analysis.RecordingError, match=rf"row {seq}: not a liqshell recording"):
+        analysis.replay(store, client=client)
