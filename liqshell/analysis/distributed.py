@@ -189,7 +189,9 @@ def replay_store_on(client: Any, path: str, config: Config | None, *, keep: bool
     from liqshell.analysis import Recording, Trace, _config_notes
 
     headers, positions, parts = raw_partitions(path, 4 * _workers(client))
-    futures = client.map(_replay_raw_part, parts, config=config, keep=keep, pure=False)
+    # Straight to the workers (scatter), not through the scheduler inside the task graph.
+    shipped = client.scatter(parts)
+    futures = client.map(_replay_raw_part, shipped, config=config, keep=keep, pure=False)
     results = client.gather(futures)
     decisions = sorted((d for part, _ in results for d in part), key=lambda d: d.index)
     mismatches = sorted((m for _, part in results for m in part), key=lambda m: m.index)
