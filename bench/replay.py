@@ -67,7 +67,8 @@ def timed(fn: Callable[[], T], repeat: int) -> tuple[float, float, T]:
     return wall, cpu, result
 
 
-BEFORE = """Before the fast decode, by the wall clock (a recording made the same way, 108,428 records,
+BEFORE = """\
+Before the fast decode, by the wall clock (a recording made the same way, 108,428 records,
 at load 6.7 on 2 cores): decode 335 records/s, step + compare 21,092 decisions/s, decode +
 step + compare 310 decisions/s on one core; the decoded partitions sent to a 2-worker
 LocalCluster 633 decisions/s (0.03× one core). By CPU time, the strict decode of this
