@@ -26,8 +26,8 @@ configuration with every secret replaced by ``***``.
 
 Parsing is strict — unknown sections and keys, wrong types and invalid values are errors —
 and never connects to anything. ``liqshell check-config`` is :func:`load_settings` and
-:func:`resolve_exchange`, which imports the exchange factory and checks it may be called,
-without calling it.
+:func:`resolve_exchange`, which imports the exchange factory and type-checks it (signature,
+return annotation) without calling it.
 Every problem is one :class:`SettingsError` whose message names the file, the section and
 the key. :func:`build` turns settings into the adapters of ``liqshell run``.
 """
@@ -39,11 +39,13 @@ import contextlib
 import enum
 import importlib
 import importlib.metadata
+import inspect
 import logging
 import os
 import re
 import ssl
 import tomllib
+import typing
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -788,8 +790,10 @@ def exchange_factory(factory: _F) -> _F:
 def resolve_exchange(settings: Settings) -> Callable[[Settings], object] | None:
     """The exchange factory ``[exchange] source`` names, imported and checked but not called
     (``None`` for ``"sim"`` or no source). Raises :class:`SettingsError` when it cannot be
-    imported, is not callable, or is a ``module:name`` callable not marked with
-    :func:`exchange_factory`."""
+    imported, is not callable, is a ``module:name`` callable not marked with
+    :func:`exchange_factory`, or does not type-check: a coroutine function, a signature that
+    does not bind ``factory(settings)``, or a return annotation that resolves to something
+    other than ``object``/``Any`` or a class with the methods of the ports it is to serve."""
     source = settings.exchange.source
     if source is None or source in ("sim", "nats"):
         return None
@@ -833,7 +837,76 @@ def resolve_exchange(settings: Settings) -> Callable[[Settings], object] | None:
             )
     if not callable(loaded):
         raise _problem(settings, where, f"{source} is not a callable")
+    _check_factory_signature(settings, source, loaded)
     return loaded
+
+
+def _check_factory_signature(settings: Settings, source: str, factory: object) -> None:
+    """Type-check ``factory`` without calling it: it is called as ``factory(settings)``, not
+    awaited, so it must not be a coroutine function and its signature must bind one
+    positional argument; a return annotation that resolves must be ``object``/``Any`` or a
+    class with the methods of the ports it is to serve (the four observation ports, and
+    without ``[nats]`` the order, auction and feed ports too). A callable without an
+    inspectable signature, or an annotation that does not resolve at run time (an import
+    under ``TYPE_CHECKING``), is not held against it."""
+    where = "[exchange] source"
+    target: Any = factory
+    if inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
+        getattr(target, "__call__", None)  # noqa: B004 — a callable instance's method
+    ):
+        raise _problem(
+            settings,
+            where,
+            f"{source} is a coroutine function: a factory is called as factory(settings) "
+            "and must return the exchange, not a coroutine",
+        )
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(settings)
+    except TypeError as error:
+        raise _problem(
+            settings,
+            where,
+            f"{source} cannot be called as factory(settings): {error}",
+        ) from None
+    if inspect.isclass(target):
+        returned: object = target
+    else:
+        function = target if inspect.isroutine(target) else getattr(target, "__call__", None)  # noqa: B004
+        try:
+            hints = typing.get_type_hints(function)
+        except Exception:
+            return
+        if "return" not in hints:
+            return
+        returned = hints["return"]
+    if returned is object or returned is Any:
+        return
+    shown = "None" if returned is type(None) else getattr(returned, "__qualname__", None)
+    shown = shown or repr(returned)
+    if not isinstance(returned, type) or returned is type(None):
+        raise _problem(
+            settings,
+            where,
+            f"{source} is annotated to return {shown}, not an exchange: annotate it with "
+            "a class serving PortfolioSource, MarginSource, QuoteSource and OrderSnapshot "
+            "(or object)",
+        )
+    needed = list(_OBSERVATION_METHODS)
+    if settings.nats is None:
+        needed += _EFFECT_METHODS
+    missing = [m for m in needed if not callable(getattr(returned, m, None))]
+    if missing:
+        without_nats = " (without [nats] it serves orders, auctions and events too)"
+        raise _problem(
+            settings,
+            where,
+            f"{source} is annotated to return {shown}, which has no "
+            f"{', '.join(missing)}" + (without_nats if set(missing) & set(_EFFECT_METHODS) else ""),
+        )
 
 
 def _factory(settings: Settings, source: str) -> object:

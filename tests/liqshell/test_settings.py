@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +22,7 @@ from liqcore import (
     SubmitOrder,
 )
 from liqshell.adapters import ServiceUnavailable, read_records
+from liqshell.cli import main
 from liqshell.ports import RecordKind
 from liqshell.settings import (
     EXCHANGE_GROUP,
@@ -36,6 +38,7 @@ from liqshell.settings import (
     run_watcher,
 )
 from liqshell.sim import SimParams
+from liqshell.testing import FakeExchange
 from liqshell.watcher import Watcher
 from tests.liqshell.services import NatsServer
 
@@ -362,6 +365,138 @@ def test_resolve_exchange_accepts_a_marked_factory_without_calling_it() -> None:
     )
     assert resolve_exchange(settings) is not_an_exchange
     assert CALLED == []
+
+
+@exchange_factory
+def needs_a_url(settings: Settings, url: str) -> object:
+    """A factory that cannot be called as factory(settings)."""
+    raise AssertionError("never called")
+
+
+@exchange_factory
+def takes_nothing() -> object:
+    """A factory that takes no settings."""
+    raise AssertionError("never called")
+
+
+@exchange_factory
+async def async_exchange(settings: Settings) -> FakeExchange:
+    """A coroutine function: calling it would not build the exchange."""
+    raise AssertionError("never called")
+
+
+@exchange_factory
+def returns_an_int(settings: Settings) -> int:
+    """Annotated with a type that serves no port."""
+    raise AssertionError("never called")
+
+
+@exchange_factory
+def returns_none(settings: Settings) -> None:
+    """Annotated to return nothing."""
+    raise AssertionError("never called")
+
+
+class ObservationOnly:
+    """The four observation ports, no order, auction or feed port."""
+
+    async def portfolios(self) -> object: ...
+    async def portfolio(self, wallet: str) -> object: ...
+    async def margin(self, wallet: str, portfolio: object) -> object: ...
+    async def quotes(self, symbols: object) -> object: ...
+    async def open_orders(self, wallet: str) -> object: ...
+
+
+@exchange_factory
+def observation_only(settings: Settings) -> ObservationOnly:
+    """Serves observation only: fine with [nats], not without."""
+    raise AssertionError("never called")
+
+
+class EveryPort(ObservationOnly):
+    """The observation ports and the order, auction and feed ports."""
+
+    async def submit(self, order: object) -> object: ...
+    async def cancel(self, order: object) -> object: ...
+    async def start(self, request: object) -> object: ...
+    async def stop(self, request: object) -> object: ...
+    def events(self, after: object) -> object: ...
+
+
+@exchange_factory
+def full_exchange(settings: Settings, *more: object, extra: int = 1) -> EveryPort:
+    """Binds factory(settings) (the rest has defaults) and returns every port."""
+    raise AssertionError("never called")
+
+
+@exchange_factory
+def unresolvable(settings: Settings) -> NotImportedHere:  # type: ignore[name-defined]  # noqa: F821
+    """Its return annotation names a type only a type checker would see."""
+    raise AssertionError("never called")
+
+
+@pytest.mark.parametrize(
+    ("name", "nats", "message"),
+    [
+        ("needs_a_url", False, r"test_settings:needs_a_url cannot be called as "
+         r"factory\(settings\): missing a required argument: 'url'"),
+        ("takes_nothing", False, r"cannot be called as factory\(settings\): too many "
+         r"positional arguments"),
+        ("async_exchange", False, r"is a coroutine function: a factory is called as "
+         r"factory\(settings\)"),
+        ("returns_an_int", False, r"annotated to return int, which has no portfolios, "
+         r"portfolio, margin, quotes, open_orders"),
+        ("returns_none", False, r"annotated to return None, not an exchange"),
+        ("observation_only", False, r"annotated to return ObservationOnly, which has no "
+         r"submit, cancel, start, stop, events \(without \[nats\]"),
+    ],
+)  # fmt: skip
+def test_resolve_exchange_type_checks_the_factory_without_calling_it(
+    name: str, nats: bool, message: str
+) -> None:
+    """The factory's signature must bind ``factory(settings)``, it must not be async, and a
+    return annotation that resolves must be a class serving the ports: each failure is one
+    SettingsError naming the file, ``[exchange] source`` and the factory."""
+    source = f"tests.liqshell.test_settings:{name}"
+    document: dict[str, object] = {"exchange": {"source": source}}
+    if nats:
+        document["nats"] = {}
+    settings = parse_settings(document, source="t.toml")
+    with pytest.raises(SettingsError, match=r"^t\.toml: \[exchange\] source: ") as raised:
+        resolve_exchange(settings)
+    assert re.search(message, str(raised.value)), str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "nats"),
+    [
+        ("full_exchange", False),
+        ("observation_only", True),
+        ("unresolvable", False),
+        ("not_an_exchange", False),
+    ],
+)
+def test_resolve_exchange_accepts_factories_that_type_check(name: str, nats: bool) -> None:
+    """Extra parameters with defaults, a class serving the ports it is to serve (with
+    ``[nats]``, observation alone), ``-> object``, and an annotation that does not resolve
+    at run time are accepted."""
+    document: dict[str, object] = {"exchange": {"source": f"tests.liqshell.test_settings:{name}"}}
+    if nats:
+        document["nats"] = {}
+    assert resolve_exchange(parse_settings(document)) is globals()[name]
+
+
+def test_check_config_reports_a_factory_that_does_not_type_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``liqshell check-config`` runs the same check: one error line, usage status."""
+    path = tmp_path / "c.toml"
+    path.write_text('[exchange]\nsource = "tests.liqshell.test_settings:needs_a_url"\n')
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "[exchange] source" in err
+    assert "missing a required argument: 'url'" in err
 
 
 @pytest.mark.services
