@@ -152,6 +152,8 @@ module by bench.mutate in a scratch copy, so pyproject.toml has no [tool.mutmut]
 @nox.session
 def mutate(session: nox.Session) -> None:
     """Mutation testing of liqcore, one module at a time with its mirrored tests:
-    writes bench/mutation-report.json (``nox -s mutate -- --module targets``)."""
+    updates bench/mutation-report.json (``nox -s mutate -- --module targets`` for one
+    module), then writes docs/mutation.md from it."""
     session.install(".[tests]", MUTMUT)
     session.run("python", "-m", "bench.mutate", *session.posargs)
+    session.run("python", "-m", "bench.mutate", "--markdown", "docs/mutation.md")

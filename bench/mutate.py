@@ -11,6 +11,12 @@ and diff of every survivor, for ``docs/mutation.md``.
     python -m bench.mutate                          # every module, in order
     python -m bench.mutate --module targets --module state
     python -m bench.mutate --report bench/mutation-report.json --max-children 2
+    python -m bench.mutate --module targets --recheck    # only its survivors, after new tests
+    python -m bench.mutate --markdown docs/mutation.md   # the page, from the report alone
+
+Each module's entry also records the commit it was measured at (and whether ``liqcore/`` or
+``tests/`` differed from it), the mutmut version and the command, so ``--markdown`` can
+write ``docs/mutation.md`` from the report without running anything.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,15 +138,62 @@ def _diff(work: Path, env: dict[str, str], name: str) -> str:
     )
 
 
-def measure(name: str, *, base: Path, max_children: int) -> dict[str, object]:
-    """Mutate one module; its counts, its survivors (with diffs) and how long it took."""
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def _provenance(max_children: int, name: str) -> dict[str, object]:
+    """The commit measured, whether the package or the tests differed from it, mutmut's
+    version and the command that reproduces the entry."""
+    return {
+        "commit": _git("rev-parse", "HEAD"),
+        "dirty": bool(_git("status", "--porcelain", "--", "liqcore", "tests")),
+        "mutmut": metadata.version("mutmut"),
+        "command": f"python -m bench.mutate --max-children {max_children} --module {name}",
+    }
+
+
+def measure(
+    name: str, *, base: Path, max_children: int, recheck: dict[str, object] | None = None
+) -> dict[str, object]:
+    """Mutate one module; its counts, its survivors (with diffs) and how long it took.
+
+    With ``recheck`` (the module's previous entry), only that entry's survivors run again,
+    and the mutants an interrupted run left unchecked, in the same scratch copy with the
+    tests copied afresh: for new tests killing them, or to finish a run. The
+    module's source must be byte-identical to the copy mutated then (its other verdicts
+    stand: a test added can only kill more), else run the module in full.
+    """
     source = MODULES[name]
     tests = mirrored_tests(source)
-    work = _workdir(base, name, source, tests)
-    env = {**os.environ, "CI": "true", "PYTHONHASHSEED": "0"}
+    provenance = _provenance(max_children, name)  # before the copy: what is measured
+    # Hypothesis's "mutate" profile (tests/conftest.py) is "ci" without shrinking: the same
+    # examples, so the same verdicts, without minutes spent shrinking each killed mutant.
+    env = {**os.environ, "CI": "true", "HYPOTHESIS_PROFILE": "mutate", "PYTHONHASHSEED": "0"}
+    names: list[str] = []
+    if recheck is None:
+        work = _workdir(base, name, source, tests)
+    else:
+        work = base / name
+        copy = work / source
+        if not copy.exists() or copy.read_bytes() != (ROOT / source).read_bytes():
+            raise SystemExit(f"{source} changed since its full run: measure it in full")
+        shutil.rmtree(work / "tests")
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis")
+        shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
+        names = sorted(_survivor_names(recheck) + _unchecked_names(work, env))
+        provenance = {
+            **provenance,
+            "command": f"{provenance['command']} --recheck",
+            "full_run": {k: recheck[k] for k in ("commit", "dirty", "command", "seconds")},
+        }
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
     started = time.monotonic()
-    run = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, check=False)
+    run = subprocess.run(
+        [*command, *names], cwd=work, env=env, capture_output=True, text=True, check=False
+    )
     elapsed = time.monotonic() - started
     (work / "mutmut-run.log").write_text(run.stdout + run.stderr, encoding="utf-8")
     statuses = _results(work, env)
@@ -150,16 +204,32 @@ def measure(name: str, *, base: Path, max_children: int) -> dict[str, object]:
         n for n, s in statuses.items() if s in ("survived", "suspicious", "no tests")
     )
     total = sum(counts.values()) - counts["skipped"]
+    seconds = round(elapsed)
+    if recheck is not None:
+        provenance["recheck_seconds"] = seconds
+        seconds += _int(recheck["seconds"])
     return {
+        **provenance,
         "module": source,
         "tests": list(tests),
         "exit_code": run.returncode,
-        "seconds": round(elapsed),
+        "seconds": seconds,
         "mutants": total,
         "counts": counts,
         "score": round(100 * counts["killed"] / total, 1) if total else None,
         "survivors": {n: _diff(work, env, n) for n in survivors},
     }
+
+
+def _unchecked_names(work: Path, env: dict[str, str]) -> list[str]:
+    """The mutants an interrupted run left unchecked."""
+    return [n for n, s in _results(work, env).items() if s == "not checked"]
+
+
+def _survivor_names(entry: dict[str, object]) -> list[str]:
+    survivors = entry["survivors"]
+    assert isinstance(survivors, dict)
+    return [str(n) for n in survivors]
 
 
 def equivalents(path: Path = EQUIVALENTS) -> dict[str, str]:
@@ -191,22 +261,184 @@ def judged(result: dict[str, object], known: dict[str, str]) -> dict[str, object
     }
 
 
+def _int(value: object) -> int:
+    return int(str(value))
+
+
+def _survivors(entry: dict[str, object]) -> dict[str, str]:
+    survivors = entry["survivors"]
+    assert isinstance(survivors, dict)
+    return {str(name): str(diff) for name, diff in survivors.items()}
+
+
+def _percent(value: object) -> str:
+    return "–" if value is None else f"{value} %"
+
+
+def markdown(report: dict[str, dict[str, object]], known: dict[str, str]) -> str:
+    """``docs/mutation.md``: per module killed / survived / equivalent / score, the command,
+    mutmut's version, the commit, the equivalent mutants with their reasons and the diff
+    of any survivor not explained, and the modules of :data:`MODULES` not measured."""
+    measured = [n for n in MODULES if n in report] + sorted(n for n in report if n not in MODULES)
+    missing = [n for n in MODULES if n not in report]
+    versions = sorted({str(report[n]["mutmut"]) for n in measured if "mutmut" in report[n]})
+    lines = [
+        "# Mutation report",
+        "",
+        "Produced by `nox -s mutate` (`python -m bench.mutate`), written from its JSON report by "
+        "`python -m bench.mutate --markdown docs/mutation.md`. Each module of liqcore is "
+        f"mutated by mutmut {', '.join(versions)} in a scratch copy of the project, and only "
+        "the tests that mirror it are run (`liqcore/x.py` → `tests/liqcore/test_x.py` and "
+        "`test_x_*.py`): a mutant counts as killed only when the module's own tests fail on "
+        "it. A survivor is either killed by a new boundary test or judged *equivalent* (no "
+        "input tells it from the code) with a one-line reason in "
+        "`bench/mutation_equivalents.txt`, listed below.",
+        "",
+        "**Score** = killed / checked mutants (a run stopped early leaves some *not "
+        "checked*); **without equivalent** = killed / (checked − equivalent). A timeout is "
+        "not counted as killed. An entry without a commit was measured before the report "
+        "recorded one. **Commit** is the one measured "
+        "(a module whose survivors were run again after new tests, with its source "
+        "unchanged, names both runs); **seconds** is mutmut's wall time, on a machine "
+        "shared with other work.",
+        "",
+        "| module | mutants | not checked | killed | survived | equivalent | unexplained "
+        "| timeout | score | without equivalent | seconds | commit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    totals = dict.fromkeys(
+        ("mutants", "unchecked", "killed", "survived", "equivalent", "timeout"), 0
+    )
+    for name in measured:
+        entry = report[name]
+        counts = entry["counts"]
+        assert isinstance(counts, dict)
+        equivalent = [n for n in _survivors(entry) if n in known]
+        unexplained = [n for n in _survivors(entry) if n not in known]
+        survived = len(equivalent) + len(unexplained)
+        mutants = _int(entry["mutants"])
+        unchecked = _int(counts["not checked"])
+        row = {
+            "mutants": mutants,
+            "unchecked": unchecked,
+            "killed": _int(counts["killed"]),
+            "survived": survived,
+            "equivalent": len(equivalent),
+            "timeout": _int(counts["timeout"]),
+        }
+        for key, value in row.items():
+            totals[key] += value
+        commit = f"`{str(entry.get('commit', 'unknown'))[:10]}`"
+        if entry.get("dirty"):
+            commit += " (+ uncommitted changes)"
+        full = entry.get("full_run")
+        if isinstance(full, dict):
+            commit += f", full run `{str(full.get('commit'))[:10]}`"
+            if full.get("dirty"):
+                commit += " (+ uncommitted changes)"
+        checked = mutants - unchecked
+        without = checked - len(equivalent)
+        lines.append(
+            f"| `{entry['module']}` | {mutants} | {unchecked} | {row['killed']} | {survived} "
+            f"| {len(equivalent)} | {len(unexplained)} | {row['timeout']} "
+            f"| {_percent(round(100 * row['killed'] / checked, 1) if checked else None)} "
+            f"| {_percent(round(100 * row['killed'] / without, 1) if without else None)} "
+            f"| {entry['seconds']} | {commit} |"
+        )
+    if measured:
+        checked = totals["mutants"] - totals["unchecked"]
+        without = checked - totals["equivalent"]
+        lines.append(
+            f"| **all measured** | {totals['mutants']} | {totals['unchecked']} "
+            f"| {totals['killed']} | {totals['survived']} | {totals['equivalent']} "
+            f"| {totals['survived'] - totals['equivalent']} | {totals['timeout']} "
+            f"| {_percent(round(100 * totals['killed'] / checked, 1) if checked else None)} "
+            f"| {_percent(round(100 * totals['killed'] / without, 1) if without else None)} "
+            "| | |"
+        )
+    lines += ["", "## Commands", ""]
+    for name in measured:
+        entry = report[name]
+        full = entry.get("full_run")
+        if isinstance(full, dict):
+            lines.append(
+                f"* `{entry['module']}`: `{full.get('command', '?')}`, then its survivors "
+                f"again after new tests: `{entry.get('command', '?')}`"
+            )
+        else:
+            lines.append(f"* `{entry['module']}`: `{entry.get('command', '?')}`")
+    if missing:
+        lines += [
+            "",
+            "## Not measured",
+            "",
+            "These modules of `bench/mutate.py` have no entry in the report this page was "
+            "written from: " + ", ".join(f"`{MODULES[n]}`" for n in missing) + ".",
+        ]
+    lines += ["", "## Equivalent mutants", ""]
+    listed = [mutant for name in measured for mutant in _survivors(report[name]) if mutant in known]
+    if not listed:
+        lines.append("None.")
+    for mutant in listed:
+        lines.append(f"* `{mutant}` — {known[mutant]}")
+    unexplained_all = [
+        (name, mutant)
+        for name in measured
+        for mutant in _survivors(report[name])
+        if mutant not in known
+    ]
+    lines += ["", "## Survivors not explained", ""]
+    if not unexplained_all:
+        lines.append("None: every survivor above is listed as equivalent.")
+    for name, mutant in unexplained_all:
+        diff = _survivors(report[name])[mutant]
+        lines += [
+            f"* `{mutant}`",
+            "",
+            "  ```diff",
+            *[f"  {d}" for d in str(diff).splitlines()],
+            "  ```",
+            "",
+        ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.mutate", description=__doc__)
     parser.add_argument("--module", action="append", choices=sorted(MODULES), default=None)
     parser.add_argument("--max-children", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=ROOT / ".mutmut")
     parser.add_argument("--report", type=Path, default=ROOT / "bench" / "mutation-report.json")
+    parser.add_argument(
+        "--recheck",
+        action="store_true",
+        help="run only the survivors (and unchecked mutants) of each module's last entry "
+        "again, in its scratch copy (after new tests, or to finish an interrupted run)",
+    )
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        default=None,
+        help="write this page from --report (and the equivalents) and run nothing",
+    )
     args = parser.parse_args(argv)
+    if args.markdown is not None:
+        saved = json.loads(args.report.read_text(encoding="utf-8"))
+        args.markdown.write_text(markdown(saved, equivalents()), encoding="utf-8")
+        return 0
     names = [n for n in MODULES if args.module is None or n in args.module]
-    report: dict[str, object] = {}
+    report: dict[str, dict[str, object]] = {}
     if args.report.exists():
         report = json.loads(args.report.read_text(encoding="utf-8"))
     for name in names:
         tests = ", ".join(mirrored_tests(MODULES[name]))
         print(f"mutating {MODULES[name]} against {tests}", flush=True)
+        previous = report.get(name) if args.recheck else None
+        if args.recheck and not isinstance(previous, dict):
+            raise SystemExit(f"--recheck: {name} has no entry in {args.report}")
         result = judged(
-            measure(name, base=args.workdir, max_children=args.max_children), equivalents()
+            measure(name, base=args.workdir, max_children=args.max_children, recheck=previous),
+            equivalents(),
         )
         report[name] = result
         args.report.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", "utf-8")

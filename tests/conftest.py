@@ -2,9 +2,10 @@
 liqshell's pytest plugin even where the installed metadata predates its entry point.
 
 Profiles: ``ci`` (derandomized, no example database, loaded whenever ``CI`` is set),
-``dev`` (the default: quick) and ``nightly`` (long). ``HYPOTHESIS_PROFILE`` picks one
-explicitly when ``CI`` is unset. Tests that are heavy per example lower their own
-``max_examples`` with ``@settings``.
+``dev`` (the default: quick), ``nightly`` (long) and ``mutate`` (``ci`` without shrinking,
+for ``nox -s mutate``: the same examples, so the same mutants killed, but a killed mutant
+is not then shrunk for minutes). ``HYPOTHESIS_PROFILE`` picks one explicitly. Tests
+that are heavy per example lower their own ``max_examples`` with ``@settings``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 from decimal import Decimal
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 
 from liqcore.strategies import decimals
@@ -28,6 +29,11 @@ settings.register_profile(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
+settings.register_profile(
+    "mutate",
+    settings.get_profile("ci"),
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+)
 settings.register_profile("dev", max_examples=50, deadline=None)
 settings.register_profile("nightly", max_examples=5_000, deadline=None)
 
@@ -36,9 +42,10 @@ st.register_type_strategy(Decimal, decimals())
 
 
 def _profile() -> str:
-    if os.environ.get("CI"):
-        return "ci"
-    return os.environ.get("HYPOTHESIS_PROFILE") or "dev"
+    explicit = os.environ.get("HYPOTHESIS_PROFILE")
+    if explicit:
+        return explicit
+    return "ci" if os.environ.get("CI") else "dev"
 
 
 settings.load_profile(_profile())

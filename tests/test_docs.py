@@ -299,3 +299,27 @@ def test_wire_protocol_examples_parse_into_the_classes_they_name() -> None:
         nats.STATE_SUBJECT,
     ):
         assert f"`{subject}`" in text, subject
+
+
+def _load_mutate() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_mutate", ROOT / "bench" / "mutate.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mutation_page_is_the_checked_in_report() -> None:
+    """docs/mutation.md is exactly what ``python -m bench.mutate --markdown`` writes from
+    bench/mutation-report.json and bench/mutation_equivalents.txt (an equivalent added or a
+    module measured again without regenerating the page fails here), and every mutant
+    listed as equivalent has its reason."""
+    import json
+
+    mutate = _load_mutate()
+    report = json.loads((ROOT / "bench" / "mutation-report.json").read_text(encoding="utf-8"))
+    known = mutate.equivalents()
+    assert (DOCS / "mutation.md").read_text(encoding="utf-8") == mutate.markdown(report, known)
+    assert known
+    assert all(reason for reason in known.values())

@@ -1199,17 +1199,19 @@ def test_apply_account_reset_reopens_only_a_liquidated_account() -> None:
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "match"),
     [
-        (account(), AccountReset(), 1.5),
-        (account(), AccountReset(), True),
-        (Healthy(), AccountReset(), 1),
-        (account(), Healthy(), 1),
+        ((account(), AccountReset(), 1.5), "^apply now must be an int"),
+        ((account(), AccountReset(), True), "^apply now must be an int"),
+        ((Healthy(), AccountReset(), 1), "^apply state must be an AccountState"),
+        ((account(), Healthy(), 1), "^apply event must be an Event"),
     ],
 )
-def test_apply_bad_arguments_raise_invalid_input(args: tuple[object, object, object]) -> None:
-    """Wrong types for state, event or now are refused."""
-    with pytest.raises(InvalidInput):
+def test_apply_bad_arguments_raise_invalid_input(
+    args: tuple[object, object, object], match: str
+) -> None:
+    """Wrong types for state, event or now are refused, the message naming the argument."""
+    with pytest.raises(InvalidInput, match=match):
         apply(*args)  # type: ignore[arg-type]
 
 

@@ -413,3 +413,16 @@ def test_margin_model_mismatch_at_exactly_the_tolerance(
     config = attrs.evolve(CONFIG, standard_margin=model)
     _, commands = step(account(pre()), health(), [], 10_000, config)
     assert (AlertCode.MARGIN_MODEL_MISMATCH in codes(commands)) is alerted
+
+
+def test_margin_model_mismatch_message_gives_both_views_by_value() -> None:
+    """The alert says what the model and Health say and the tolerance, each by value in
+    plain notation (no exponent, no trailing zeros): 1e-7 is written 0.0000001."""
+    model = FrozenModel(MarginFacts(equity=Decimal("1E-7"), mm_required=Decimal("290.50")))
+    config = attrs.evolve(CONFIG, standard_margin=model)
+    _, commands = step(account(pre()), health(equity="100.000", mm="300.0"), [], 10_000, config)
+    messages = [c.message for c in of(Alert, commands) if c.code is AlertCode.MARGIN_MODEL_MISMATCH]
+    assert messages == [
+        "the margin model values the portfolio at equity 0.0000001, mm_required 290.5; "
+        "Health says 100, 300 (tolerance 3)"
+    ]

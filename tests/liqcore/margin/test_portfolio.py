@@ -290,7 +290,8 @@ def test_black_scholes_no_time_left_is_intrinsic(
     ],
 )
 def test_black_scholes_bad_input_raises_invalid_input(field: str, value: object) -> None:
-    """Non-positive spot/strike/volatility, non-finite numbers, floats and non-bools are refused."""
+    """Non-positive spot/strike/volatility, non-finite numbers, floats and non-bools are
+    refused, the message naming the function and the argument."""
     args: dict[str, object] = {
         "is_call": True,
         "spot": Decimal(42),
@@ -300,7 +301,7 @@ def test_black_scholes_bad_input_raises_invalid_input(field: str, value: object)
         "volatility": Decimal("0.2"),
     }
     args[field] = value
-    with pytest.raises(InvalidInput, match=field):
+    with pytest.raises(InvalidInput, match=f"^black_scholes {field} must be"):
         black_scholes(**args)  # type: ignore[arg-type]
 
 
@@ -699,7 +700,7 @@ def test_evaluate_now_not_int_raises_invalid_input(now: object) -> None:
 def test_evaluate_overflowing_numbers_raise_planning_error() -> None:
     """Absurd parameters that overflow the decimal context fail as PlanningError."""
     model = PortfolioMargin(risk_free_rate=Decimal(-10_000_000))
-    with pytest.raises(PlanningError):
+    with pytest.raises(PlanningError, match=r"^portfolio margin cannot evaluate the portfolio: "):
         model.evaluate(_portfolio({"BTC-20261231-100000-C": (Decimal(-1), ONE)}), NOW)
 
 
@@ -834,6 +835,7 @@ def test_facts_after_close_tiny_size_is_a_no_op() -> None:
         ("BTC-20260327-100000-P", ONE, "no position"),
         ("BTC-PERP", ONE, "not short"),
         ("BTC-20261231-100000-C", Decimal("2.00000002"), "exceeds"),
+        ("ETH-20261231-4000-C", Decimal("0.1"), "not short"),  # a long below 1
     ],
 )
 def test_facts_after_close_impossible_close_raises_planning_error(
@@ -843,6 +845,7 @@ def test_facts_after_close_impossible_close_raises_planning_error(
     book = {
         "BTC-20261231-100000-C": (Decimal(-2), Decimal(20_000)),
         "BTC-PERP": (Decimal(1), Decimal(100_000)),
+        "ETH-20261231-4000-C": (Decimal("0.5"), Decimal(300)),
     }
     prepared = PortfolioMargin().prepare(_portfolio(book), NOW)
     with pytest.raises(PlanningError, match=match):
@@ -862,7 +865,9 @@ def test_facts_after_close_overflowing_price_raises_planning_error() -> None:
     prepared = PortfolioMargin().prepare(
         _portfolio({"BTC-20261231-100000-C": (Decimal(-2), Decimal(20_000))}), NOW
     )
-    with pytest.raises(PlanningError):
+    with pytest.raises(
+        PlanningError, match=r"^portfolio margin cannot close 'BTC-20261231-100000-C': "
+    ):
         prepared.facts_after_close("BTC-20261231-100000-C", Decimal(2), Decimal("9e999999"))
 
 
@@ -873,6 +878,17 @@ def test_facts_after_close_float_size_raises_invalid_input() -> None:
     )
     with pytest.raises(InvalidInput, match="size"):
         prepared.facts_after_close("BTC-20261231-100000-C", 1.0, Decimal(1))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("field", ["size", "price"])
+def test_closed_non_finite_size_or_price_raises_invalid_input_naming_it(field: str) -> None:
+    """The message names the method and the argument (issue 9: kills message mutants)."""
+    prepared = PortfolioMargin().prepare(
+        _portfolio({"BTC-20261231-100000-C": (Decimal(-2), Decimal(20_000))}), NOW
+    )
+    args = {"size": ONE, "price": Decimal(1), field: Decimal("NaN")}
+    with pytest.raises(InvalidInput, match=f"^PreparedPortfolioMargin.closed {field} must be"):
+        prepared.closed("BTC-20261231-100000-C", args["size"], args["price"])
 
 
 def test_facts_after_close_whole_position_drops_its_underlying() -> None:
@@ -946,3 +962,135 @@ def test_evaluate_known_book_gives_pinned_digits() -> None:
         for s in (-0.15, 0.0, 0.15)
     )
     assert _close_enough(facts.mm_required, expected, rel=1e-12, abs_=0)
+
+
+# --- boundaries (issue 9: each kills a mutant `nox -s mutate` found alive) -----------------
+
+
+def test_normal_cdf_ignores_the_callers_decimal_context() -> None:
+    """Φ is computed in CONTEXT whatever the caller's context: 5 digits there change nothing."""
+    x = Decimal("0.3")
+    expected = normal_cdf(x)
+    with decimal.localcontext(decimal.Context(prec=5, rounding=decimal.ROUND_FLOOR)):
+        assert normal_cdf(x) == expected
+    assert abs(expected - Decimal("0.6179114221889526373")) < Decimal("1e-18")
+
+
+@pytest.mark.parametrize("x", [Decimal("NaN"), Decimal("-Infinity"), 0.5])
+def test_normal_cdf_non_finite_or_float_x_raises_invalid_input_naming_it(x: object) -> None:
+    with pytest.raises(InvalidInput, match=r"^normal_cdf x must be a finite Decimal"):
+        normal_cdf(x)  # type: ignore[arg-type]
+
+
+ETH_CALL = "ETH-20261231-4000-C"
+ETH_PUT = "ETH-20261231-3500-P"
+BTC_CALL = "BTC-20261231-100000-C"
+
+
+def _three_shorts() -> Portfolio:
+    return _portfolio(
+        {
+            ETH_CALL: (Decimal(-2), Decimal(300)),
+            ETH_PUT: (Decimal(-3), Decimal(150)),
+            BTC_CALL: (Decimal(-1), Decimal(9_000)),
+        },
+        cash=Decimal(50_000),
+    )
+
+
+def test_closed_step_by_step_scenario_losses_equal_a_fresh_prepare() -> None:
+    """After each close — part of a position, a whole one, the last of an underlying — the
+    per-scenario losses equal those of the closed portfolio prepared afresh, and an
+    underlying with no position left has none (not a row of zeros)."""
+    model = PortfolioMargin(short_option_contingency=Decimal("0.01"))
+    current = _three_shorts()
+    prepared = model.prepare(current, NOW)
+    assert prepared.scenario_losses("SOL") == ()
+    for symbol, size in ((ETH_CALL, ONE), (ETH_PUT, Decimal(3)), (ETH_CALL, ONE)):
+        prepared = prepared.closed(symbol, size, Decimal(200))
+        current = _closed(current, symbol, size, Decimal(200))
+        fresh = model.prepare(current, NOW)
+        for underlying in ("ETH", "BTC"):
+            assert prepared.scenario_losses(underlying) == fresh.scenario_losses(underlying)
+        assert prepared.facts() == fresh.facts()
+    assert prepared.scenario_losses("ETH") == ()
+    assert len(prepared.scenario_losses("BTC")) > 0
+    assert prepared.model is model
+    assert prepared.now == NOW
+
+
+def test_unit_losses_move_the_scenario_losses_linearly() -> None:
+    """Buying back ``size`` moves each scenario's loss by ``size ×`` unit_losses; a symbol
+    with no position (never held, or closed whole) has none: PlanningError naming it."""
+    model = PortfolioMargin()
+    prepared = model.prepare(_three_shorts(), NOW)
+    before = prepared.scenario_losses("ETH")
+    unit = prepared.unit_losses(ETH_PUT)
+    after = prepared.closed(ETH_PUT, Decimal(2), Decimal(150)).scenario_losses("ETH")
+    assert len(unit) == len(before) == len(after) > 1
+    for b, u, a in zip(before, unit, after, strict=True):
+        assert abs(a - (b + 2 * u)) <= Decimal("1e-20") * max(ONE, abs(b))
+    assert any(u < 0 for u in unit)  # the short put loses on the down shocks
+    with pytest.raises(PlanningError, match=f"^no position in '{ETH_PUT}'"):
+        prepared.closed(ETH_PUT, Decimal(3), Decimal(150)).unit_losses(ETH_PUT)
+    with pytest.raises(PlanningError, match=r"^no position in 'BTC-PERP'"):
+        prepared.unit_losses("BTC-PERP")
+
+
+def test_prepare_non_portfolio_raises_invalid_input_naming_it() -> None:
+    with pytest.raises(InvalidInput, match=r"^PortfolioMargin.prepare portfolio must be a"):
+        PortfolioMargin().prepare({"cash": ONE}, NOW)  # type: ignore[arg-type]
+
+
+def test_normal_cdf_lower_tail_keeps_26_significant_digits_at_5_and_40() -> None:
+    """The tail is the continued fraction from |x| = 5 on (the series there loses relative
+    digits) and saturates only strictly above 40: Q(5) and Q(40) to 26 significant digits
+    (references computed with 90 digits)."""
+    for x, q in (
+        (Decimal(5), Decimal("2.866515718791939116737523328746453538544e-7")),
+        (Decimal(40), Decimal("3.655893540915029703748985802688283665054e-350")),
+    ):
+        assert abs(normal_cdf(-x) - q) < q * Decimal("1e-26")
+
+
+def test_black_scholes_ignores_the_callers_decimal_context() -> None:
+    args = {
+        "is_call": False,
+        "spot": Decimal(3_000),
+        "strike": Decimal(3_100),
+        "years": Decimal("0.25"),
+        "rate": Decimal("0.03"),
+        "volatility": Decimal("0.7"),
+    }
+    expected = black_scholes(**args)  # type: ignore[arg-type]
+    with decimal.localcontext(decimal.Context(prec=4, rounding=decimal.ROUND_CEILING)):
+        assert black_scholes(**args) == expected  # type: ignore[arg-type]
+
+
+def test_black_scholes_expired_option_is_intrinsic_whatever_the_rate() -> None:
+    """With no time left (years ≤ 0) the rate is not used: e^(−rate × years) would overflow."""
+    value = black_scholes(
+        is_call=True,
+        spot=Decimal(3_200),
+        strike=Decimal(3_000),
+        years=Decimal(-10_000_000),
+        rate=Decimal(10_000_000),
+        volatility=Decimal("0.5"),
+    )
+    assert value == Decimal(200)
+
+
+def test_evaluate_contingency_of_exactly_1_adds_spot_times_short_amount() -> None:
+    """short_option_contingency = 1 is a rate like any other (only 0 adds nothing)."""
+    book = _portfolio({"ETH-20261231-4000-C": (Decimal(-2), Decimal(300))})
+    plain = PortfolioMargin().evaluate(book, NOW).mm_required
+    full = PortfolioMargin(short_option_contingency=ONE).evaluate(book, NOW).mm_required
+    assert full - plain == 2 * SPOTS["ETH"]
+
+
+def test_evaluate_huge_equity_is_rounded_in_context_whatever_the_callers() -> None:
+    """A sum of 1e27 or more is rounded to CONTEXT's 28 digits, not the caller's 5."""
+    cash = Decimal("1234567890123456789012345678.5")
+    with decimal.localcontext(decimal.Context(prec=5)):
+        equity = PortfolioMargin().evaluate(_portfolio({}, cash=cash), NOW).equity
+    assert equity == Decimal("1234567890123456789012345678")

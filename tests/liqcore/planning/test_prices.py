@@ -47,6 +47,7 @@ def test_reference_price_theo_is_the_fair_value() -> None:
         ("110", "105", "100", "101", "110"),
         ("0", "105", "100", None, "105"),  # an empty ask side means no price
         (None, "-3", "100", None, "100"),
+        (None, None, "95", None, "95"),  # the bid, not the mark of 100 behind it
         (None, None, None, "90", "90"),
         (None, None, None, None, "100"),  # the position's mark
         (None, None, "0", "-1", "100"),  # a non-positive theo is no fair value either
@@ -81,9 +82,14 @@ def test_reference_price_no_fair_value_raises_planning_error() -> None:
         reference_price(Quote(best_ask=Decimal(10)), position(entry="1", pnl="8"), 2_000)
 
 
-def test_reference_price_dust_position_raises_planning_error_not_invalid_input() -> None:
-    """A dust position has no mark; without a theo that is a PlanningError."""
-    dust = position(amount="-0.000000001")
+@pytest.mark.parametrize("amount", ["-0.000000001", "-0.00000001"])  # < and = MIN_SIZE
+def test_reference_price_dust_position_raises_planning_error_not_invalid_input(
+    amount: str,
+) -> None:
+    """A dust position (|amount| ≤ MIN_SIZE) has no mark; without a theo that is a
+    PlanningError."""
+    assert Decimal(amount).copy_abs() <= MIN_SIZE
+    dust = position(amount=amount)
     assert reference_price(Quote(theo=Decimal(5)), dust, 0) == Decimal(5)
     with pytest.raises(PlanningError):
         reference_price(None, dust, 2_000)
@@ -162,3 +168,13 @@ def test_plan_limit_prices_within_band_and_bonus(
         fair = theo if theo is not None and theo > 0 else book.positions[order.symbol].mark_price
         ceiling = fair * bps_fraction(config.reference_band_bps) * bps_fraction(bonus)
         assert order.limit_price <= quantize_up(ceiling, MIN_SIZE)
+
+
+def test_execution_prices_an_unpriceable_symbol_does_not_stop_the_rest() -> None:
+    """The symbols after an unpriceable one (in symbol order) are still priced."""
+    unpriceable = "BTC-20261130-120000-C"
+    book = portfolio(position(unpriceable, entry="1", pnl="8"), position())
+    assert sorted(book.positions) == [unpriceable, SYMBOL]
+    prices, unpriced = execution_prices(book, {SYMBOL: SEED_QUOTE}, 50, SEED_CONFIG, NOW)
+    assert list(unpriced) == [unpriceable]
+    assert list(prices) == [SYMBOL]
