@@ -521,9 +521,16 @@ def _replay(args: argparse.Namespace) -> int:
     for record in recording.records:
         if record.commits_version:
             versions.setdefault(record.wallet, set()).add(record.version)
-    gaps = version_gaps(versions, from_one=bool(recording.headers))
+    # A pruned log starts after each wallet's first versions: only holes count as gaps.
+    gaps = version_gaps(versions, from_one=bool(recording.headers) and not recording.pruned.records)
     for note in trace.config_notes:
         print(f"config: {note}")
+    if recording.pruned.records:
+        print(
+            f"pruned: retention removed the oldest {recording.pruned.records} records "
+            f"(the newest of them at now = {recording.pruned.through_now} ms); replayed what "
+            "remains"
+        )
     for mismatch in trace.mismatches[: args.show]:
         print(f"mismatch: {mismatch}")
     for wallet, missing in list(gaps.items())[: args.show]:

@@ -128,6 +128,9 @@ class NullMetrics:
     def resent(self, command: str) -> None:
         """An unfinished ``StartAuction`` / ``StopAuction`` was sent again at a restart."""
 
+    def pruned(self, count: int) -> None:
+        """Records the store's retention removed from its log."""
+
     def backfilled(self, count: int) -> None:
         """``count`` committed records were appended to a recorder that lacked them."""
 
@@ -207,6 +210,9 @@ class Metrics(NullMetrics):
             "resent_requests",
             "Unfinished auction requests sent again at a restart, by command",
             ("command",),
+        )
+        self.pruned_records = counter(
+            "pruned_records", "Records the store's retention removed from its log"
         )
         self.backfilled_records = counter(
             "backfilled_records", "Committed records appended to a recorder that lacked them"
@@ -310,6 +316,9 @@ class Metrics(NullMetrics):
     def resent(self, command: str) -> None:
         self.resent_requests.labels(command=command).inc()
 
+    def pruned(self, count: int) -> None:
+        self.pruned_records.inc(count)
+
     def backfilled(self, count: int) -> None:
         self.backfilled_records.inc(count)
 
@@ -351,6 +360,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "liqshell_quarantined_wallets",
     "liqshell_quarantine_releases_total",
     "liqshell_resent_requests_total",
+    "liqshell_pruned_records_total",
     "liqshell_backfilled_records_total",
     "liqshell_active_liquidation_orders",
     "liqshell_stuck_wallets",

@@ -5,7 +5,9 @@ A file has these optional sections::
     [liqcore]   Config fields (SPEC §3), plus [liqcore.standard_margin],
                 [liqcore.portfolio_margin] and [liqcore.instruments.<UNDERLYING>]
     [store]     kind = "sqlite" (path) | "postgres" (dsn); record = JSON Lines replay log;
-                changes = JSON Lines state-change log (the event sink when there is no NATS)
+                changes = JSON Lines state-change log (the event sink when there is no NATS);
+                record_mode; retention of the store's log: keep_days, keep_records,
+                prune_interval_ms
     [nats]      servers, subjects and streams of the NATS adapters
     [metrics]   Prometheus endpoint (host, port)
     [sim]       parameters of the simulated exchange (SimParams fields)
@@ -72,6 +74,7 @@ from liqshell.redaction import REDACTED, redact, redact_url
 from liqshell.sim.world import SimParams
 
 if TYPE_CHECKING:
+    from liqshell.adapters import Retention
     from liqshell.sim.persistence import WorldStore
     from liqshell.watcher import Watcher
 
@@ -92,6 +95,7 @@ __all__ = [
     "parse_settings",
     "redacted_settings",
     "resolve_exchange",
+    "retention_of",
     "run_watcher",
 ]
 
@@ -122,6 +126,13 @@ class StoreSettings:
     record_mode: str = "changes"
     """``"changes"``: healthy no-op decisions are counted in one ``POLL`` summary a poll,
     not committed or recorded one by one; ``"all"``: every decision (the full log)."""
+    keep_days: int | None = None
+    """Retention of the store's log: keep the records of the last that many days (of the
+    log's own clock); ``None``: no limit (see :class:`~liqshell.adapters.Retention`)."""
+    keep_records: int | None = None
+    """Retention of the store's log: keep the newest that many records; ``None``: no limit."""
+    prune_interval_ms: int = 60_000
+    """How often, at most, a background pruning pass starts (with a limit set)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -534,7 +545,18 @@ def _build(section: _Section, cls: Callable[..., _T], kwargs: Mapping[str, objec
 
 
 def _store(section: _Section) -> StoreSettings:
-    section.known = ("kind", "path", "dsn", "record", "changes", "timeout_ms", "record_mode")
+    section.known = (
+        "kind",
+        "path",
+        "dsn",
+        "record",
+        "changes",
+        "timeout_ms",
+        "record_mode",
+        "keep_days",
+        "keep_records",
+        "prune_interval_ms",
+    )
     kwargs: dict[str, object] = {}
     if section.has("kind"):
         kind = section.text("kind")
@@ -555,6 +577,9 @@ def _store(section: _Section) -> StoreSettings:
         if mode not in ("changes", "all"):
             raise section.error("record_mode", f'must be "changes" or "all", was {mode!r}')
         kwargs["record_mode"] = mode
+    for key in ("keep_days", "keep_records", "prune_interval_ms"):
+        if section.has(key):
+            kwargs[key] = section.integer(key, minimum=1)
     section.finish()
     settings = StoreSettings(**kwargs)  # type: ignore[arg-type]
     if settings.kind == "postgres" and settings.dsn is None:
@@ -1067,6 +1092,18 @@ def _validate(settings: Settings) -> None:
             raise _problem(settings, where, str(error)) from None
 
 
+def retention_of(stored: StoreSettings) -> Retention:
+    """The :class:`~liqshell.adapters.Retention` of ``[store]`` (keeps everything unless
+    ``keep_days`` or ``keep_records`` is set)."""
+    from liqshell.adapters import Retention
+
+    return Retention(
+        keep_days=stored.keep_days,
+        keep_records=stored.keep_records,
+        interval_ms=stored.prune_interval_ms,
+    )
+
+
 async def _compose(
     settings: Settings, stop: asyncio.Event, stack: contextlib.AsyncExitStack
 ) -> tuple[Watcher, list[Coroutine[object, object, None]]]:
@@ -1081,12 +1118,14 @@ async def _compose(
         from liqshell.adapters.sqlite import SqliteStore
 
         path = _file_setting(settings, "[store] path", stored.path)
-        store = SqliteStore(path, timeout_ms=stored.timeout_ms)
+        store = SqliteStore(path, timeout_ms=stored.timeout_ms, retention=retention_of(stored))
     else:
         from liqshell.adapters.postgres import PostgresStore
 
         assert stored.dsn is not None
-        store = PostgresStore(stored.dsn, timeout_ms=stored.timeout_ms)
+        store = PostgresStore(
+            stored.dsn, timeout_ms=stored.timeout_ms, retention=retention_of(stored)
+        )
     stack.push_async_callback(_quietly, store.close)
     await store.cursor()  # reach the store now: an unreachable one fails before any poll
     recorder: Recorder = store

@@ -280,6 +280,7 @@ class Watcher:
         self._wakeups: dict[str, int] = {}
         self._active_orders: dict[str, int] = {}
         self._stuck: set[str] = set()  # wallets whose last decision raised a STUCK alert
+        self._pruned_seen: dict[int, int] = {}  # id(store or recorder) → records pruned
         self._stop: asyncio.Event | None = None
         # Loop-bound resources, made afresh for each running loop.
         self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
@@ -353,6 +354,7 @@ class Watcher:
                     ),
                     committed=False,
                 )
+            self._count_pruned()
             return tally.report(len(self._quarantined))
         finally:
             self._metrics.poll_duration(time.perf_counter() - started)
@@ -1325,6 +1327,19 @@ class Watcher:
                 error,
                 extra=fields(wallet=record.wallet),
             )
+
+    def _count_pruned(self) -> None:
+        """Count what the store's (and a separate recorder's) retention removed since the
+        last poll (``liqshell_pruned_records_total``)."""
+        for target in {id(self._store): self._store, id(self._recorder): self._recorder}.values():
+            total = getattr(target, "pruned_total", None)
+            records = getattr(total, "records", None)
+            if type(records) is not int:
+                continue
+            seen = self._pruned_seen.get(id(target), 0)
+            if records > seen:
+                self._metrics.pruned(records - seen)
+                self._pruned_seen[id(target)] = records
 
     def _track(self, wallet: str) -> None:
         """Refresh the wallet's wake-up and its count of active liquidation orders."""

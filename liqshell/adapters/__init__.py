@@ -43,11 +43,14 @@ from liqshell.ports import (
 )
 
 __all__ = [
+    "DAY_MS",
     "HEADER_KIND",
     "RECORDING_FORMAT",
     "AsyncClosing",
     "ForeignFile",
+    "Pruned",
     "RecordingHeader",
+    "Retention",
     "ServiceUnavailable",
     "StoreUnavailable",
     "cursor_from_json",
@@ -101,6 +104,63 @@ class StoreUnavailable(ServiceUnavailable):
 class ForeignFile(LiqshellError, ValueError):
     """A file liqshell was asked to write into is not one it wrote (another program's
     SQLite database, a text file, a recording of an unknown schema): nothing was written."""
+
+
+DAY_MS = 86_400_000
+
+
+def _retention_limit(inst: object, attribute: attrs.Attribute[int | None], value: object) -> None:
+    if value is not None and (type(value) is not int or value < 1):
+        raise ValueError(f"Retention.{attribute.name} must be an int >= 1 or None, was {value!r}")
+
+
+def _retention_positive(inst: object, attribute: attrs.Attribute[int], value: object) -> None:
+    if type(value) is not int or value < 1:
+        raise ValueError(f"Retention.{attribute.name} must be an int >= 1, was {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Retention:
+    """How much of its log a SQLite or PostgreSQL store keeps (the default: everything).
+
+    ``keep_days``: the records whose ``now`` lies within that many days of the newest
+    record's (the log's own clock, so a simulated run ages as it runs); ``keep_records``:
+    the newest that many records (headers not counted). With both, a record is kept only if
+    both keep it. Older records are pruned oldest first, in transactions of about ``batch``
+    records, by a background pass started at most every ``interval_ms`` after a write (a
+    poll never waits for it). A pass never separates a decision from its outcomes; in a
+    compact recording (``POLL`` summaries) it ends right after a poll's summary, so whole
+    polls go; the header in force for the oldest record kept stays (older ones go).
+    """
+
+    keep_days: int | None = attrs.field(default=None, validator=_retention_limit)
+    keep_records: int | None = attrs.field(default=None, validator=_retention_limit)
+    batch: int = attrs.field(default=1_000, validator=_retention_positive)
+    interval_ms: int = attrs.field(default=60_000, validator=_retention_positive)
+
+    @property
+    def keeps_everything(self) -> bool:
+        """Whether nothing is ever pruned (no limit set)."""
+        return self.keep_days is None and self.keep_records is None
+
+
+@attrs.frozen(kw_only=True)
+class Pruned:
+    """Records and superseded headers removed by retention; ``through_seq`` and
+    ``through_now`` are the position and ``now`` of the newest record removed (0: none)."""
+
+    records: int = 0
+    headers: int = 0
+    through_seq: int = 0
+    through_now: int = 0
+
+    def __add__(self, other: Pruned) -> Pruned:
+        return Pruned(
+            records=self.records + other.records,
+            headers=self.headers + other.headers,
+            through_seq=max(self.through_seq, other.through_seq),
+            through_now=max(self.through_now, other.through_now),
+        )
 
 
 def header_data(header: RecordingHeader) -> dict[str, object]:

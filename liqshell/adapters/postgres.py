@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, LiteralString
@@ -50,8 +51,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from liqcore import AccountState, codec
 from liqshell.adapters import (
+    DAY_MS,
     HEADER_KIND,
     AsyncClosing,
+    Pruned,
+    Retention,
     StoreUnavailable,
     cursor_from_json,
     cursor_to_json,
@@ -73,16 +77,18 @@ from liqshell.ports import (
     Stored,
     Unfinished,
 )
+from liqshell.logs import fields, get_logger
 from liqshell.redaction import redact
 
 __all__ = ["LEASES_SCHEMA_VERSION", "SCHEMA_VERSION", "PostgresStore"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The schema version this module writes (table ``schema_migrations``). Version 2 adds no
 table: it marks a log that may hold header rows (``kind = 'header'``, ``wallet = ''``,
 version 0), which an older liqshell could not read. Version 3 adds the leases of shards
 (tables ``cluster`` and ``leases``) and the epoch each state was committed under
-(``states.epoch``, 0: without a lease); version 4 the members of a cluster (``members``)."""
+(``states.epoch``, 0: without a lease); version 4 the members of a cluster (``members``); version 5 table ``pruned`` (what
+retention removed) and indexes of the header rows and of the poll summaries."""
 
 LEASES_SCHEMA_VERSION = 3
 """The schema version that added the leases (``cluster``, ``leases``, ``states.epoch``);
@@ -132,9 +138,21 @@ _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
             expires_at bigint NOT NULL
         )""",
     ),
+    (  # 5: retention
+        """CREATE TABLE {schema}.pruned (
+            id smallint PRIMARY KEY CHECK (id = 1),
+            records bigint NOT NULL,
+            headers bigint NOT NULL,
+            through_seq bigint NOT NULL,
+            through_now bigint NOT NULL
+        )""",
+        "CREATE INDEX records_headers ON {schema}.records (seq) WHERE kind = 'header'",
+        "CREATE INDEX records_polls ON {schema}.records (seq) WHERE kind = 'poll'",
+    ),
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
+_log = get_logger("store")
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _PAGE = 1_000
 
@@ -224,6 +242,57 @@ class _Queries:
         self.records = q(
             "SELECT seq, kind, body_json FROM {schema}.records WHERE seq > %s ORDER BY seq LIMIT %s"
         )
+        self.first_record = q(
+            "SELECT seq FROM {schema}.records WHERE kind <> 'header' ORDER BY seq LIMIT 1"
+        )
+        self.newest_now = q(
+            "SELECT now FROM {schema}.records WHERE kind <> 'header' ORDER BY seq DESC LIMIT 1"
+        )
+        self.nth_newest = q(
+            "SELECT seq FROM {schema}.records WHERE kind <> 'header' "
+            "ORDER BY seq DESC LIMIT 1 OFFSET %s"
+        )
+        self.first_young = q(
+            "SELECT seq FROM {schema}.records WHERE kind <> 'header' AND now >= %s "
+            "ORDER BY seq LIMIT 1"
+        )
+        self.last_poll = q(
+            "SELECT seq FROM {schema}.records WHERE kind = 'poll' AND seq <= %s "
+            "ORDER BY seq DESC LIMIT 1"
+        )
+        self.next_poll = q(
+            "SELECT seq FROM {schema}.records WHERE kind = 'poll' AND seq > %s ORDER BY seq LIMIT 1"
+        )
+        self.nth_from = q(
+            "SELECT seq FROM {schema}.records WHERE seq >= %s AND kind <> 'header' "
+            "ORDER BY seq LIMIT 1 OFFSET %s"
+        )
+        self.straddling = q(
+            "SELECT d.seq, n.seq FROM {schema}.records AS d JOIN {schema}.records AS n "
+            "ON n.seq = (SELECT min(x.seq) FROM {schema}.records AS x "
+            "WHERE x.wallet = d.wallet AND x.seq > d.seq) "
+            "WHERE d.seq BETWEEN %s AND %s AND d.kind = 'decision' AND n.seq > %s "
+            "AND n.kind = 'outcomes'"
+        )
+        self.last_pruned_now = q(
+            "SELECT now FROM {schema}.records WHERE seq <= %s AND kind <> 'header' "
+            "ORDER BY seq DESC LIMIT 1"
+        )
+        self.delete_records = q("DELETE FROM {schema}.records WHERE seq <= %s AND kind <> 'header'")
+        self.delete_headers = q(
+            "DELETE FROM {schema}.records WHERE kind = 'header' AND seq < "
+            "(SELECT max(seq) FROM {schema}.records WHERE kind = 'header' AND seq <= %s)"
+        )
+        self.add_pruned = q(
+            "INSERT INTO {schema}.pruned AS p (id, records, headers, through_seq, through_now) "
+            "VALUES (1, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
+            "records = p.records + excluded.records, headers = p.headers + excluded.headers, "
+            "through_seq = greatest(p.through_seq, excluded.through_seq), "
+            "through_now = greatest(p.through_now, excluded.through_now)"
+        )
+        self.pruned = q(
+            "SELECT records, headers, through_seq, through_now FROM {schema}.pruned WHERE id = 1"
+        )
         self.wallet_records = q(
             "SELECT seq, kind, body_json FROM {schema}.records WHERE wallet = %s AND seq > %s "
             "ORDER BY seq LIMIT %s"
@@ -273,6 +342,10 @@ class PostgresStore(AsyncClosing):
     ``pool_size`` bounds the connections; ``timeout_ms`` is how long a call waits for a
     connection (e.g. while the server restarts) before it raises
     :class:`~liqshell.adapters.StoreUnavailable`. Nothing connects until the first call.
+    ``retention`` (default: keep everything) prunes the log in the background: after a
+    write, at most every ``retention.interval_ms``, a task of the store's event loop runs a
+    pass, one short transaction per batch on a pooled connection (:meth:`prune` runs one
+    now); :meth:`close` stops it between two batches.
     """
 
     def __init__(
@@ -282,6 +355,7 @@ class PostgresStore(AsyncClosing):
         schema: str = "liqshell",
         pool_size: int = 4,
         timeout_ms: int = 10_000,
+        retention: Retention | None = None,
     ) -> None:
         if _SCHEMA_NAME.fullmatch(schema) is None:
             raise ValueError(
@@ -291,6 +365,13 @@ class PostgresStore(AsyncClosing):
             raise ValueError(f"PostgresStore pool_size must be an int >= 1, was {pool_size!r}")
         if type(timeout_ms) is not int or timeout_ms <= 0:
             raise ValueError(f"PostgresStore timeout_ms must be an int > 0, was {timeout_ms!r}")
+        if retention is not None and not isinstance(retention, Retention):
+            raise TypeError(f"PostgresStore retention must be a Retention, was {retention!r}")
+        self.retention = retention or Retention()
+        self._pruner: asyncio.Task[None] | None = None
+        self._stop_pruning = False
+        self._next_prune = time.monotonic() + self.retention.interval_ms / 1000
+        self._pruned = Pruned()
         self.dsn = dsn
         self.schema = schema
         self.pool_size = pool_size
@@ -311,6 +392,7 @@ class PostgresStore(AsyncClosing):
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._loop, self._lock, self._pool = loop, asyncio.Lock(), None
+            self._pruner = None
         if self._pool is not None and self._ready:
             return self._pool
         assert self._lock is not None
@@ -526,6 +608,7 @@ class PostgresStore(AsyncClosing):
                 await conn.execute(q.set_cursor, (cursor_json,))
             if applied is not None:
                 await conn.execute(q.mark_applied, (applied,))
+        self._after_write()
         return version
 
     # ------------------------------------------------------------------ LeaseStore
@@ -650,9 +733,18 @@ class PostgresStore(AsyncClosing):
             await conn.execute(q.set_cursor, (cursor_json,))
             if record.event_id is not None:
                 await conn.execute(q.mark_applied, (storage_key(record.event_id),))
+        self._after_write()
 
     async def close(self) -> None:
-        """Close the pool (the next call opens a new one)."""
+        """Stop a background pruning pass (between two batches) and close the pool (the
+        next call opens a new one)."""
+        pruner, self._pruner = self._pruner, None
+        if pruner is not None and self._loop is asyncio.get_running_loop():
+            self._stop_pruning = True
+            try:
+                await asyncio.gather(pruner, return_exceptions=True)
+            finally:
+                self._stop_pruning = False
         pool, self._pool = self._pool, None
         if pool is not None and self._loop is asyncio.get_running_loop():
             await pool.close()
@@ -673,6 +765,7 @@ class PostgresStore(AsyncClosing):
                     body,
                 ),
             )
+        self._after_write()
 
     async def begin(self, header: RecordingHeader) -> None:
         """Record a watcher start's header as a row of the log (``kind = 'header'``,
@@ -681,6 +774,130 @@ class PostgresStore(AsyncClosing):
         now = header.started if header.started is not None else 0
         async with self._connection("begin") as conn:
             await conn.execute(self._q.insert_record, ("", HEADER_KIND, 0, now, body))
+
+    # ------------------------------------------------------------------ retention
+
+    @property
+    def pruned_total(self) -> Pruned:
+        """What this store object's pruning passes removed so far (the metric's source)."""
+        return self._pruned
+
+    async def pruned_log(self) -> Pruned:
+        """What retention removed from the log so far (by any store on this schema)."""
+        async with self._connection("pruned") as conn:
+            row = await (await conn.execute(self._q.pruned)).fetchone()
+        if row is None:
+            return Pruned()
+        return Pruned(
+            records=int(row[0]),
+            headers=int(row[1]),
+            through_seq=int(row[2]),
+            through_now=int(row[3]),
+        )
+
+    async def prune(self) -> Pruned:
+        """Run one pruning pass now (bounded batches, a transaction each) and return what it
+        removed; nothing when the retention keeps everything."""
+        if self.retention.keeps_everything:
+            return Pruned()
+        total = Pruned()
+        async with self._connection("prune") as conn:
+            target = await self._prune_target(conn)
+        while target and not self._stop_pruning:
+            async with self._connection("prune") as conn, conn.transaction():
+                done = await self._prune_batch(conn, target)
+            if done is None:
+                break
+            total += done
+            self._pruned += done
+            if done.through_seq >= target:
+                break
+        return total
+
+    async def _one(
+        self, conn: psycopg.AsyncConnection[Any], query: sql.Composed, *args: object
+    ) -> int | None:
+        row = await (await conn.execute(query, args)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    async def _prune_target(self, conn: psycopg.AsyncConnection[Any]) -> int:
+        """As :func:`liqshell.adapters.sqlite` computes it: past both limits, and in a log
+        with poll summaries the last summary at or before it (whole polls)."""
+        q, retention = self._q, self.retention
+        target = 0
+        if retention.keep_records is not None:
+            target = max(target, await self._one(conn, q.nth_newest, retention.keep_records) or 0)
+        if retention.keep_days is not None:
+            newest = await self._one(conn, q.newest_now)
+            if newest is not None:
+                cutoff = newest - retention.keep_days * DAY_MS
+                young = await self._one(conn, q.first_young, cutoff)
+                target = max(target, (young or 1) - 1)
+        low = await self._one(conn, q.first_record)
+        if low is None or target < low:
+            return 0
+        last_poll = await self._one(conn, q.last_poll, target)
+        if last_poll is not None and last_poll >= low:
+            return last_poll
+        if await self._one(conn, q.next_poll, target) is not None:
+            return 0  # the limit falls in the oldest poll, which a summary still ends
+        return target
+
+    async def _prune_batch(self, conn: psycopg.AsyncConnection[Any], target: int) -> Pruned | None:
+        """Remove one batch; ``None`` when nothing more can go. No decision is removed
+        without its outcomes (the wallet's next record)."""
+        q = self._q
+        low = await self._one(conn, q.first_record)
+        if low is None or low > target:
+            return None
+        nth = await self._one(conn, q.nth_from, low, self.retention.batch - 1)
+        end = target if nth is None else min(nth, target)
+        ceiling = target
+        while True:
+            if end < low:
+                return None
+            cur = await conn.execute(q.straddling, (low, end, end))
+            straddling = [(int(d), int(o)) for d, o in await cur.fetchall()]
+            if not straddling:
+                break
+            beyond = [decision for decision, outcomes in straddling if outcomes > ceiling]
+            if beyond:
+                ceiling = end = min(beyond) - 1
+            else:
+                end = max(outcomes for _, outcomes in straddling)
+        through_now = await self._one(conn, q.last_pruned_now, end) or 0
+        records = (await conn.execute(q.delete_records, (end,))).rowcount
+        headers = (await conn.execute(q.delete_headers, (end,))).rowcount
+        await conn.execute(q.add_pruned, (records, headers, end, through_now))
+        return Pruned(records=records, headers=headers, through_seq=end, through_now=through_now)
+
+    def _after_write(self) -> None:
+        """Start a background pass on this loop if one is due and none runs."""
+        if self.retention.keeps_everything:
+            return
+        now = time.monotonic()
+        if now < self._next_prune or (self._pruner is not None and not self._pruner.done()):
+            return
+        self._next_prune = now + self.retention.interval_ms / 1000
+        self._pruner = asyncio.get_running_loop().create_task(self._prune_in_background())
+
+    async def _prune_in_background(self) -> None:
+        try:
+            done = await self.prune()
+        except Exception as error:
+            _log.warning(
+                "pruning the log of schema %r failed: %r", self.schema, error, extra=fields()
+            )
+            return
+        if done.records:
+            _log.info(
+                "pruned %d records and %d headers from the log of schema %r (through seq %d)",
+                done.records,
+                done.headers,
+                self.schema,
+                done.through_seq,
+                extra=fields(),
+            )
 
     # ------------------------------------------------------------------ reading the log
 

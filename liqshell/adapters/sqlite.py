@@ -23,6 +23,10 @@ untouched. Tables:
     the committed feed cursor.
 ``applied_events(event_id PK)``
     feed event ids committed with a state or a cursor.
+``pruned(id = 1, records, headers, through_seq, through_now)``
+    what retention removed from ``records`` so far (schema version 3; see
+    :class:`~liqshell.adapters.Retention`): a reader knows the log no longer starts at
+    the beginning (:func:`read_pruned`).
 
 Wallet and event ids are stored as :func:`~liqshell.adapters.storage_key` gives them
 (unchanged unless they hold NUL or a lone surrogate).
@@ -51,6 +55,7 @@ import shutil
 import sqlite3
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -58,10 +63,13 @@ from typing import TypeVar
 
 from liqcore import AccountState, codec
 from liqshell.adapters import (
+    DAY_MS,
     HEADER_KIND,
     SQLITE_MAGIC,
     AsyncClosing,
     ForeignFile,
+    Pruned,
+    Retention,
     StoreUnavailable,
     cursor_from_json,
     cursor_to_json,
@@ -71,6 +79,7 @@ from liqshell.adapters import (
     record_to_json,
     storage_key,
 )
+from liqshell.logs import fields, get_logger
 from liqshell.ports import (
     Conflict,
     Cursor,
@@ -86,16 +95,19 @@ __all__ = [
     "SqliteStore",
     "check_store_file",
     "read_entries",
+    "read_pruned",
     "read_records",
     "read_rows",
 ]
 
 T = TypeVar("T")
+_log = get_logger("store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema version this module writes (table ``schema_version``). Version 2 adds no
 table: it marks a log that may hold header rows (``kind = 'header'``), which an older
-liqshell could not read."""
+liqshell could not read. Version 3 adds table ``pruned`` (what retention removed) and an
+index of the header rows and one of the poll summaries."""
 
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 1
@@ -122,6 +134,17 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE applied_events (event_id TEXT PRIMARY KEY)",
     ),
     (),  # 2: header rows in records (kind 'header', wallet '', version 0)
+    (  # 3: retention
+        """CREATE TABLE pruned (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            records INTEGER NOT NULL,
+            headers INTEGER NOT NULL,
+            through_seq INTEGER NOT NULL,
+            through_now INTEGER NOT NULL
+        )""",
+        "CREATE INDEX records_headers ON records (seq) WHERE kind = 'header'",
+        "CREATE INDEX records_polls ON records (seq) WHERE kind = 'poll'",
+    ),
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -132,6 +155,7 @@ _OUR_TABLES: Mapping[str, tuple[str, ...] | None] = MappingProxyType(
         "records": ("seq", "wallet", "kind", "version", "now", "body_json"),
         "feed": ("id", "cursor_json"),
         "applied_events": ("event_id",),
+        "pruned": ("id", "records", "headers", "through_seq", "through_now"),
         # liqshell.sim.persistence: the simulated world in the watcher's file.
         "sim_world": ("id", "params", "tick", "body"),
         "sim_journal": ("seq", "body"),
@@ -140,8 +164,8 @@ _OUR_TABLES: Mapping[str, tuple[str, ...] | None] = MappingProxyType(
     }
 )
 """Every table liqshell writes into a SQLite file, with its columns in order."""
-_OUR_INDEXES = frozenset({"records_by_wallet"})
-_WATCHER_TABLES = frozenset({"states", "records", "feed", "applied_events"})
+_OUR_INDEXES = frozenset({"records_by_wallet", "records_headers", "records_polls"})
+_WATCHER_TABLES = frozenset({"states", "records", "feed", "applied_events", "pruned"})
 
 
 def _foreign_objects(db: sqlite3.Connection) -> str | None:
@@ -281,19 +305,169 @@ def _stored(version: int, state_json: str, unfinished_json: str) -> Stored:
     )
 
 
+# ---------------------------------------------------------------------------- retention
+
+_FIRST_RECORD = "SELECT seq FROM records WHERE kind <> 'header' ORDER BY seq LIMIT 1"
+_NEWEST_NOW = "SELECT now FROM records WHERE kind <> 'header' ORDER BY seq DESC LIMIT 1"
+_NTH_NEWEST = "SELECT seq FROM records WHERE kind <> 'header' ORDER BY seq DESC LIMIT 1 OFFSET ?"
+_FIRST_YOUNG = "SELECT seq FROM records WHERE kind <> 'header' AND now >= ? ORDER BY seq LIMIT 1"
+_LAST_POLL = "SELECT seq FROM records WHERE kind = 'poll' AND seq <= ? ORDER BY seq DESC LIMIT 1"
+_NEXT_POLL = "SELECT seq FROM records WHERE kind = 'poll' AND seq > ? ORDER BY seq LIMIT 1"
+_NTH_FROM = (
+    "SELECT seq FROM records WHERE seq >= ? AND kind <> 'header' ORDER BY seq LIMIT 1 OFFSET ?"
+)
+_STRADDLING = (
+    # Decisions in [low, end] whose wallet's next record, after end, is their outcomes.
+    "SELECT d.seq, n.seq FROM records AS d JOIN records AS n ON n.seq = "
+    "(SELECT min(x.seq) FROM records AS x WHERE x.wallet = d.wallet AND x.seq > d.seq) "
+    "WHERE d.seq BETWEEN ? AND ? AND d.kind = 'decision' AND n.seq > ? AND n.kind = 'outcomes'"
+)
+_LAST_PRUNED_NOW = (
+    "SELECT now FROM records WHERE seq <= ? AND kind <> 'header' ORDER BY seq DESC LIMIT 1"
+)
+_DELETE_RECORDS = "DELETE FROM records WHERE seq <= ? AND kind <> 'header'"
+_DELETE_HEADERS = (
+    "DELETE FROM records WHERE kind = 'header' AND seq < "
+    "(SELECT max(seq) FROM records WHERE kind = 'header' AND seq <= ?)"
+)
+_ADD_PRUNED = (
+    "INSERT INTO pruned (id, records, headers, through_seq, through_now) VALUES (1, ?, ?, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET records = records + excluded.records, "
+    "headers = headers + excluded.headers, "
+    "through_seq = max(through_seq, excluded.through_seq), "
+    "through_now = max(through_now, excluded.through_now)"
+)
+
+
+def _one(db: sqlite3.Connection, query: str, *args: object) -> int | None:
+    row = db.execute(query, args).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def _prune_target(db: sqlite3.Connection, retention: Retention) -> int:
+    """The newest ``seq`` a pass may remove (0: nothing): past both limits, and in a log
+    with poll summaries the last summary at or before it (whole polls; none when the
+    limit falls in the oldest poll)."""
+    target = 0
+    if retention.keep_records is not None:
+        target = max(target, _one(db, _NTH_NEWEST, retention.keep_records) or 0)
+    if retention.keep_days is not None:
+        newest = _one(db, _NEWEST_NOW)
+        if newest is not None:
+            young = _one(db, _FIRST_YOUNG, newest - retention.keep_days * DAY_MS)
+            target = max(target, (young or 1) - 1)
+    low = _one(db, _FIRST_RECORD)
+    if low is None or target < low:
+        return 0
+    last_poll = _one(db, _LAST_POLL, target)
+    if last_poll is not None and last_poll >= low:
+        return last_poll
+    if _one(db, _NEXT_POLL, target) is not None:
+        return 0  # the limit falls in the oldest poll, which a summary still ends
+    return target
+
+
+def _batch_end(db: sqlite3.Connection, target: int, batch: int) -> int | None:
+    """The newest ``seq`` of the next batch (about ``batch`` records from the oldest, at
+    most ``target``) such that no decision is removed without its outcomes; ``None``:
+    nothing can go."""
+    low = _one(db, _FIRST_RECORD)
+    if low is None or low > target:
+        return None
+    nth = _one(db, _NTH_FROM, low, batch - 1)
+    end = target if nth is None else min(nth, target)
+    ceiling = target
+    while end >= low:
+        straddling = db.execute(_STRADDLING, (low, end, end)).fetchall()
+        if not straddling:
+            return end
+        beyond = [decision for decision, outcomes in straddling if outcomes > ceiling]
+        if beyond:  # their outcomes stay: so do they
+            ceiling = end = min(beyond) - 1
+        else:  # take the outcomes along
+            end = max(outcomes for _, outcomes in straddling)
+    return None
+
+
+def _prune_batch(db: sqlite3.Connection, target: int, batch: int) -> Pruned | None:
+    """Remove one batch (one transaction); ``None`` when nothing more can go."""
+    with _transaction(db):
+        end = _batch_end(db, target, batch)
+        if end is None:
+            return None
+        through_now = _one(db, _LAST_PRUNED_NOW, end) or 0
+        records = db.execute(_DELETE_RECORDS, (end,)).rowcount
+        headers = db.execute(_DELETE_HEADERS, (end,)).rowcount
+        db.execute(_ADD_PRUNED, (records, headers, end, through_now))
+    return Pruned(records=records, headers=headers, through_seq=end, through_now=through_now)
+
+
+def _prune_pass(
+    db: sqlite3.Connection, retention: Retention, stop: threading.Event | None = None
+) -> Pruned:
+    """Prune what ``retention`` lets go, batch after batch (``stop`` ends it between two)."""
+    total = Pruned()
+    target = _prune_target(db, retention)
+    while target and (stop is None or not stop.is_set()):
+        done = _prune_batch(db, target, retention.batch)
+        if done is None:
+            break
+        total += done
+        if done.through_seq >= target:
+            break
+    return total
+
+
+def read_pruned(path: str | os.PathLike[str]) -> Pruned:
+    """What retention removed from the log of the SQLite store at ``path`` (nothing for a
+    store that never pruned, or of a schema before version 3). Opens the file read-only."""
+    location = Path(path)
+    if not location.is_file():
+        raise FileNotFoundError(f"no SQLite store at {os.fspath(path)}")
+    with contextlib.ExitStack() as stack:
+        db = _open_read_only(location, stack)
+        stack.callback(db.close)
+        try:
+            row = db.execute(
+                "SELECT records, headers, through_seq, through_now FROM pruned WHERE id = 1"
+            ).fetchone()
+        except sqlite3.OperationalError:  # no such table: an older schema
+            return Pruned()
+    if row is None:
+        return Pruned()
+    return Pruned(records=row[0], headers=row[1], through_seq=row[2], through_now=row[3])
+
+
 class SqliteStore(AsyncClosing):
     """``StateStore`` and ``Recorder`` in the SQLite file at ``path`` (created if missing).
 
     ``timeout_ms`` is how long a call waits for another connection's write lock before it
     raises :class:`~liqshell.adapters.StoreUnavailable`. The connection opens on first use
-    and again after :meth:`close`.
+    and again after :meth:`close`. ``retention`` (default: keep everything) prunes the log
+    in the background: after a write, at most every ``retention.interval_ms``, a pass runs
+    in a thread of its own on a connection of its own, one short transaction per batch, so
+    a commit waits at most for one batch's write lock (:meth:`prune` runs one now).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout_ms: int = 10_000) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout_ms: int = 10_000,
+        retention: Retention | None = None,
+    ) -> None:
+        if retention is not None and not isinstance(retention, Retention):
+            raise TypeError(f"SqliteStore retention must be a Retention, was {retention!r}")
         self.path = os.fspath(path)
         self.timeout_ms = timeout_ms
+        self.retention = retention or Retention()
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self._prune_lock = threading.Lock()
+        self._pruner: threading.Thread | None = None
+        self._stop_pruning = threading.Event()
+        self._next_prune = time.monotonic() + self.retention.interval_ms / 1000
+        self._pruned = Pruned()
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
@@ -433,6 +607,7 @@ class SqliteStore(AsyncClosing):
                     db.execute(_MARK_APPLIED, (applied,))
 
         await self._call(run)
+        self._after_write()
         return version
 
     async def commit_cursor(self, cursor: Cursor, record: Record) -> None:
@@ -457,17 +632,89 @@ class SqliteStore(AsyncClosing):
                     db.execute(_MARK_APPLIED, (storage_key(record.event_id),))
 
         await self._call(run)
+        self._after_write()
 
     async def close(self) -> None:
-        """Close the connection (the next call opens it again)."""
+        """Stop a background pruning pass (between two batches) and close the connection
+        (the next call opens it again)."""
 
         def run() -> None:
+            with self._prune_lock:
+                pruner, self._pruner = self._pruner, None
+            if pruner is not None:
+                self._stop_pruning.set()
+                pruner.join()
+                self._stop_pruning.clear()
             with self._lock:
                 db, self._db = self._db, None
                 if db is not None:
                     db.close()
 
         await asyncio.to_thread(run)
+
+    # ------------------------------------------------------------------ retention
+
+    @property
+    def pruned_total(self) -> Pruned:
+        """What this store object's pruning passes removed so far (the metric's source)."""
+        with self._prune_lock:
+            return self._pruned
+
+    async def prune(self) -> Pruned:
+        """Run one pruning pass now (bounded batches on a connection of its own) and return
+        what it removed; nothing when the retention keeps everything."""
+        return await asyncio.to_thread(self._prune_now, None)
+
+    def _prune_now(self, stop: threading.Event | None) -> Pruned:
+        if self.retention.keeps_everything:
+            return Pruned()
+        db = sqlite3.connect(self.path, timeout=self.timeout_ms / 1000, isolation_level=None)
+        try:
+            self._connection_ready()
+            done = _prune_pass(db, self.retention, stop)
+        except sqlite3.OperationalError as error:
+            raise StoreUnavailable(f"SQLite store {self.path}: pruning: {error}") from error
+        finally:
+            db.close()
+        with self._prune_lock:
+            self._pruned += done
+        return done
+
+    def _connection_ready(self) -> None:
+        """Open (check, migrate) the store's own connection first: the pruning connection
+        then meets a file of the current schema."""
+        with self._lock:
+            self._connection()
+
+    def _after_write(self) -> None:
+        """Start a background pass if one is due and none runs."""
+        if self.retention.keeps_everything:
+            return
+        now = time.monotonic()
+        with self._prune_lock:
+            if now < self._next_prune or (self._pruner is not None and self._pruner.is_alive()):
+                return
+            self._next_prune = now + self.retention.interval_ms / 1000
+            self._pruner = threading.Thread(
+                target=self._prune_in_background, name="liqshell-sqlite-prune", daemon=True
+            )
+            self._pruner.start()
+
+    def _prune_in_background(self) -> None:
+        try:
+            done = self._prune_now(self._stop_pruning)
+        except Exception as error:
+            _log.warning("pruning the log of %s failed: %r", self.path, error, extra=fields())
+            return
+        if done.records:
+            _log.info(
+                "pruned %d records and %d headers from the log of %s (through seq %d)",
+                done.records,
+                done.headers,
+                self.path,
+                done.through_seq,
+                extra=fields(),
+            )
 
     # ------------------------------------------------------------------ Recorder
 
@@ -489,6 +736,7 @@ class SqliteStore(AsyncClosing):
                 )
 
         await self._call(run)
+        self._after_write()
 
     async def begin(self, header: RecordingHeader) -> None:
         """Record a watcher start's header as a row of the log (``kind = 'header'``,

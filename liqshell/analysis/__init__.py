@@ -64,6 +64,7 @@ from liqcore.machine import apply, step
 from liqcore.reasons import Explanation, ReasonCode, explain_event
 from liqcore.reasons import explain as explain_decision
 from liqcore.state import phase_tag
+from liqshell.adapters import Pruned
 from liqshell.ports import LiqshellError, Record, RecordingHeader, RecordKind
 
 __all__ = [
@@ -111,17 +112,22 @@ class Recording:
     ``header_index[i]`` is the position in :attr:`headers` of the header that precedes
     ``records[i]`` (``-1``: none — a recording from before headers, or records before the
     first header). Use :meth:`config_at` for the config a record was decided with.
+    ``pruned``: what the store's retention removed from the start of the log (its oldest
+    whole decisions and polls, and the headers no record left needs): the recording then
+    starts after a wallet's first version, and the header of its oldest record is kept.
     """
 
     source: str
     headers: tuple[RecordingHeader, ...]
     records: tuple[Record, ...]
     header_index: tuple[int, ...]
+    pruned: Pruned = Pruned()
 
     def __repr__(self) -> str:
+        pruned = f", {self.pruned.records} pruned" if self.pruned.records else ""
         return (
             f"Recording({self.source!r}, {len(self.records)} records, "
-            f"{len(self.headers)} headers, {len(self.wallets)} wallets)"
+            f"{len(self.headers)} headers, {len(self.wallets)} wallets{pruned})"
         )
 
     def __len__(self) -> int:
@@ -172,14 +178,19 @@ class Recording:
             headers=self.headers,
             records=tuple(self.records[i] for i in keep),
             header_index=tuple(self.header_index[i] for i in keep),
+            pruned=self.pruned,
         )
 
 
 def from_entries(
-    entries: Iterable[RecordingHeader | Record], *, source: str = "<entries>"
+    entries: Iterable[RecordingHeader | Record],
+    *,
+    source: str = "<entries>",
+    pruned: Pruned | None = None,
 ) -> Recording:
     """A :class:`Recording` from headers and records in order (a
-    :class:`~liqshell.testing.MemoryRecorder`'s ``entries``, say)."""
+    :class:`~liqshell.testing.MemoryRecorder`'s ``entries``, say); ``pruned``: what
+    retention removed before them."""
     headers: list[RecordingHeader] = []
     records: list[Record] = []
     index: list[int] = []
@@ -192,7 +203,11 @@ def from_entries(
         else:
             raise InvalidInput(f"a recording entry must be a header or a Record, was {entry!r}")
     return Recording(
-        source=source, headers=tuple(headers), records=tuple(records), header_index=tuple(index)
+        source=source,
+        headers=tuple(headers),
+        records=tuple(records),
+        header_index=tuple(index),
+        pruned=pruned or Pruned(),
     )
 
 
@@ -202,7 +217,8 @@ def load(source: str | os.PathLike[str], *, schema: str = "liqshell") -> Recordi
 
     Raises :class:`RecordingError` naming the file and the line of the first bad line, or
     saying why the file is not a recording (one line; old or unknown schema versions are
-    named).
+    named). A SQLite or PostgreSQL log that retention pruned says so in
+    :attr:`Recording.pruned`.
     """
     text = os.fspath(source)
     if is_dsn(text):
@@ -213,7 +229,7 @@ def load(source: str | os.PathLike[str], *, schema: str = "liqshell") -> Recordi
     if path.is_dir():
         raise RecordingError(f"{text}: is a directory, not a recording")
     with without_cycle_collection():
-        recording = from_entries(read_entries(path), source=text)
+        recording = from_entries(read_entries(path), source=text, pruned=_pruned_file(path))
     if not recording.records and not recording.headers:
         raise RecordingError(f"{text}: no records (an empty recording, or only a torn line)")
     return recording
@@ -235,6 +251,20 @@ def without_cycle_collection() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def _pruned_file(path: Path) -> Pruned:
+    """What retention removed from a SQLite store's log (a JSON Lines file is never pruned)."""
+    from liqshell.adapters import SQLITE_MAGIC
+    from liqshell.adapters.sqlite import read_pruned
+
+    with path.open("rb") as handle:
+        if handle.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
+            return Pruned()
+    try:
+        return read_pruned(path)
+    except sqlite3.DatabaseError as error:
+        raise RecordingError(f"{path}: cannot read the SQLite recording: {error}") from None
 
 
 _DSN_KEY = re.compile(r"^\s*(host|hostaddr|port|dbname|user|service)\s*=")
@@ -292,19 +322,19 @@ def _load_postgres(dsn: str, schema: str) -> Recording:
     from liqshell.adapters.postgres import PostgresStore
     from liqshell.redaction import redact
 
-    async def read() -> list[RecordingHeader | Record]:
+    async def read() -> tuple[list[RecordingHeader | Record], Pruned]:
         store = PostgresStore(dsn, schema=schema)
         try:
-            return [entry async for entry in store.entries()]
+            return [entry async for entry in store.entries()], await store.pruned_log()
         finally:
             await store.close()
 
     try:
         with without_cycle_collection():
-            entries = asyncio.run(read())
+            entries, pruned = asyncio.run(read())
     except (LiqcoreError, ValueError) as error:
         raise RecordingError(f"{redact(dsn)}: not a liqshell recording: {error}") from None
-    recording = from_entries(entries, source=redact(dsn))
+    recording = from_entries(entries, source=redact(dsn), pruned=pruned)
     if not recording.records and not recording.headers:
         raise RecordingError(f"{redact(dsn)}: no records in schema {schema!r}")
     return recording

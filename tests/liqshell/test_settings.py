@@ -21,7 +21,7 @@ from liqcore import (
     StandardMargin,
     SubmitOrder,
 )
-from liqshell.adapters import ServiceUnavailable, read_records
+from liqshell.adapters import Retention, ServiceUnavailable, read_records
 from liqshell.cli import main
 from liqshell.ports import RecordKind
 from liqshell.settings import (
@@ -35,6 +35,7 @@ from liqshell.settings import (
     load_settings,
     parse_settings,
     resolve_exchange,
+    retention_of,
     run_watcher,
 )
 from liqshell.sim import SimParams
@@ -128,6 +129,9 @@ def test_parse_settings_liqcore_values_reach_config(
         ("[store]\nkind = 'redis'\n", "[store] kind"),
         ("[store]\nkind = 'postgres'\n", "[store] dsn: is required"),
         ("[store]\nrecord_mode = 'some'\n", "[store] record_mode"),
+        ("[store]\nkeep_days = 0\n", "[store] keep_days: must be ≥ 1"),
+        ("[store]\nkeep_records = 'lots'\n", "[store] keep_records: must be an integer"),
+        ("[store]\nprune_interval_ms = -5\n", "[store] prune_interval_ms"),
         ("[nats]\nservers = ['localhost']\n", "not a URL"),
         ("[nats]\nrequest_timeout_ms = 0\n", "request_timeout_ms"),
         ("[metrics]\nport = 70000\n", "[metrics] port"),
@@ -192,6 +196,18 @@ def test_parse_settings_nats_and_exchange_sections_read() -> None:
     assert settings.exchange == ExchangeSettings(source="my.exchange:sources", speed=Decimal("2.5"))
     assert (settings.store.changes, settings.store.timeout_ms) == ("c.jsonl", 50)
     assert settings.store.record_mode == "all"
+
+
+def test_parse_settings_store_retention_reaches_the_stores_retention() -> None:
+    """[store] keep_days, keep_records and prune_interval_ms become the stores' Retention;
+    without them the store keeps everything."""
+    settings = parse_settings(
+        {"store": {"keep_days": 30, "keep_records": 5_000_000, "prune_interval_ms": 9_000}}
+    )
+    assert retention_of(settings.store) == Retention(
+        keep_days=30, keep_records=5_000_000, interval_ms=9_000
+    )
+    assert retention_of(parse_settings({}).store).keeps_everything
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,12 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from liqshell.adapters import StoreUnavailable
+from liqshell import analysis
+from liqshell.adapters import Pruned, Retention, StoreUnavailable
 from liqshell.adapters.postgres import SCHEMA_VERSION, PostgresStore
-from liqshell.ports import Conflict, LiqshellError, Record, RecordKind, StateStore
+from liqshell.ports import Conflict, LiqshellError, Record, RecordingHeader, RecordKind, StateStore
+from tests.liqshell.adapters.retention_contract import RETENTION, RetentionHarness
+from tests.liqshell.adapters.retention_contract import Check as RetentionCheck
 from tests.liqshell.adapters.store_contract import (
     CONTRACT,
     Check,
@@ -351,3 +354,36 @@ async def test_postgres_store_load_one_and_history(postgres_dsn: str, pg_schema:
         await check_load_one_and_history(store)
     finally:
         await store.close()
+
+
+def postgres_retention_harness(dsn: str) -> RetentionHarness:
+    """Pruning stores on new schemas of the test database, read back as analysis.load
+    reads a DSN."""
+
+    async def open_store(retention: Retention) -> object:
+        return PostgresStore(dsn, schema=f"pruned_{next(_schemas)}", retention=retention)
+
+    async def entries(store: object) -> list[RecordingHeader | Record]:
+        assert isinstance(store, PostgresStore)
+        return [entry async for entry in store.entries()]
+
+    async def pruned(store: object) -> Pruned:
+        assert isinstance(store, PostgresStore)
+        return await store.pruned_log()
+
+    async def load(store: object) -> analysis.Recording:
+        assert isinstance(store, PostgresStore)
+        return await asyncio.to_thread(analysis.load, store.dsn, schema=store.schema)
+
+    return RetentionHarness(open=open_store, entries=entries, pruned=pruned, load=load)
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("check", RETENTION, ids=lambda check: check.__name__)
+async def test_postgres_store_retention(check: RetentionCheck, postgres_dsn: str) -> None:
+    """PostgresStore prunes its log as every check of the retention contract says."""
+    harness = postgres_retention_harness(postgres_dsn)
+    try:
+        await check(harness)
+    finally:
+        await harness.close_all()

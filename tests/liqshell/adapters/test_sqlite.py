@@ -20,18 +20,32 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import liqshell
-from liqshell.adapters import ForeignFile, StoreUnavailable, storage_key
+from liqcore import Config
+from liqshell import analysis
+from liqshell.adapters import ForeignFile, Pruned, Retention, StoreUnavailable, storage_key
 from liqshell.adapters import read_records as read_any_records
 from liqshell.adapters.sqlite import (
     SCHEMA_VERSION,
     SqliteStore,
     check_store_file,
+    read_pruned,
     read_records,
 )
-from liqshell.ports import LiqshellError, Record, RecordKind, StateStore
+from liqshell.cli import main as cli_main
+from liqshell.ports import LiqshellError, Record, RecordingHeader, RecordKind, StateStore
+from liqshell.sim import SimExchange, new_world
 from liqshell.sim.persistence import SCHEMA as SIM_SCHEMA
 from liqshell.sim.persistence import WorldStore
+from liqshell.sim.runner import SimClock
+from liqshell.sim.world import SimParams
 from liqshell.testing import MemoryStore
+from liqshell.watcher import Watcher
+from tests.liqshell.adapters.retention_contract import (
+    RETENTION,
+    RetentionHarness,
+    run_simulation,
+)
+from tests.liqshell.adapters.retention_contract import Check as RetentionCheck
 from tests.liqshell.adapters.store_contract import (
     CONTRACT,
     Check,
@@ -559,3 +573,99 @@ async def test_sqlite_store_load_one_and_history(tmp_path: Path) -> None:
 async def test_memory_store_load_one_and_history() -> None:
     """MemoryStore: see check_load_one_and_history."""
     await check_load_one_and_history(MemoryStore())
+
+
+def sqlite_retention_harness(folder: Path) -> RetentionHarness:
+    """Pruning stores on new files in ``folder``, read back as analysis.load reads them."""
+
+    async def open_store(retention: Retention) -> object:
+        return SqliteStore(folder / f"pruned-{next(_files)}.sqlite", retention=retention)
+
+    async def entries(store: object) -> list[RecordingHeader | Record]:
+        assert isinstance(store, SqliteStore)
+        return list(store.entries())
+
+    async def pruned(store: object) -> Pruned:
+        assert isinstance(store, SqliteStore)
+        return read_pruned(store.path)
+
+    async def load(store: object) -> analysis.Recording:
+        assert isinstance(store, SqliteStore)
+        return await asyncio.to_thread(analysis.load, store.path)
+
+    return RetentionHarness(open=open_store, entries=entries, pruned=pruned, load=load)
+
+
+@pytest.mark.parametrize("check", RETENTION, ids=lambda check: check.__name__)
+async def test_sqlite_store_retention(check: RetentionCheck, tmp_path: Path) -> None:
+    """SqliteStore prunes its log as every check of the retention contract says."""
+    harness = sqlite_retention_harness(tmp_path)
+    try:
+        await check(harness)
+    finally:
+        await harness.close_all()
+
+
+async def test_sqlite_pruned_recording_replays_from_the_cli_without_gaps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``liqshell replay`` of a pruned store: 0 mismatches, no version reported missing
+    (the log starts later by design), and a line saying what retention removed."""
+    path = tmp_path / "pruned.sqlite"
+    store = SqliteStore(path, retention=Retention(keep_records=300))
+    await run_simulation(store, record="all")
+    done = await store.prune()
+    await store.close()
+    assert done.records > 0
+    assert cli_main(["replay", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"pruned: retention removed the oldest {done.records} records" in out
+    assert "gap" not in out
+    assert ": 0 mismatches" in out
+
+
+async def test_sqlite_store_counts_what_it_pruned_into_the_watchers_metric(
+    tmp_path: Path,
+) -> None:
+    """The watcher adds what the store's retention removed since its last poll to
+    ``liqshell_pruned_records_total``."""
+    from prometheus_client import CollectorRegistry
+
+    params = SimParams(accounts=6, minutes=2, seed=3)
+    sim = SimExchange(new_world(params, Config()), config=Config())
+    store = SqliteStore(
+        tmp_path / "m.sqlite", retention=Retention(keep_records=20, interval_ms=3_600_000)
+    )
+    registry = CollectorRegistry()
+    clock = SimClock(sim.world.now)
+    watcher = Watcher(
+        portfolios=sim, margin=sim, quotes=sim, orders=sim, gateway=sim, auctions=sim,
+        store=store, sink=sim, recorder=store, clock=clock, record="all", metrics=registry,
+    )  # fmt: skip
+    for _ in range(6):
+        clock.set(sim.world.now)
+        await watcher.run_once()
+        sim.advance()
+    await store.close()  # the pass the first write started (nothing to prune yet) is over
+    before = store.pruned_total.records
+    done = await store.prune()
+    assert done.records > 0
+    clock.set(sim.world.now)
+    await watcher.run_once()
+    assert registry.get_sample_value("liqshell_pruned_records_total") == before + done.records
+    await watcher.close()
+
+
+def test_retention_with_bad_limits_raises_value_error_naming_the_field() -> None:
+    """A limit that is not an int >= 1 is refused, naming the field; never clamped."""
+    for field, value in (
+        ("keep_days", 0),
+        ("keep_records", -1),
+        ("keep_days", 1.5),
+        ("batch", 0),
+        ("interval_ms", True),
+    ):
+        with pytest.raises(ValueError, match=f"Retention.{field} must be an int >= 1"):
+            Retention(**{field: value})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="retention must be a Retention"):
+        SqliteStore("x.sqlite", retention={"keep_days": 3})  # type: ignore[arg-type]
