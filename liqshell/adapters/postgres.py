@@ -66,6 +66,7 @@ from liqshell.adapters import (
     storage_key,
 )
 from liqshell.cluster import shard_of
+from liqshell.logs import fields, get_logger
 from liqshell.ports import (
     Conflict,
     Cursor,
@@ -77,7 +78,6 @@ from liqshell.ports import (
     Stored,
     Unfinished,
 )
-from liqshell.logs import fields, get_logger
 from liqshell.redaction import redact
 
 __all__ = ["LEASES_SCHEMA_VERSION", "SCHEMA_VERSION", "PostgresStore"]
@@ -87,8 +87,9 @@ SCHEMA_VERSION = 5
 table: it marks a log that may hold header rows (``kind = 'header'``, ``wallet = ''``,
 version 0), which an older liqshell could not read. Version 3 adds the leases of shards
 (tables ``cluster`` and ``leases``) and the epoch each state was committed under
-(``states.epoch``, 0: without a lease); version 4 the members of a cluster (``members``); version 5 table ``pruned`` (what
-retention removed) and indexes of the header rows and of the poll summaries."""
+(``states.epoch``, 0: without a lease); version 4 the members of a cluster (``members``);
+version 5 table ``pruned`` (what retention removed) and indexes of the header rows and of
+the poll summaries."""
 
 LEASES_SCHEMA_VERSION = 3
 """The schema version that added the leases (``cluster``, ``leases``, ``states.epoch``);

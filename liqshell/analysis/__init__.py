@@ -121,7 +121,7 @@ class Recording:
     headers: tuple[RecordingHeader, ...]
     records: tuple[Record, ...]
     header_index: tuple[int, ...]
-    pruned: Pruned = Pruned()
+    pruned: Pruned = attrs.field(factory=Pruned)
 
     def __repr__(self) -> str:
         pruned = f", {self.pruned.records} pruned" if self.pruned.records else ""
