@@ -348,7 +348,7 @@ async def test_a_schema_of_version_2_is_migrated_and_keeps_its_states(
 ) -> None:
     """A store written by the previous liqshell (schema 2: no leases, no states.epoch) is
     migrated on first use; its states stay, at epoch 0, and leases work."""
-    assert SCHEMA_VERSION == LEASES_SCHEMA_VERSION + 1
+    assert SCHEMA_VERSION == LEASES_SCHEMA_VERSION + 2  # 4: members, 5: retention
     store = PostgresStore(postgres_dsn, schema=pg_schema)
     wallet = wallet_of(0)
     try:
@@ -360,6 +360,9 @@ async def test_a_schema_of_version_2_is_migrated_and_keeps_its_states(
             f"DROP TABLE {pg_schema}.leases",
             f"DROP TABLE {pg_schema}.cluster",
             f"DROP TABLE {pg_schema}.members",
+            f"DROP TABLE {pg_schema}.pruned",
+            f"DROP INDEX {pg_schema}.records_headers",
+            f"DROP INDEX {pg_schema}.records_polls",
             f"ALTER TABLE {pg_schema}.states DROP COLUMN epoch",
             f"DELETE FROM {pg_schema}.schema_migrations WHERE version >= {LEASES_SCHEMA_VERSION}",
         ):
