@@ -119,8 +119,9 @@ def bench_plan(session: nox.Session) -> None:
 @nox.session(name="bench-watcher")
 def bench_watcher(session: nox.Session) -> None:
     """The watcher's sweep end to end (memory, SQLite, PostgreSQL at 1k/10k/100k accounts):
-    writes docs/benchmarks/watcher.md."""
-    session.install(".[bench]")
+    writes docs/benchmarks/watcher.md. The PostgreSQL server comes from the tests' services
+    module, which needs pytest (the tests extra)."""
+    session.install(".[bench,tests]")
     session.run("python", "-m", "bench.watcher", *session.posargs)
 
 
