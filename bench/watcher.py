@@ -375,7 +375,8 @@ def report(results: Sequence[dict[str, object]], sizes: Sequence[int], label: st
             f"**What limits the next 10×** ({r['store']}, {int(r['size']):,} accounts, from "  # type: ignore[call-overload]
             f"the profile): a poll costs {per_account:.1f} µs an account, the bare core sweep "
             f"{core_per:.1f} µs. Own time by layer: {split}. A million accounts per 5 s poll "
-            "leaves 5 µs an account for everything — less than the core's step alone — so the "
+            f"leaves 5 µs an account for everything (this run's bare core sweep took "
+            f"{core_per:.1f}), so the "
             "next 10× is not a faster loop in one process but the sweep split across processes "
             "(shards of wallets, one watcher each), with the exchange's batch answers as cheap "
             "as its wire allows; memory is not the limit (the watcher's state grows linearly, "
