@@ -98,6 +98,10 @@ MODE_WEIGHTS = (0.2, 0.5, 0.3)
 store, the restart's reconciliation), its first commit at the latest; a few milliseconds
 after the run commits a decision with effects (while its commands execute, or just after);
 a seeded number of ticks into the run, at a seeded instant inside the tick."""
+# Each kill after the first waits for the world to reach its share of the run
+# (Killer.run's ``after_tick``): without it every restart re-steps the wallets in
+# pre-liquidation at once, the next kill lands in the same tick, and the kills pile up early
+# in the run while its auctions and recoveries run uninterrupted.
 EFFECT_WINDOW_S = 0.006
 TICK_WINDOW_S = 0.04
 EFFECT_TICKS = 5
@@ -350,13 +354,14 @@ class Killer:
     startup_s: float = 0.8
     """The last measured time from spawn to the run's first commit."""
 
-    def run(self) -> Kill | None:
-        """One run, killed; ``None`` if it finished before the kill."""
+    def run(self, after_tick: int = -1) -> Kill | None:
+        """One run, killed; ``None`` if it finished before the kill. An ``effect`` or
+        ``tick`` kill is aimed only once the world has reached ``after_tick``."""
         mode = self.draw.choices(MODES, weights=MODE_WEIGHTS)[0]
         ticks = self.draw.randint(0, 2)
         fraction = self.draw.random()
         store = self.store
-        seq, tick = last_seq(store), world_tick(store)
+        seq = last_seq(store)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         with self.log.open("ab") as err:
             process = subprocess.Popen(
@@ -382,6 +387,8 @@ class Killer:
                 wait(lambda: time.monotonic() - started >= limit or last_seq(store) > seq)
             elif wait(lambda: last_seq(store) > seq):
                 self.startup_s = time.monotonic() - started
+                wait(lambda: world_tick(store) >= after_tick)
+                seq, tick = last_seq(store), world_tick(store)
                 if mode == "effect":
                     query = EFFECTS.format(seq=last_seq(store))
                     wait(
@@ -715,7 +722,8 @@ def test_simulate_sigkilled_at_random_instants_loses_nothing_and_converges(
         at_kill_instants: list[str] = []
         first_polls = 0
         while len(kills) < KILLS:
-            kill = killer.run()
+            # The k-th kill is aimed at the k-th of KILLS + 1 equal shares of the run.
+            kill = killer.run(after_tick=len(kills) * PARAMS.ticks // (KILLS + 1))
             if kill is None:
                 break
             kills.append(kill)
