@@ -23,8 +23,9 @@ cattrs' errors are translated here, at this one boundary; nothing else in liqcor
 
 Speed: :func:`structure` first tries a fast path compiled per type (the same checks,
 without cattrs' error bookkeeping; values that recur in recordings — states, quotes,
-commands — and decimal texts are built once and shared, being frozen); anything it does
-not take goes to the strict path, which gives the same value or the error naming the path.
+commands — and decimal texts are built once and shared, being frozen; a complete object
+is read by a constructor call and a memo key compiled per class); anything it does not
+take goes to the strict path, which gives the same value or the error naming the path.
 """
 
 from __future__ import annotations
@@ -629,23 +630,78 @@ def _memo_key(value: dict[str, object]) -> tuple[object, ...]:
     return tuple(parts)
 
 
-_MEMOS: dict[type, dict[tuple[object, ...], object]] = {}
+_MEMOS: dict[type, dict[object, object]] = {}
 """Per class, values already built from a JSON object (frozen, so they may be shared)."""
 
 
-def _memoized(cls: type, build: _Fast) -> _Fast:
+def _typed_key(item: object) -> object:
+    """One JSON value as a memo key component, as :func:`_memo_key` keys it."""
+    kind = type(item)
+    if kind is str or item is None:
+        return item
+    if kind is dict:
+        return _memo_key(cast("dict[str, object]", item))
+    if kind is int or kind is bool:
+        return (kind, item)
+    if kind is list and {type(x) for x in cast("list[object]", item)} <= {str}:
+        return (list, tuple(cast("list[str]", item)))
+    raise _NotFast
+
+
+_COMPLETE = object()
+"""The first item of a compiled key: it never equals a :func:`_memo_key` pair."""
+
+
+def _field_key(cls: type, textual: dict[str, bool]) -> Callable[[dict[str, object]], object]:
+    """The memo key of a complete ``cls`` object (every field present, no unknown key),
+    compiled: a textual field's value as it is (only a string equals a string), any other
+    through :func:`_typed_key`; otherwise (an object missing a field) :func:`_memo_key`.
+    The component of a field sits at a fixed place, so two keys are equal only if each
+    field's values are the same JSON, type for type."""
+    names = list(textual)
+    tag = _TAG_OF.get(cls)
+    parts = ", ".join(
+        f"value[{name!r}]" if textual[name] else f"_typed(value[{name!r}])" for name in names
+    )
+    source = (
+        "def field_key(value):\n"
+        f"    if len(value) == {len(names) + (tag is not None)} and _allowed.issuperset(value):\n"
+        f"        return (_COMPLETE, {parts})\n"
+        "    return _memo_key(value)\n"
+    )
+    namespace: dict[str, object] = {
+        "_typed": _typed_key,
+        "_COMPLETE": _COMPLETE,
+        "_memo_key": _memo_key,
+        "_allowed": frozenset(names) | ({TAG_KEY} if tag else set()),
+    }
+    exec(compile(source, f"<liqcore.codec key {cls.__name__}>", "exec"), namespace)
+    return cast("Callable[[dict[str, object]], object]", namespace["field_key"])
+
+
+def _memoized(cls: type, build: _Fast, textual: bool) -> _Fast:
     """``build`` with a bounded memo: recordings repeat values — a wallet's state is the
-    next record's ``previous``, every wallet of a poll carries the same quotes."""
+    next record's ``previous``, every wallet of a poll carries the same quotes.
+
+    ``textual``: every field of ``cls`` is built only from a string (or ``null``, where
+    optional), so the object's items themselves are a key: a memoized value was built from
+    strings and ``null``s, and only a string equals a string, only ``null`` equals ``null``
+    — equal items are then the same JSON, type for type (no :func:`_memo_key` needed). An
+    unhashable item (a damaged value) is built, not looked up.
+    """
     memo = _MEMOS.setdefault(cls, {})
+    hints = typing.get_type_hints(cls)
+    fields = attrs.fields(cast(type[attrs.AttrsInstance], cls))
+    field_key = _field_key(cls, {a.name: _is_textual(hints[a.name]) for a in fields if a.init})
 
     def fast_memoized(value: object) -> object:
         if type(value) is not dict:
             raise _NotFast
         try:
-            key = _memo_key(value)
-        except _NotFast:
+            key = tuple(value.items()) if textual else field_key(value)
+            found = memo.get(key)
+        except (_NotFast, TypeError):
             return build(value)
-        found = memo.get(key)
         if found is None:
             if len(memo) >= _CACHE_LIMIT:
                 memo.clear()
@@ -657,7 +713,28 @@ def _memoized(cls: type, build: _Fast) -> _Fast:
 
 def _fast_attrs(cls: type) -> _Fast:
     built = _fast_attrs_build(cls)
-    return _memoized(cls, built) if cls in _MEMOIZED else built
+    if cls not in _MEMOIZED:
+        return built
+    hints = typing.get_type_hints(cls)
+    fields = attrs.fields(cast(type[attrs.AttrsInstance], cls))
+    textual = all(_is_textual(hints[a.name]) for a in fields if a.init)
+    return _memoized(cls, built, textual)
+
+
+def _is_textual(t: object) -> bool:
+    """Whether the fast path builds a ``t`` only from a JSON string (or ``null`` for an
+    optional ``t``): a decimal, a string, an enum or literal whose values are all strings."""
+    if t is Decimal or t is str:
+        return True
+    if _is_enum(t):
+        return all(type(m.value) is str for m in cast("type[enum.Enum]", t))
+    if _is_literal(t):
+        return all(type(v) is str for v in get_args(t))
+    args = get_args(t)
+    if get_origin(t) in (typing.Union, UnionType) and len(args) == 2 and type(None) in args:
+        other = args[0] if args[1] is type(None) else args[1]
+        return _is_textual(other)
+    return False
 
 
 def _fast_attrs_build(cls: type) -> _Fast:
@@ -669,6 +746,7 @@ def _fast_attrs_build(cls: type) -> _Fast:
     required = frozenset(name for name, _, _, needed in plan if needed)
     tag = _TAG_OF.get(cls)
     allowed = frozenset(name for name, _, _, _ in plan) | ({TAG_KEY} if tag else set())
+    complete = len(allowed)
 
     def fast_attrs(value: object) -> object:
         if type(value) is not dict:
@@ -680,7 +758,31 @@ def _fast_attrs_build(cls: type) -> _Fast:
         kwargs = {alias: hook(value[name]) for name, alias, hook, _ in plan if name in value}
         return cls(**kwargs)
 
-    return fast_attrs
+    # The common case compiled: every field present (as many keys as allowed names, none
+    # unknown), so each is read by name and passed straight to the constructor — the same
+    # checks and the same call as fast_attrs, without building the keyword dict.
+    names = {f"_h{i}": hook for i, (_, _, hook, _) in enumerate(plan)}
+    call = ", ".join(
+        f"{alias}=_h{i}(value[{name!r}])" for i, (name, alias, _, _) in enumerate(plan)
+    )
+    tag_check = "" if tag is None else f" or value.get({TAG_KEY!r}) != {tag!r}"
+    source = (
+        "def fast_attrs_complete(value):\n"
+        "    if type(value) is not dict:\n"
+        "        raise _NotFast\n"
+        f"    if len(value) != {complete} or not _allowed.issuperset(value){tag_check}:\n"
+        "        return _general(value)\n"
+        f"    return _cls({call})\n"
+    )
+    namespace: dict[str, object] = {
+        **names,
+        "_NotFast": _NotFast,
+        "_allowed": allowed,
+        "_general": fast_attrs,
+        "_cls": cls,
+    }
+    exec(compile(source, f"<liqcore.codec fast {cls.__name__}>", "exec"), namespace)
+    return cast(_Fast, namespace["fast_attrs_complete"])
 
 
 def _fast_union(t: object) -> _Fast:

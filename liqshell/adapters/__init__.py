@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import attrs
@@ -270,8 +270,14 @@ def _reject_constant(name: str) -> object:
     raise InvalidInput(f"JSON must not contain {name}")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+"""Built once: ``json.loads`` with an option builds a new decoder per call."""
+
+
 def _loads(text: str | bytes) -> object:
     try:
+        if type(text) is str and not text.startswith("\ufeff"):
+            return _DECODER.decode(text)  # what json.loads does with a str
         return json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
         raise InvalidInput("JSON nested too deeply") from None
@@ -336,7 +342,18 @@ def _record_fields() -> dict[str, tuple[object, bool]]:
 
 
 _RECORD_FIELDS = _record_fields()
-_FAST_FIELDS = {name: codec.fast_structurer(hint) for name, (hint, _) in _RECORD_FIELDS.items()}
+_RECORD_NAMES = frozenset(_RECORD_FIELDS)
+_RECORD_REQUIRED = frozenset(name for name, (_, required) in _RECORD_FIELDS.items() if required)
+
+
+def _fast_cursor(value: object) -> Cursor | None:
+    return None if value is None else _checked_cursor(value, "Record.cursor")
+
+
+_FAST_FIELDS: dict[str, Callable[[object], object]] = {
+    name: _fast_cursor if name == "cursor" else codec.fast_structurer(hint)
+    for name, (hint, _) in _RECORD_FIELDS.items()
+}
 
 
 def record_from_data(data: object) -> Record:
@@ -347,13 +364,11 @@ def record_from_data(data: object) -> Record:
     """
     if not isinstance(data, dict):
         raise InvalidInput(f"Record must be a JSON object, was {data!r:.80}")
-    unknown = sorted(str(key) for key in data if key not in _RECORD_FIELDS)
-    if unknown:
+    if not _RECORD_NAMES.issuperset(data):
+        unknown = sorted(str(key) for key in data if key not in _RECORD_FIELDS)
         raise InvalidInput(f"Record: unknown field(s) {', '.join(unknown)}")
-    missing = sorted(
-        name for name, (_, required) in _RECORD_FIELDS.items() if required and name not in data
-    )
-    if missing:
+    if not _RECORD_REQUIRED.issubset(data):
+        missing = sorted(name for name in _RECORD_REQUIRED if name not in data)
         raise InvalidInput(f"Record: missing required field(s) {', '.join(missing)}")
     schema = data.get("schema", 1)
     if type(schema) is not int or schema not in READABLE_SCHEMAS:
@@ -362,16 +377,7 @@ def record_from_data(data: object) -> Record:
             f"(schemas {READABLE_SCHEMAS[0]}-{READABLE_SCHEMAS[-1]}, liqshell {__version__})"
         )
     try:  # the fast path (see liqcore.codec): anything it does not take is read below
-        fast = {
-            name: (
-                _FAST_FIELDS[name](value)
-                if name != "cursor"
-                else None
-                if value is None
-                else _checked_cursor(value, "Record.cursor")
-            )
-            for name, value in data.items()
-        }
+        fast = {name: _FAST_FIELDS[name](value) for name, value in data.items()}
         return Record(**fast)  # type: ignore[arg-type]
     except Exception:  # the strict path below decides, and says why
         pass

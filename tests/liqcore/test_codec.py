@@ -745,6 +745,50 @@ def test_fast_structure_memo_tells_an_int_from_a_bool_and_a_float() -> None:
             structure({**plain, "updated_at": bad}, AccountState)
 
 
+def test_fast_structure_memo_of_a_textual_class_keys_by_the_items_type_for_type() -> None:
+    """A quote (every field a decimal string) is memoized by its items as they are: the
+    same text again is the same value; a number, a list or an object where the memoized
+    quote had text is not looked up but refused by the strict path, naming the field."""
+    quote = Quote(best_bid=Decimal("1"), best_ask=Decimal("2"))
+    plain = unstructure(quote)
+    assert isinstance(plain, dict)
+    first = structure(plain, Quote)
+    assert first == quote
+    assert structure(dict(plain), Quote) is first  # from the memo
+    for bad in (1, 1.0, True, ["1"], {"x": "1"}):
+        with pytest.raises(InvalidInput, match=r"Quote\.best_bid"):
+            structure({**plain, "best_bid": bad}, Quote)
+
+
+def test_fast_structure_memo_of_a_complete_state_keys_each_field_type_for_type() -> None:
+    """A state with every field present is memoized by a compiled key (text as it is, the
+    other fields typed): a phase whose int became a bool or a float, or a state missing a
+    field, is not handed the memoized value."""
+    state = AccountState(
+        wallet="0xabc",
+        margin_mode=MarginMode.STANDARD,
+        phase=PreLiquidation(
+            entered_at=5,
+            mm_shortfall=Decimal("1"),
+            target_equity=Decimal("2"),
+            escalation_deadline=9,
+            bonus_bps=1,
+        ),
+        updated_at=1,
+    )
+    plain = unstructure(state)
+    assert isinstance(plain, dict)
+    assert structure(plain, AccountState) is structure(plain, AccountState) == state
+    phase = plain["phase"]
+    assert isinstance(phase, dict)
+    for bad in (True, 1.0):
+        with pytest.raises(InvalidInput, match=r"AccountState\.phase"):
+            structure({**plain, "phase": {**phase, "bonus_bps": bad}}, AccountState)
+    shorter = {key: item for key, item in plain.items() if key != "last_closed_auction_id"}
+    assert structure(shorter, AccountState) == state
+    assert strict_structure(shorter, AccountState) == state
+
+
 def test_fast_structure_refuses_what_it_does_not_take_without_a_path() -> None:
     """The fast path alone refuses bad data (structure() then names the path)."""
     with pytest.raises(InvalidInput, match="fast path"):
