@@ -67,13 +67,32 @@ def timed(fn: Callable[[], T], repeat: int) -> tuple[float, float, T]:
     return wall, cpu, result
 
 
+def parse_time(path: Path) -> float:
+    """CPU seconds of the JSON parse alone of every record body (the first part of decode)."""
+    import sqlite3
+
+    from liqshell.adapters import _loads
+
+    with sqlite3.connect(path) as db:
+        bodies = [body for (body,) in db.execute("SELECT body_json FROM records")]
+    gc.collect()
+    used = time.process_time()
+    for body in bodies:
+        _loads(body)
+    return time.process_time() - used
+
+
 BEFORE = """\
-Before the fast decode, by the wall clock (a recording made the same way, 108,428 records,
-at load 6.7 on 2 cores): decode 335 records/s, step + compare 21,092 decisions/s, decode +
-step + compare 310 decisions/s on one core; the decoded partitions sent to a 2-worker
-LocalCluster 633 decisions/s (0.03× one core). By CPU time, the strict decode of this
-recording took 15.1 s (7,250 records/s), about a quarter of it in the cyclic garbage
-collector."""
+Before the compiled constructor calls and memo keys (commit 9a91fc9, the same recording,
+at load 13.8 on 2 cores): decode 9,402 records/s of CPU (about 106 µs a record), step +
+compare 74,249 decisions/s, decode + step + compare 7,838 decisions/s of CPU on one core;
+the 2-worker LocalCluster 1.17× one core by the wall clock. Interleaved in one window
+(load 12, 11,706 records, the decode of the whole recording three times each, best CPU
+µs a record): 189.5 / 172.4 / 171.5 µs before against 150.0 / 143.5 / 133.0 µs after,
+1.2-1.3× less CPU. Before the fast decode (a
+recording made the same way, 108,428 records, at load 6.7): decode 335 records/s, decode +
+step + compare 310 decisions/s on one core by the wall clock; by CPU time the strict decode
+took 15.1 s (7,250 records/s), about a quarter of it in the cyclic garbage collector."""
 
 
 def main() -> None:
@@ -96,6 +115,7 @@ def main() -> None:
         and phase_tag(record.state.phase if record.state else record.previous.phase) == "healthy"
         and not record.commands
     )
+    parse_cpu = parse_time(path)
     step_s, step_cpu, trace = timed(lambda: analysis.replay(recording, keep=False), args.repeat)
     assert trace.mismatches == (), trace.mismatches[:3]
 
@@ -157,13 +177,24 @@ cluster the figure scales with the workers.
 Goal: {GOAL:,} decisions/s on one core, decode + step + compare — **{"met" if met else "not met"}**:
 {rate_wall:,.0f}/s by the wall clock, {rate_cpu:,.0f}/s by CPU time. Decoding is the cost:
 {len(recording) / decode_cpu:,.0f} records/s of CPU, about {per_record_us:,.0f} µs a record of
-some 2.3 kB of JSON — the JSON parse itself (about an eighth), then some forty validated
+some 1.9 kB of JSON — the JSON parse itself ({parse_cpu / len(recording) * 1e6:,.0f} µs a record,
+{parse_cpu / decode_cpu:.0%} of the decode, measured alone), then some forty validated
 `Decimal`s and frozen objects per record (a `Health` with its portfolio, positions and
 quotes, two states, the commands). The fast path builds them without cattrs' error
-bookkeeping, memoizes what recurs (states, quotes, commands), parses each decimal text
-once and pauses the cyclic garbage collector while decoding; what remains is the Python
-cost of building and validating each object. Stepping and comparing alone runs at
-{decisions / step_cpu:,.0f} decisions/s of CPU.
+bookkeeping, reads a complete object by one constructor call compiled per class,
+memoizes what recurs (states, quotes, commands) under keys compiled per class, parses
+each decimal text once and pauses the cyclic garbage collector while decoding. What
+remains is the Python cost of building and validating each object: a call per value
+and per validator, the attrs constructors (with their converters copying each mapping)
+and the memo lookups. Reaching the goal would take not re-validating what liqshell itself
+wrote (a digest per record of the bytes its recorder wrote from validated objects, the
+strict path for anything else) or a compiled decoder; neither is done. Stepping and
+comparing alone runs at {decisions / step_cpu:,.0f} decisions/s of CPU.
+
+CPU time is not load-proof on this shared machine: under a load of 10 or more the same
+code takes 2-3× the CPU seconds it takes on a quiet machine (step + compare, unchanged,
+measured 74,249 decisions/s at load 13 in one run and 27,791 at load 12 in another), so
+compare runs only at a similar load, or interleaved in one window as below.
 
 {BEFORE}
 """
