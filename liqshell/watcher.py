@@ -174,6 +174,18 @@ class _Tally:
         )
 
 
+@attrs.frozen
+class _Stepped:
+    """A decision that must be committed (and maybe acted on): what it was stepped from."""
+
+    stored: Stored | None
+    health: Health
+    orders: tuple[OpenOrder, ...]
+    now: int
+    state: AccountState
+    commands: tuple[Command, ...]
+
+
 @attrs.define
 class _Quarantine:
     reason: str
@@ -771,6 +783,23 @@ class Watcher:
     async def _poll_wallet(
         self, wallet: str, tally: _Tally, observed: _Observed | None = None
     ) -> None:
+        lock = self._locks.get(wallet)
+        if (
+            observed is not None
+            and (lock is None or not lock.locked())
+            and wallet not in self._quarantined
+            and wallet not in self._stale
+        ):
+            # Observed with its chunk, not busy, nothing to reload: step it at once, without
+            # awaiting anything, so no other task can touch the wallet meanwhile (what its
+            # lock guarantees). A healthy no-op ends here: no lock is made or taken for it.
+            stepped = self._step(wallet, tally, observed, again=False)
+            if stepped is None:
+                return
+            async with self._lock(wallet):  # free: taken at once, nothing ran since the step
+                if await self._act(wallet, tally, stepped, again=False):
+                    await self._decide(wallet, tally, again=True)
+            return
         async with self._lock(wallet):
             if wallet in self._quarantined:
                 tally.skipped += 1
@@ -797,15 +826,29 @@ class Watcher:
         ``again`` marks that re-step (the poll report counts wallets, not steps).
         ``observed``: the wallet's observation made with its chunk's (batch) calls, or the
         error they raised for it; ``None`` observes it alone."""
+        if observed is None:
+            try:
+                observed = await self._observe(wallet)
+            except Exception as error:
+                observed = error
+        stepped = self._step(wallet, tally, observed, again=again)
+        if stepped is None:
+            return False
+        return await self._act(wallet, tally, stepped, again=again)
+
+    def _step(
+        self, wallet: str, tally: _Tally, observed: _Observed, *, again: bool
+    ) -> _Stepped | None:
+        """Step the wallet on its observation (synchronously: nothing else runs meanwhile).
+        ``None`` when that is all there is to do: the observation failed, the step failed
+        (both counted as skipped) or the decision is a healthy no-op in compact mode (counted,
+        neither committed nor recorded)."""
         stored = self._stored.get(wallet)
         previous = None if stored is None else stored.state
         try:
-            if observed is None:
-                health, orders = await self._observe(wallet)
-            elif isinstance(observed, BaseException):
+            if isinstance(observed, BaseException):
                 raise observed
-            else:
-                health, orders = observed
+            health, orders = observed
         except Exception as error:
             tally.skipped += 0 if again else 1
             self._metrics.skipped("observation")
@@ -815,7 +858,7 @@ class Watcher:
                 error,
                 extra=fields(wallet=wallet, phase=state_phase(previous)),
             )
-            return False
+            return None
         for underlying, contracts in self._closed.observe(health, orders).items():
             self._metrics.closed(underlying, contracts)
         now = self._now(previous)
@@ -829,15 +872,24 @@ class Watcher:
                 wallet,
                 extra=fields(wallet=wallet, phase=state_phase(previous)),
             )
-            return False
+            return None
         if commands or wallet in self._stuck:
             self._note_stuck(wallet, commands)
         if self._compact and not commands and _healthy_noop(stored, previous, state):
             # Nothing the next step depends on changed: no commit, no record of its own.
             tally.stepped += 0 if again else 1
             tally.noop(health)
-            return False
+            return None
+        return _Stepped(
+            stored=stored, health=health, orders=orders, now=now, state=state, commands=commands
+        )
 
+    async def _act(self, wallet: str, tally: _Tally, stepped: _Stepped, *, again: bool) -> bool:
+        """Commit a decision (compare-and-set) before acting on it, execute its commands and
+        commit their outcomes: :meth:`_decide` after the step. Under the wallet's lock."""
+        stored, health, orders = stepped.stored, stepped.health, stepped.orders
+        now, state, commands = stepped.now, stepped.state, stepped.commands
+        previous = None if stored is None else stored.state
         expected = 0 if stored is None else stored.version
         version = expected + 1
         # Publishes of earlier decisions that were never confirmed stay unfinished (with

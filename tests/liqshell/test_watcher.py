@@ -51,6 +51,7 @@ from liqshell.adapters.jsonl import read_records as jsonl_records
 from liqshell.cli import main as cli_main
 from liqshell.ports import (
     AuctionReceipt,
+    Cursor,
     MarginReport,
     OutcomeUnknown,
     PollReport,
@@ -1835,3 +1836,65 @@ def test_watcher_record_mode_is_checked() -> None:
     """An unknown record mode is refused at construction, naming it."""
     with pytest.raises(ValueError, match="record must be one of"):
         seed_world().watcher(record="some")
+
+
+class _GatedStore(MemoryStore):
+    """Holds the commit of a feed item until :attr:`gate` is set (once armed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate: asyncio.Event | None = None
+        self.held = 0
+
+    async def commit(
+        self,
+        wallet: str,
+        state: AccountState,
+        record: Record,
+        *,
+        expected_version: int,
+        cursor: Cursor | None = None,
+    ) -> int:
+        if self.gate is not None and record.kind is RecordKind.FEED:
+            self.held += 1
+            await self.gate.wait()
+        return await super().commit(
+            wallet, state, record, expected_version=expected_version, cursor=cursor
+        )
+
+
+@pytest.mark.parametrize("record", ["changes", "all"])
+async def test_watcher_poll_waits_for_a_feed_item_in_flight_on_the_wallet(record: str) -> None:
+    """A wallet whose feed item is being committed (its lock held) is not stepped by a poll
+    observed in batches until that commit is done; it is then stepped from the state the
+    item committed, without a conflict."""
+    world = seed_world()
+    world.exchange.set_portfolio(W, perp_portfolio())
+    world.exchange.set_portfolio("other", seed_portfolio())
+    world.exchange.set_margin("other", RECOVERED)
+    store = _GatedStore()
+    world.store = store
+    watcher = world.watcher(record=record)
+    await world.poll(watcher)
+    auction = pre(world.state()).pending_full_auction_id
+    assert auction is not None
+    decisions = len(world.decisions())
+    world.feed.push(W, AuctionStarted(auction_id=auction, chain_start_time=10_500))
+    store.gate = asyncio.Event()
+    world.clock.advance(1_000)
+    drain = asyncio.ensure_future(watcher.drain_feed())
+    await world.clock.settle()
+    assert store.held == 1
+    assert not drain.done()
+    poll = asyncio.ensure_future(watcher.run_once())
+    await world.clock.settle()
+    assert not poll.done()
+    assert len(world.decisions()) == decisions  # W not stepped while its item is in flight
+    store.gate.set()
+    assert await drain == 1
+    report = await poll
+    assert (report.conflicts, report.skipped, report.stepped) == (0, 0, 2)
+    assert isinstance(world.state().phase, InLiquidation)
+    last = world.decisions()[-1]
+    assert last.previous is not None
+    assert isinstance(last.previous.phase, InLiquidation)
