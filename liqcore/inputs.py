@@ -54,8 +54,12 @@ class TimeInForce(enum.Enum):
 
 
 def _read_only(value: Mapping[str, T], field: str) -> Mapping[str, T]:
-    if isinstance(value, MappingProxyType):
+    # Exact types first: the ABC check of ``Mapping`` costs as much as the rest of a
+    # healthy account's ``Health`` (it runs for every account of every poll).
+    if type(value) is MappingProxyType:
         return value
+    if type(value) is dict:
+        return MappingProxyType(value.copy())
     if not isinstance(value, Mapping):
         raise InvalidInput(f"{field} must be a mapping, was {value!r}")
     return MappingProxyType(dict(value))
@@ -99,7 +103,7 @@ class Position:
 def _positions_valid(
     inst: Portfolio, attribute: attrs.Attribute[Mapping[str, Position]], value: object
 ) -> None:
-    assert isinstance(value, Mapping)
+    assert type(value) is MappingProxyType or isinstance(value, Mapping)  # the converter's
     for symbol, position in value.items():
         if not isinstance(position, Position):
             raise InvalidInput(f"Portfolio.positions[{symbol!r}] must be a Position")
@@ -112,7 +116,7 @@ def _positions_valid(
 def _spot_valid(
     inst: Portfolio, attribute: attrs.Attribute[Mapping[str, Decimal]], value: object
 ) -> None:
-    assert isinstance(value, Mapping)
+    assert type(value) is MappingProxyType or isinstance(value, Mapping)  # the converter's
     for underlying, price in value.items():
         if type(underlying) is not str or not underlying:
             raise InvalidInput(f"Portfolio.spot key must be a non-empty str, was {underlying!r}")
@@ -170,7 +174,7 @@ class OpenOrder:
 def _quotes_valid(
     inst: Health, attribute: attrs.Attribute[Mapping[str, Quote]], value: object
 ) -> None:
-    assert isinstance(value, Mapping)
+    assert type(value) is MappingProxyType or isinstance(value, Mapping)  # the converter's
     for symbol, quote in value.items():
         if type(symbol) is not str or not isinstance(quote, Quote):
             raise InvalidInput(f"Health.quotes[{symbol!r}] must be a Quote, was {quote!r}")

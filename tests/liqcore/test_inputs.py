@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -146,6 +150,48 @@ def test_portfolio_mappings_are_read_only_copies() -> None:
     assert portfolio.spot["BTC"] == Decimal(105_000)
     with pytest.raises(TypeError):
         portfolio.spot["BTC"] = Decimal(2)  # type: ignore[index]
+
+
+class _Quotes(Mapping[str, Quote]):
+    """A mapping that is not a dict (the converter's general path)."""
+
+    def __init__(self, items: dict[str, Quote]) -> None:
+        self._items = items
+
+    def __getitem__(self, key: str) -> Quote:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class _Dict(dict[str, Quote]):
+    """A dict subclass (not the exact-dict fast path)."""
+
+
+@pytest.mark.parametrize("kind", [dict, _Dict, OrderedDict, _Quotes])
+def test_health_quotes_are_read_only_copies_of_any_mapping(kind: Any) -> None:
+    """Whatever mapping the quotes come in, the health holds a read-only copy: mutating the
+    caller's mapping afterwards changes nothing; a read-only view is kept as it is."""
+    quote = Quote(best_bid=Decimal(1), best_ask=Decimal(2), mid=Decimal("1.5"))
+    items = {_PERP: quote}
+    health = Health(
+        wallet="w",
+        margin_mode=MarginMode.STANDARD,
+        equity=Decimal(1),
+        mm_required=ZERO,
+        is_liquidatable=False,
+        quotes=kind(items) if kind is not _Quotes else _Quotes(items),
+    )
+    items.clear()
+    assert type(health.quotes) is MappingProxyType
+    assert dict(health.quotes) == {_PERP: quote}
+    with pytest.raises(TypeError):
+        health.quotes[_PERP] = quote  # type: ignore[index]
+    assert attrs.evolve(health, equity=Decimal(2)).quotes is health.quotes
 
 
 def test_portfolio_accepts_non_positive_spot_as_market_data() -> None:
