@@ -281,7 +281,9 @@ order of summation and an incremental update equals a full re-summation."""
 
 
 def _total(value: Decimal) -> Decimal:
-    """An exact sum rounded once to CONTEXT, in canonical form (no trailing zeros)."""
+    """An exact sum in canonical form (no trailing zeros): kept exact while it is below
+    ``10 ** (CONTEXT.prec − 1)`` (up to 27 integer digits, with whatever decimals it has),
+    rounded once to CONTEXT from there up."""
     if value.adjusted() < CONTEXT.prec - 1:
         return tidy(value)
     return CONTEXT.plus(value).normalize(CONTEXT)

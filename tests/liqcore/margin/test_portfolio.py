@@ -1094,3 +1094,20 @@ def test_evaluate_huge_equity_is_rounded_in_context_whatever_the_callers() -> No
     with decimal.localcontext(decimal.Context(prec=5)):
         equity = PortfolioMargin().evaluate(_portfolio({}, cash=cash), NOW).equity
     assert equity == Decimal("1234567890123456789012345678")
+
+
+@pytest.mark.parametrize(
+    ("cash", "equity"),
+    [
+        # below 10^27 the sum stays exact, more than 28 digits included
+        ("100000000000000000000000000.001", "100000000000000000000000000.001"),
+        ("99999999999999999999999999.5", "99999999999999999999999999.5"),
+        # from 10^27 up it is rounded once to 28 digits
+        ("1000000000000000000000000000.001", "1E+27"),
+    ],
+)
+def test_totals_are_exact_below_1e27_and_rounded_from_there(cash: str, equity: str) -> None:
+    """The equity of a cash-only account is its cash, exactly, while below 10^27."""
+    facts = PortfolioMargin().evaluate(Portfolio(cash=Decimal(cash), positions={}, spot={}), 0)
+    assert facts.equity == Decimal(equity)
+    assert str(facts.equity) == equity

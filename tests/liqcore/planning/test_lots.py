@@ -17,6 +17,13 @@ from liqcore.instruments import InstrumentSpec
 from liqcore.margin.base import MarginFacts, MarginModel
 from liqcore.numbers import MIN_SIZE, ONE
 from liqcore.planning import execution_prices, plan_partial_orders
+from liqcore.planning.lots import (
+    _ceil_div,
+    _smallest_fitting,
+    _spec,
+    _tradeable_down,
+    _tradeable_size,
+)
 from liqcore.targets import required_mm_relief
 from tests.liqcore.planning.books import (
     BENCH_NOW,
@@ -459,3 +466,59 @@ def test_plan_with_instruments_ignores_a_dust_position_elsewhere() -> None:
         book, {SYMBOL: SEED_QUOTE}, 50, config, MarginMode.STANDARD, NOW, anchor=SEED_ANCHOR
     )
     assert [o.symbol for o in plan.orders] == [SYMBOL]
+
+
+# The lot arithmetic, at its boundaries (hand values).
+
+
+def _lots(step: str, least: str = "0") -> InstrumentSpec:
+    return InstrumentSpec(
+        size_step=Decimal(step), price_tick=Decimal("0.01"), min_size=Decimal(least)
+    )
+
+
+def test_ceil_div_rounds_up_not_to_nearest() -> None:
+    """2.5 → 3 and 2.1 → 3 (the context's half-even would give 2), 2 → 2."""
+    assert _ceil_div(Decimal(5), Decimal(2)) == 3
+    assert _ceil_div(Decimal("2.1"), Decimal(1)) == 3
+    assert _ceil_div(Decimal(4), Decimal(2)) == 2
+
+
+def test_spec_is_the_options_underlyings() -> None:
+    """Only options have lots: a perp has none even when its underlying is configured."""
+    instruments = {"BTC": _lots("0.1")}
+    assert _spec(SYMBOL, instruments) == _lots("0.1")
+    assert _spec("BTC-PERP", instruments) is None
+    assert _spec(SYMBOL, {}) is None
+    assert _spec("ETH-20261231-3000-C", instruments) is None
+
+
+def test_tradeable_size_boundaries() -> None:
+    """A remainder of exactly MIN_SIZE is zero (the whole position is taken); a remainder
+    of exactly the minimum order is tradeable (kept); below it the whole is taken."""
+    assert _tradeable_size(Decimal("0.99999999"), Decimal(1), None) == Decimal(1)
+    assert _tradeable_size(Decimal("0.99999998"), Decimal(1), None) == Decimal("0.99999998")
+    assert _tradeable_size(Decimal("1.5"), Decimal(2), _lots("0.1", "0.5")) == Decimal("1.5")
+    assert _tradeable_size(Decimal("1.6"), Decimal(2), _lots("0.1", "0.5")) == Decimal(2)
+    assert _tradeable_size(Decimal("0.1"), Decimal(2), _lots("0.1", "0.5")) == Decimal("0.5")
+
+
+def test_tradeable_down_boundaries() -> None:
+    """Rounded down to whole steps; the whole position (even off the grid) when asked for
+    all of it; exactly the minimum order is tradeable, below it is zero."""
+    assert _tradeable_down(Decimal("1.37"), Decimal("1.37"), _lots("0.5")) == Decimal("1.37")
+    assert _tradeable_down(Decimal("1.2"), Decimal(4), _lots("0.5")) == Decimal(1)
+    assert _tradeable_down(Decimal("0.5"), Decimal(4), _lots("0.1", "0.5")) == Decimal("0.5")
+    assert _tradeable_down(Decimal("0.3"), Decimal(4), _lots("0.1", "0.5")) == 0
+    # a remainder below the minimum order is not left: 3.8 of 4 leaves 0.2 < 0.5 → 3.5
+    assert _tradeable_down(Decimal("3.8"), Decimal(4), _lots("0.1", "0.5")) == Decimal("3.5")
+
+
+def test_smallest_fitting_never_exceeds_the_current_size() -> None:
+    """The smallest whole-lot size up to ``current`` that fits: 0.37 with steps of 0.1,
+    where only sizes from 0.35 fit, stays 0.37 (0.4 would be above it); 0 when 0 fits."""
+    fits = lambda size: size >= Decimal("0.35")  # noqa: E731
+    spec = _lots("0.1")
+    assert _smallest_fitting(fits, Decimal(10), Decimal("0.37"), spec) == Decimal("0.37")
+    assert _smallest_fitting(fits, Decimal(10), Decimal("2.37"), spec) == Decimal("0.4")
+    assert _smallest_fitting(lambda size: True, Decimal(10), Decimal(2), spec) == 0
