@@ -285,6 +285,8 @@ def test_simulation_matches_evaluating_the_closed_portfolio(
             symbol=second, close_size=Decimal("0.5"), limit_price=price, expected_mm_relief=Z
         ),
     )
+    assert after.memo is start.memo  # one memo a plan
+    assert both.memo is start.memo
     assert start.after(orders).facts == both.facts
     assert start.after(orders, skip=0).facts == facts((second, Decimal("0.5")))
     assert start.after(orders, skip=1).facts == one
@@ -405,3 +407,16 @@ def test_is_short_is_a_short_above_min_size() -> None:
         ("-0.00000002", True),
     ):
         assert _is_short(position(amount=amount)) is short
+
+
+def test_close_short_of_a_zero_position_is_not_short() -> None:
+    with pytest.raises(PlanningError, match="position 0 is not short"):
+        close_short(portfolio(position(amount="0")), SYMBOL, Decimal(1), Decimal(100))
+
+
+def test_simulations_add_their_evaluations_to_the_shared_count() -> None:
+    """Two valuations sharing one count add up (one full evaluation each)."""
+    counts = [0]
+    _Simulation.of(STANDARD, mixed_book(), TODAY, counts)
+    _Simulation.of(PM, pm_book(), PM_NOW, counts)
+    assert counts == [2]
