@@ -140,6 +140,18 @@ class NullMetrics:
     def stuck(self, count: int) -> None:
         """``count`` wallets were found overstaying a phase by their last decision."""
 
+    def owned_shards(self, count: int) -> None:
+        """This instance now steps ``count`` shards (a cluster)."""
+
+    def lease_renewed(self, count: int) -> None:
+        """``count`` leases of shards were renewed."""
+
+    def lease_lost(self) -> None:
+        """A held shard was taken by another instance (a fenced renewal or commit)."""
+
+    def fenced_commit(self) -> None:
+        """A commit was refused because its lease was stale: nothing was executed."""
+
     def poll_duration(self, seconds: float) -> None:
         """One poll took ``seconds``."""
 
@@ -222,6 +234,14 @@ class Metrics(NullMetrics):
         )
         self.stuck_wallets = gauge(
             "stuck_wallets", "Wallets whose last decision raised a STUCK alert (overstaying)"
+        )
+        self.owned = gauge("owned_shards", "Shards this instance holds and steps (a cluster)")
+        self.lease_renewals = counter("lease_renewals", "Leases of shards renewed")
+        self.lease_losses = counter(
+            "lease_losses", "Shards taken by another instance (fenced renewal or commit)"
+        )
+        self.fenced_commits = counter(
+            "fenced_commits", "Commits refused because their lease was stale (nothing executed)"
         )
         self.poll_seconds = pc.Histogram(
             "poll_duration_seconds",
@@ -328,6 +348,18 @@ class Metrics(NullMetrics):
     def stuck(self, count: int) -> None:
         self.stuck_wallets.set(count)
 
+    def owned_shards(self, count: int) -> None:
+        self.owned.set(count)
+
+    def lease_renewed(self, count: int) -> None:
+        self.lease_renewals.inc(count)
+
+    def lease_lost(self) -> None:
+        self.lease_losses.inc()
+
+    def fenced_commit(self) -> None:
+        self.fenced_commits.inc()
+
     def poll_duration(self, seconds: float) -> None:
         self.poll_seconds.observe(seconds)
 
@@ -364,6 +396,10 @@ METRIC_NAMES: tuple[str, ...] = (
     "liqshell_backfilled_records_total",
     "liqshell_active_liquidation_orders",
     "liqshell_stuck_wallets",
+    "liqshell_owned_shards",
+    "liqshell_lease_renewals_total",
+    "liqshell_lease_losses_total",
+    "liqshell_fenced_commits_total",
     "liqshell_poll_duration_seconds",
     "liqshell_build_info",
     "liqshell_contracts_offered_total",

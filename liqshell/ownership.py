@@ -22,13 +22,14 @@ instances that read at different moments may briefly disagree on the assignment;
 leases make sure a shard never has two holders at once, and the fencing of
 :meth:`~liqshell.adapters.postgres.PostgresStore.commit` that a stale holder never commits.
 
-This module does no scheduling of its own and is not yet used by the
-:class:`~liqshell.watcher.Watcher` (``docs/shell.md``, "Many instances").
+This module does no scheduling of its own: the :class:`~liqshell.watcher.Watcher` given
+one (``owner=``, ``[cluster]`` of ``liqshell run``) ticks it (``docs/shell.md``, "Many
+instances").
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 
 import attrs
@@ -89,8 +90,14 @@ class ShardOwner:
         if self._owned.pop(shard, None) is not None:
             self.losses += 1
 
-    async def tick(self, now: int) -> Tick:
-        """Heartbeat, read, and acquire / renew / release toward the assignment."""
+    async def tick(
+        self, now: int, *, before_release: Callable[[int], Awaitable[None]] | None = None
+    ) -> Tick:
+        """Heartbeat, read, and acquire / renew / release toward the assignment.
+
+        ``before_release(shard)`` is awaited before a shard is handed over, once it is no
+        longer in :attr:`owned` (so :meth:`lease_of` no longer gives its lease): the
+        watcher waits there for the work in flight on its wallets."""
         ttl = self.lease_ttl_ms
         members = await self.store.heartbeat(self.instance_id, now=now, ttl_ms=ttl)
         if self.instance_id not in members:  # a clock far behind: count ourselves anyway
@@ -107,6 +114,8 @@ class ShardOwner:
         for shard, lease in sorted(self._owned.items()):
             if target[shard] != self.instance_id:
                 del self._owned[shard]
+                if before_release is not None:
+                    await before_release(shard)
                 (released if await self.store.release(lease) else lost).add(shard)
                 continue
             try:

@@ -45,6 +45,7 @@ import inspect
 import logging
 import os
 import re
+import socket
 import ssl
 import tomllib
 import typing
@@ -81,6 +82,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ENV_PREFIX",
     "EXCHANGE_GROUP",
+    "ClusterSettings",
     "ExchangeSettings",
     "MetricsSettings",
     "NatsSettings",
@@ -208,6 +210,24 @@ class ExchangeSettings:
 
 
 @attrs.frozen(kw_only=True)
+class ClusterSettings:
+    """Many instances sharing one PostgreSQL store (``docs/shell.md``, "Many instances"):
+    each steps the wallets of the shards it holds a lease of."""
+
+    instance_id: str | None = None
+    """This instance's id among the members, unique per running process (default: the
+    host name and process id). A restart with the same id fences its predecessor."""
+    shards: int = 16
+    """How many shards the wallets are spread over: fixed for the life of a store."""
+    lease_ttl_ms: int = 10_000
+    """How long a lease (and a member's heartbeat) lasts unrenewed: a dead instance's
+    shards are owned again within it and one renewal."""
+    renew_interval_ms: int | None = None
+    """How often leases are renewed and the assignment recomputed (default: a third of
+    ``lease_ttl_ms``); less than ``lease_ttl_ms``."""
+
+
+@attrs.frozen(kw_only=True)
 class Settings:
     """A parsed configuration file."""
 
@@ -217,6 +237,7 @@ class Settings:
     metrics: MetricsSettings = attrs.Factory(MetricsSettings)
     sim: SimParams = attrs.Factory(SimParams)
     exchange: ExchangeSettings = attrs.Factory(ExchangeSettings)
+    cluster: ClusterSettings | None = None
     source: str = "<defaults>"
 
 
@@ -694,7 +715,28 @@ def _exchange(section: _Section) -> ExchangeSettings:
     return ExchangeSettings(**kwargs)  # type: ignore[arg-type]
 
 
-SECTIONS = ("liqcore", "store", "nats", "metrics", "sim", "exchange")
+def _cluster(section: _Section) -> ClusterSettings:
+    section.known = ("instance_id", "shards", "lease_ttl_ms", "renew_interval_ms")
+    kwargs: dict[str, object] = {}
+    if section.has("instance_id"):
+        kwargs["instance_id"] = section.text("instance_id")
+    for key in ("shards", "lease_ttl_ms", "renew_interval_ms"):
+        if section.has(key):
+            kwargs[key] = section.integer(key, minimum=1)
+    section.finish()
+    settings = ClusterSettings(**kwargs)  # type: ignore[arg-type]
+    if settings.renew_interval_ms is not None and settings.renew_interval_ms >= (
+        settings.lease_ttl_ms
+    ):
+        raise section.error(
+            "renew_interval_ms",
+            f"must be less than lease_ttl_ms ({settings.lease_ttl_ms}), "
+            f"was {settings.renew_interval_ms}",
+        )
+    return settings
+
+
+SECTIONS = ("liqcore", "store", "nats", "metrics", "sim", "exchange", "cluster")
 
 
 def parse_settings(
@@ -730,6 +772,17 @@ def parse_settings(
         kwargs["sim"] = _sim(_Section(source, "sim", document["sim"]))
     if "exchange" in document:
         kwargs["exchange"] = _exchange(_Section(source, "exchange", document["exchange"]))
+    if "cluster" in document:
+        section = _Section(source, "cluster", document["cluster"])
+        kwargs["cluster"] = _cluster(section)
+        store = kwargs.get("store", StoreSettings())
+        assert isinstance(store, StoreSettings)
+        if store.kind != "postgres":
+            raise section.error(
+                None,
+                f'needs [store] kind = "postgres" (leases with fencing), was "{store.kind}": '
+                "SQLite and the in-memory stores are single-instance",
+            )
     return Settings(**kwargs)  # type: ignore[arg-type]
 
 
@@ -1269,6 +1322,19 @@ async def _compose(
 
     if source == "sim":
         background.append(_drive(exchange, clock, stop, worlds, publish))
+    owner = None
+    cluster = settings.cluster
+    if cluster is not None and config.enabled:
+        from liqshell.adapters.postgres import PostgresStore
+        from liqshell.ownership import ShardOwner
+
+        assert isinstance(store, PostgresStore)  # parse_settings
+        owner = ShardOwner(
+            store,
+            instance_id=cluster.instance_id or f"{socket.gethostname()}-{os.getpid()}",
+            shards=cluster.shards,
+            lease_ttl_ms=cluster.lease_ttl_ms,
+        )
     watcher = Watcher(
         portfolios=exchange,
         margin=exchange,
@@ -1284,6 +1350,8 @@ async def _compose(
         config=config,
         metrics=metrics,
         record=settings.store.record_mode,
+        owner=owner,
+        renew_interval_ms=None if cluster is None else cluster.renew_interval_ms,
     )
     return watcher, background
 
@@ -1320,6 +1388,7 @@ def redacted_settings(settings: Settings) -> str:
         ("metrics", settings.metrics),
         ("sim", settings.sim),
         ("exchange", settings.exchange),
+        ("cluster", settings.cluster),
     ]
     for name, value in sections:
         if value is not None:

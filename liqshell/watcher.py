@@ -37,7 +37,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from types import MappingProxyType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import attrs
 
@@ -69,6 +69,7 @@ from liqcore import (
 from liqcore.changes import state_change
 from liqcore.machine import apply, next_wakeup, step, wallets_to_check
 from liqcore.reduce_only import is_liquidation_order
+from liqshell.cluster import shard_of
 from liqshell.interpreter import Execution, Interpreter, OutcomeStatus, answers_of
 from liqshell.logs import command_request_id, fields, get_logger, state_phase
 from liqshell.metrics import (
@@ -78,6 +79,7 @@ from liqshell.metrics import (
     metrics_from,
     underlying_label,
 )
+from liqshell.ownership import ShardOwner
 from liqshell.ports import (
     AnswerStatus,
     AuctionExecutor,
@@ -87,6 +89,8 @@ from liqshell.ports import (
     Cursor,
     EventSink,
     FeedItem,
+    Fenced,
+    Lease,
     MarginReport,
     MarginSource,
     OrderGateway,
@@ -229,6 +233,8 @@ class Watcher:
         metrics: object = None,
         quarantine_backoff_ms: int = QUARANTINE_BACKOFF_MS,
         record: str = "changes",
+        owner: ShardOwner | None = None,
+        renew_interval_ms: int | None = None,
     ) -> None:
         if not isinstance(config, Config):
             raise TypeError(f"Watcher config must be a liqcore.Config, was {config!r}")
@@ -249,6 +255,24 @@ class Watcher:
             ports["feed"] = feed
         for keyword, port in ports.items():
             check_port(keyword, port)
+        if owner is not None:
+            if not isinstance(owner, ShardOwner):
+                raise TypeError(f"Watcher owner must be a ShardOwner, was {owner!r}")
+            if id(owner.store) != id(store):
+                raise ValueError("Watcher owner must keep its leases in the watcher's store")
+        if renew_interval_ms is None:
+            renew_interval_ms = max(1, (owner.lease_ttl_ms if owner else 3) // 3)
+        if type(renew_interval_ms) is not int or renew_interval_ms < 1:
+            raise ValueError(
+                f"Watcher renew_interval_ms must be an int ≥ 1, was {renew_interval_ms!r}"
+            )
+        # A shadow watcher observes every shard and holds no lease (it commits nothing).
+        self._owner = None if not config.enabled else owner
+        self._renew_interval_ms = renew_interval_ms
+        self._ready: set[int] = set()  # held shards whose wallets are loaded and reconciled
+        self._next_tick = 0
+        self._feed_origin: Cursor | None = None
+        self._rewind = False
         self._quarantine_backoff_ms = quarantine_backoff_ms
         self._record_mode = record
         self._batching = all(
@@ -299,6 +323,7 @@ class Watcher:
         self._locks: dict[str, asyncio.Lock] = {}
         self._start_lock = asyncio.Lock()
         self._drain_lock = asyncio.Lock()
+        self._tick_lock = asyncio.Lock()
         self._semaphore = asyncio.Semaphore(concurrency)
 
     # ---------------------------------------------------------------- public
@@ -325,6 +350,11 @@ class Watcher:
         return frozenset(self._quarantined)
 
     @property
+    def shards(self) -> frozenset[int]:
+        """The shards this watcher steps (given an ``owner``): held, loaded and reconciled."""
+        return frozenset(self._ready)
+
+    @property
     def cursor(self) -> Cursor | None:
         """The feed cursor of the last item handled."""
         return self._cursor
@@ -340,11 +370,15 @@ class Watcher:
         started = time.perf_counter()
         tally = _Tally()
         try:
+            if self._owner is not None and self._clock.now_ms() >= self._next_tick:
+                await self.tick()
             tally.released = await self._release_quarantined()
             try:
                 portfolios = await self._observe_call(self._portfolios.portfolios())
                 states = {wallet: stored.state for wallet, stored in self._stored.items()}
                 wallets = wallets_to_check(portfolios, states)
+                if self._owner is not None:
+                    wallets = [w for w in wallets if self._lease(w) is not None]
             except Exception as error:
                 self._metrics.poll_skipped()
                 _log.warning(
@@ -377,6 +411,11 @@ class Watcher:
         if self._feed is None:
             return 0
         async with self._drain_lock:
+            if self._rewind:
+                # A shard was taken: read again from the cluster's origin (items already
+                # applied are skipped by their event id), so none of its items is missed.
+                self._rewind = False
+                self._cursor = self._feed_origin
             if self._cursor_stale:
                 try:
                     self._cursor = await self._store.cursor()
@@ -410,8 +449,11 @@ class Watcher:
         drain the feed, until ``stop`` is set; then finish the wallets in flight and close
         the store (a shadow watcher leaves the store, which is not its own, open)."""
         self._stop = stop
+        ticker: asyncio.Task[None] | None = None
         try:
             await self._ensure_started()
+            if self._owner is not None:
+                ticker = asyncio.ensure_future(self._keep_leases(stop))
             next_poll = self._clock.now_ms()
             while not stop.is_set():
                 now = self._clock.now_ms()
@@ -432,6 +474,10 @@ class Watcher:
                 await self._sleep_until(min([next_poll, *self._wakeups.values()]), stop)
         finally:
             self._stop = None
+            if ticker is not None:
+                ticker.cancel()
+                await asyncio.gather(ticker, return_exceptions=True)
+                await self._leave()
             await self.close()
 
     async def close(self) -> None:
@@ -460,6 +506,7 @@ class Watcher:
             self._locks = {}
             self._start_lock = asyncio.Lock()
             self._drain_lock = asyncio.Lock()
+            self._tick_lock = asyncio.Lock()
             self._semaphore = asyncio.Semaphore(self._concurrency)
 
     def _lock(self, wallet: str) -> asyncio.Lock:
@@ -475,11 +522,13 @@ class Watcher:
         async with self._start_lock:
             if self._is_started():  # another caller started it while we waited
                 return
-            loaded = await self._store.load()
             self._cursor = await self._store.cursor()
+            self._feed_origin = self._cursor
+            # A watcher of a cluster loads the wallets of a shard when it takes the shard.
+            loaded = {} if self._owner is not None else await self._store.load()
             self._stored = dict(loaded)
             if not self._shadow:
-                await self._complete_recorder()
+                await self._complete_recorder(self._stored)
             await self._begin_recording()
             for wallet in sorted(self._stored):
                 self._track(wallet)
@@ -496,6 +545,175 @@ class Watcher:
 
     def _is_started(self) -> bool:
         return self._started
+
+    # ---------------------------------------------------------------- shards (a cluster)
+
+    def _lease(self, wallet: str, *, ready: bool = True) -> Lease | None:
+        """The lease to commit ``wallet`` under: ``None`` if its shard is not held (or, with
+        ``ready``, not yet loaded and reconciled) or the lease ran out on our clock — an
+        instance paused past its lease acts on nothing before its next tick."""
+        owner = self._owner
+        if owner is None:
+            return None
+        lease = owner.lease_of(wallet)
+        if lease is None or (ready and lease.shard not in self._ready):
+            return None
+        if self._clock.now_ms() >= lease.expires:
+            return None
+        return lease
+
+    def _kw(self, lease: Lease | None) -> dict[str, Any]:
+        """The ``lease=`` of a commit: none for a single instance; a watcher of a cluster
+        without the lease commits nothing (:class:`Fenced`, without asking the store)."""
+        if self._owner is None:
+            return {}
+        if lease is None:
+            raise Fenced("the shard is not held by this instance")
+        return {"lease": lease}
+
+    def _fenced(self, wallet: str, error: Fenced) -> None:
+        """A commit of ``wallet`` was fenced: drop its shard without acting."""
+        assert self._owner is not None
+        self._metrics.fenced_commit()
+        shard = shard_of(wallet, self._owner.shards)
+        lease = self._owner.lease_of(wallet)
+        self._owner.drop(shard)
+        if lease is not None or shard in self._ready:
+            self._forget_shard(shard)
+            self._metrics.lease_lost()
+            _log.warning(
+                "shard %d lost (epoch %s): a commit of wallet %s was fenced (%s); nothing executed",
+                shard,
+                None if lease is None else lease.epoch,
+                wallet,
+                error,
+                extra=fields(wallet=wallet, shard=shard),
+            )
+        self._metrics.owned_shards(len(self._ready))
+
+    def _forget_shard(self, shard: int) -> None:
+        """Stop stepping ``shard``: forget its wallets' states, wake-ups, quarantines."""
+        assert self._owner is not None
+        self._ready.discard(shard)
+        shards = self._owner.shards
+        for wallet in [w for w in self._stored if shard_of(w, shards) == shard]:
+            del self._stored[wallet]
+            self._track(wallet)
+        for table in (self._quarantined, self._stale):
+            for wallet in [w for w in table if shard_of(w, shards) == shard]:
+                del table[wallet]
+        self._stuck = {w for w in self._stuck if shard_of(w, shards) != shard}
+        self._metrics.quarantined(len(self._quarantined))
+
+    async def _quiesce(self, shard: int) -> None:
+        """Before ``shard`` is handed over: stop starting work on it and wait for the work
+        in flight on its wallets (their locks), then forget it."""
+        assert self._owner is not None
+        self._ready.discard(shard)
+        shards = self._owner.shards
+        for wallet, lock in list(self._locks.items()):
+            if shard_of(wallet, shards) == shard:
+                async with lock:
+                    pass
+        self._forget_shard(shard)
+
+    async def tick(self) -> None:
+        """Keep the leases (:meth:`ShardOwner.tick <liqshell.ownership.ShardOwner.tick>`),
+        then take the shards newly held — their wallets loaded from the store and their
+        unfinished commands reconciled exactly as at a restart — and forget the ones
+        released or lost. :meth:`run` calls it every ``renew_interval_ms``; a poll calls
+        it when it is due."""
+        owner = self._owner
+        if owner is None:
+            return
+        await self._ensure_started()
+        async with self._tick_lock:
+            now = self._clock.now_ms()
+            self._next_tick = now + self._renew_interval_ms
+            before = {shard: lease.epoch for shard, lease in owner.owned.items()}
+            try:
+                result = await owner.tick(now, before_release=self._quiesce)
+            except Exception as error:
+                result = None
+                _log.warning("keeping the leases failed: %r", error, extra=fields())
+            held = dict(owner.owned)
+            for shard in sorted(self._ready - set(held)):
+                self._forget_shard(shard)
+            if result is not None:
+                self._metrics.lease_renewed(len(result.renewed))
+            for shard in sorted(set(before) - set(held)):
+                released = result is not None and shard in result.released
+                if not released:
+                    self._metrics.lease_lost()
+                (_log.info if released else _log.warning)(
+                    "shard %d %s (epoch %d)",
+                    shard,
+                    "released (handed over)" if released else "lost (taken over)",
+                    before[shard],
+                    extra=fields(shard=shard, epoch=before[shard]),
+                )
+            taking = sorted(set(held) - self._ready)
+            if taking:
+                await self._take(taking, held)
+            self._metrics.owned_shards(len(self._ready))
+
+    async def _take(self, shards: list[int], held: Mapping[int, Lease]) -> None:
+        """Load the wallets of ``shards`` from the store and reconcile them as a restart
+        does; a shard whose load fails is taken at the next tick."""
+        assert self._owner is not None
+        count = self._owner.shards
+        try:
+            loaded = await self._store.load()
+        except Exception as error:
+            _log.warning("loading the shards %s failed: %r", shards, error, extra=fields())
+            return
+        wanted = set(shards)
+        mine = {w: entry for w, entry in loaded.items() if shard_of(w, count) in wanted}
+        for wallet, entry in mine.items():
+            self._stored[wallet] = entry
+            self._stale.pop(wallet, None)
+            self._quarantined.pop(wallet, None)
+        await self._complete_recorder(mine)
+        for wallet in sorted(mine):
+            self._track(wallet)
+            if self._stored.get(wallet) is not None and self._stored[wallet].unfinished:
+                async with self._lock(wallet):
+                    await self._reconcile(wallet, "acquired")
+        for shard in shards:
+            lease = self._owner.owned.get(shard)
+            if lease is None:  # fenced while reconciling
+                continue
+            self._ready.add(shard)
+            _log.info(
+                "shard %d acquired (epoch %d): %d wallets loaded, %d reconciled",
+                shard,
+                lease.epoch,
+                sum(1 for w in mine if shard_of(w, count) == shard),
+                sum(1 for w in mine if shard_of(w, count) == shard and mine[w].unfinished),
+                extra=fields(shard=shard, epoch=lease.epoch),
+            )
+        self._rewind = True
+
+    async def _keep_leases(self, stop: asyncio.Event) -> None:
+        """Tick every ``renew_interval_ms`` until ``stop`` (beside the polls: a long poll
+        must not let the leases run out)."""
+        while not stop.is_set():
+            if self._clock.now_ms() >= self._next_tick:
+                await self.tick()
+            await self._sleep_until(self._next_tick, stop)
+
+    async def _leave(self) -> None:
+        """A clean stop: hand every shard over at once (the others take them at their next
+        tick rather than after the lease TTL)."""
+        if self._owner is None:
+            return
+        try:
+            await self._owner.leave()
+        except Exception as error:
+            _log.warning("leaving the cluster failed: %r", error, extra=fields())
+        for shard in sorted(self._ready):
+            self._forget_shard(shard)
+        self._metrics.owned_shards(0)
 
     async def _begin_recording(self) -> None:
         """Give the recorder — and the store, whose log is a recording too, unless in shadow
@@ -526,7 +744,7 @@ class Watcher:
                 self._metrics.commit_failed("recorder")
                 _log.warning("recording the header failed: %r", error, extra=fields())
 
-    async def _complete_recorder(self) -> None:
+    async def _complete_recorder(self, wallets: Iterable[str]) -> None:
         """Append to a separate recorder the records the store committed that it lacks (lost
         to a crash between a commit and its append), so its log is complete again."""
         if id(self._recorder) == id(self._store):
@@ -543,7 +761,7 @@ class Watcher:
         try:
             held: Mapping[str, int] = await last_versions()
             appended = 0
-            for wallet in sorted(self._stored):
+            for wallet in sorted(wallets):
                 have = held.get(wallet, 0)
                 if have >= self._stored[wallet].version:
                     continue
@@ -640,9 +858,16 @@ class Watcher:
             return
         try:
             version = await self._store.commit(
-                wallet, state, record, expected_version=stored.version
+                wallet,
+                state,
+                record,
+                expected_version=stored.version,
+                **self._kw(self._lease(wallet, ready=False)),
             )
         except Exception as error:
+            if isinstance(error, Fenced):
+                self._fenced(wallet, error)
+                return
             if isinstance(error, Conflict):
                 self._metrics.conflict()
             else:
@@ -801,6 +1026,8 @@ class Watcher:
                     await self._decide(wallet, tally, again=True)
             return
         async with self._lock(wallet):
+            if self._owner is not None and self._lease(wallet) is None:
+                return  # its shard went to another instance since the poll began
             if wallet in self._quarantined:
                 tally.skipped += 1
                 self._metrics.skipped("quarantined")
@@ -923,8 +1150,17 @@ class Watcher:
             await self._record(record, committed=False)
             return False
 
+        lease = self._lease(wallet)
+        if self._owner is not None and lease is None:
+            return False  # the shard is no longer this instance's: act on nothing
         try:
-            committed = await self._store.commit(wallet, state, record, expected_version=expected)
+            committed = await self._store.commit(
+                wallet, state, record, expected_version=expected, **self._kw(lease)
+            )
+        except Fenced as error:
+            tally.commands -= len(commands)
+            self._fenced(wallet, error)
+            return False
         except Conflict as error:
             tally.commands -= len(commands)
             tally.conflicts += 1
@@ -983,6 +1219,7 @@ class Watcher:
             execution=execution,
             pending=remaining,
             now=now,
+            lease=lease,
         ):
             return False
         return _reprice_cancels_confirmed(
@@ -1004,6 +1241,7 @@ class Watcher:
         execution: Execution,
         pending: tuple[Unfinished, ...],
         now: int,
+        lease: Lease | None = None,
     ) -> bool:
         """Commit the state after the outcomes with the commands still unfinished; after
         :data:`OUTCOME_COMMIT_ATTEMPTS` failures (or a conflict) quarantine the wallet."""
@@ -1025,8 +1263,12 @@ class Watcher:
         for _attempt in range(OUTCOME_COMMIT_ATTEMPTS):
             try:
                 version = await self._store.commit(
-                    wallet, after, record, expected_version=stored.version
+                    wallet, after, record, expected_version=stored.version, **self._kw(lease)
                 )
+            except Fenced as error:
+                # Taken over: the new owner reconciles the unfinished commands from the store.
+                self._fenced(wallet, error)
+                return False
             except Conflict as error:
                 # The store is ahead of us: the state is unknown — unless an earlier attempt
                 # landed and only its answer was lost (the store then holds this very commit).
@@ -1158,11 +1400,25 @@ class Watcher:
     async def _feed_item(self, item: FeedItem) -> int:
         """Handle one item; 1 if it changed a state. Raises :class:`_Stop` when the item
         could not be committed (the cursor stays before it)."""
+        if self._owner is not None:
+            # A watcher of a cluster handles the items of its shards only (the owner of the
+            # others reads them too) and keeps its feed position to itself.
+            if self._lease(item.wallet) is None:
+                self._cursor = item.cursor
+                self._metrics.feed_item("not_owned")
+                return 0
+            if await self._already_applied(item.event_id):
+                self._cursor = item.cursor
+                self._metrics.feed_item("duplicate")
+                return 0
         if await self._already_applied(item.event_id):
             await self._skip_item(item, "duplicate", None)
             return 0
         wallet = item.wallet
         async with self._lock(wallet):  # serialized with the wallet's polls
+            if self._owner is not None and self._lease(wallet) is None:
+                self._cursor = item.cursor  # handed over meanwhile: the new owner reads it
+                return 0
             if wallet not in self._stored and wallet not in self._stale:
                 await self._skip_item(item, "unknown_wallet", None)
                 return 0
@@ -1233,6 +1489,7 @@ class Watcher:
             executed=not self._shadow,
             note="applied",
         )
+        lease = self._lease(wallet)
         if self._shadow:
             self._stored[wallet] = Stored(state=new, version=version, unfinished=stored.unfinished)
             self._shadow_applied.add(item.event_id)
@@ -1241,8 +1498,17 @@ class Watcher:
         else:
             try:
                 committed = await self._store.commit(
-                    wallet, new, record, expected_version=stored.version, cursor=item.cursor
+                    wallet,
+                    new,
+                    record,
+                    expected_version=stored.version,
+                    cursor=item.cursor if self._owner is None else None,
+                    **self._kw(lease),
                 )
+            except Fenced as error:
+                self._fenced(wallet, error)
+                self._cursor = item.cursor  # the shard's new owner applies it
+                return
             except Exception as error:
                 conflict = isinstance(error, Conflict)
                 if conflict:
@@ -1250,7 +1516,7 @@ class Watcher:
                 else:
                     self._metrics.commit_failed(RecordKind.FEED.value)
                 self._stale[wallet] = False
-                self._cursor_stale = True
+                self._cursor_stale = self._owner is None
                 _feed_log.warning(
                     "wallet %s: committing feed item %s failed (retried from the cursor): %r",
                     wallet,
@@ -1277,7 +1543,9 @@ class Watcher:
             ),
         )
         if publish is not None and not self._shadow:
-            await self._publish_applied(wallet, publish, version=version, decided=new, now=now)
+            await self._publish_applied(
+                wallet, publish, version=version, decided=new, now=now, lease=lease
+            )
 
     async def _publish_applied(
         self,
@@ -1287,6 +1555,7 @@ class Watcher:
         version: int,
         decided: AccountState,
         now: int,
+        lease: Lease | None = None,
     ) -> None:
         """Publish a feed transition committed as ``version``; once confirmed, commit the
         unfinished commands without it (a failed publish stays unfinished and is published
@@ -1305,6 +1574,7 @@ class Watcher:
                 entry for entry in stored.unfinished if (entry.version, entry.index) != (version, 0)
             ),
             now=now,
+            lease=lease,
         )
 
     async def _skip_item(self, item: FeedItem, result: str, state: AccountState | None) -> None:
@@ -1327,10 +1597,20 @@ class Watcher:
             await self._record(record, committed=False)
         else:
             try:
-                await self._store.commit_cursor(item.cursor, record)
+                if self._owner is None:
+                    await self._store.commit_cursor(item.cursor, record)
+                else:
+                    lease = self._lease(item.wallet)
+                    if lease is None:
+                        raise Fenced(f"shard of {item.wallet!r} no longer held")
+                    await self._store.commit_cursor(item.cursor, record, lease=lease)  # type: ignore[call-arg]
+            except Fenced as error:
+                self._fenced(item.wallet, error)
+                self._cursor = item.cursor
+                return
             except Exception as error:
                 self._metrics.commit_failed("cursor")
-                self._cursor_stale = True
+                self._cursor_stale = self._owner is None
                 _feed_log.warning(
                     "moving the feed cursor past %r failed (retried): %r",
                     item.cursor,

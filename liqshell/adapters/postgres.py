@@ -715,12 +715,27 @@ class PostgresStore(AsyncClosing):
 
     # ------------------------------------------------------------------ StateStore
 
-    async def commit_cursor(self, cursor: Cursor, record: Record) -> None:
-        """Move the cursor with ``record`` (and ``record.event_id`` as applied), atomically."""
+    async def commit_cursor(
+        self, cursor: Cursor, record: Record, *, lease: Lease | None = None
+    ) -> None:
+        """Move the cursor with ``record`` (and ``record.event_id`` as applied), atomically.
+
+        With a ``lease`` (a watcher of a cluster, whose feed position is its own), the
+        transaction is fenced as :meth:`commit` is and the store's cursor is not moved:
+        only the record and the applied event id are written."""
         q = self._q
         cursor_json = cursor_to_json(cursor)
         body = record_to_json(record)
+        if lease is not None:
+            _check_lease(lease)
         async with self._connection("commit_cursor") as conn, conn.transaction():
+            if lease is not None:
+                held = await (await conn.execute(q.fence, (lease.shard,))).fetchone()
+                if held is None or int(held[1]) != lease.epoch:
+                    raise Fenced(
+                        f"feed item {record.event_id!r}: the lease of shard {lease.shard} at "
+                        f"epoch {lease.epoch} of {lease.holder!r} is stale"
+                    )
             await conn.execute(
                 q.insert_record,
                 (
@@ -731,7 +746,8 @@ class PostgresStore(AsyncClosing):
                     body,
                 ),
             )
-            await conn.execute(q.set_cursor, (cursor_json,))
+            if lease is None:
+                await conn.execute(q.set_cursor, (cursor_json,))
             if record.event_id is not None:
                 await conn.execute(q.mark_applied, (storage_key(record.event_id),))
         self._after_write()
