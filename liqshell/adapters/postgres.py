@@ -411,12 +411,24 @@ class PostgresStore(AsyncClosing):
                     open=False,
                     kwargs={"autocommit": True},
                     check=AsyncConnectionPool.check_connection,
+                    configure=self._configure,
                     timeout=self.timeout_ms / 1000,
                     name=f"liqshell-{self.schema}",
                 )
                 await pool.open(wait=False)
                 self._pool = pool
             return self._pool
+
+    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """A pooled session ends a transaction left idle for ``timeout_ms``: a process
+        paused (SIGSTOP, GC) inside a commit would otherwise keep its row locks — the
+        ``FOR SHARE`` of a lease row — and stall every other instance's takeover of the
+        shard until it resumes. The server aborts the transaction: nothing of it is
+        written."""
+        await conn.execute(
+            "SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
+            (str(self.timeout_ms),),
+        )
 
     async def _first_contact(self) -> None:
         """Connect once, directly, and migrate; a failure says whether the server refused
