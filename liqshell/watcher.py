@@ -212,6 +212,14 @@ class Watcher:
     :class:`~liqshell.ports.CompletableRecorder`), it is completed from the store's history at
     start-up. A wallet quarantined because its outcomes could not be committed is reloaded
     from the store ``quarantine_backoff_ms`` later (at the start of a poll).
+
+    ``owner`` (a :class:`~liqshell.ownership.ShardOwner` keeping its leases in ``store``)
+    makes the watcher one instance of a cluster: it ticks the owner every
+    ``renew_interval_ms`` (default a third of the lease TTL), steps and applies feed items
+    only for the wallets of the shards it holds, reconciles a shard's wallets as a restart
+    does when it takes the shard, commits every wallet under its shard's lease and drops a
+    shard whose commit is :class:`~liqshell.ports.Fenced` (``docs/shell.md``, "Many
+    instances"). Without it the watcher is the single instance of its store.
     """
 
     def __init__(
