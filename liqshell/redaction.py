@@ -21,7 +21,7 @@ REDACTED = "***"
 _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/?#@\s'\"]+)@")
 _KEY_VALUE = re.compile(
     r"(?P<key>\b(?:password|passwd|pwd|pass|passphrase|token|auth_token|secret|sslpassword|"
-    r"nkey|nkeys_seed|jwt|credentials|user_credentials)\b[\"']?\s*[=:]\s*)"
+    r"nkey|nkeys_seed|nkeys_seed_str|jwt|credentials|user_credentials)\b[\"']?\s*[=:]\s*)"
     r"(?P<value>'[^']*'|\"[^\"]*\"|[^\s&;,'\"}]+)",
     re.IGNORECASE,
 )

@@ -1046,18 +1046,26 @@ async def run_watcher(
 
 def nats_options(settings: Settings) -> dict[str, Any]:
     """The ``nats.connect`` options of ``[nats]``'s credentials and TLS settings (credentials
-    file, nkey seed file, token, user and password; a TLS context verifying the server with
-    ``tls_ca`` and presenting ``tls_cert``/``tls_key``). Raises :class:`SettingsError` for a
-    file that cannot be read or a certificate that does not load."""
+    file, nkey seed read from its file, token, user and password; a TLS context verifying the
+    server with ``tls_ca`` and presenting ``tls_cert``/``tls_key``). Raises
+    :class:`SettingsError` for a file that cannot be read or a certificate that does not
+    load."""
     nats = settings.nats
     if nats is None:
         return {}
     options: dict[str, Any] = {}
-    for key, option in (("credentials", "user_credentials"), ("nkey_seed", "nkeys_seed")):
-        path = getattr(nats, key)
-        if path is not None:
-            _readable(settings, f"[nats] {key}", path)
-            options[option] = path
+    if nats.credentials is not None:
+        _readable(settings, "[nats] credentials", nats.credentials)
+        options["user_credentials"] = nats.credentials
+    if nats.nkey_seed is not None:
+        # Read here and passed stripped: nats-py before 2.11 reads the whole file as the
+        # seed, so the trailing newline every seed file has makes it "invalid seed".
+        _readable(settings, "[nats] nkey_seed", nats.nkey_seed)
+        try:
+            seed = Path(nats.nkey_seed).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            raise _problem(settings, "[nats] nkey_seed", f"cannot read: {error}") from None
+        options["nkeys_seed_str"] = seed
     if nats.token is not None:
         options["token"] = nats.token
     if nats.user is not None:

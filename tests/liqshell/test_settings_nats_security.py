@@ -135,8 +135,10 @@ async def test_untrusted_server_certificate_is_refused_clearly(
 
 
 def _user_seed(tmp_path: Path, name: str, raw: bytes) -> tuple[Path, str]:
-    """An nkey user seed file and its public key."""
-    nkeys = pytest.importorskip("nkeys")
+    """An nkey user seed file (with the trailing newline seed files have) and its public
+    key. ``nkeys`` is a dependency of the ``nats`` extra: imported, never skipped."""
+    import nkeys
+
     seed = nkeys.encode_seed(raw, nkeys.PREFIX_BYTE_USER)
     path = tmp_path / f"{name}.nk"
     path.write_bytes(seed + b"\n")

@@ -211,7 +211,7 @@ def test_nats_options_map_credentials_and_tls(tmp_path: Path) -> None:
     )
     assert nats_options(settings) == {
         "user_credentials": str(creds),
-        "nkeys_seed": str(seed),
+        "nkeys_seed_str": "SUAAA",
         "user": "liq",
         "password": "pw",
     }
