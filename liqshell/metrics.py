@@ -152,6 +152,11 @@ class NullMetrics:
     def fenced_commit(self) -> None:
         """A commit was refused because its lease was stale: nothing was executed."""
 
+    def shadow_compared(self, differs: str | None) -> None:
+        """A shadow re-decided a live decision recorded in the store under its own
+        configuration; ``differs``: ``"state"``, ``"commands"`` or ``"step"`` where it
+        decided otherwise, ``None`` when it decided the same."""
+
     def poll_duration(self, seconds: float) -> None:
         """One poll took ``seconds``."""
 
@@ -242,6 +247,15 @@ class Metrics(NullMetrics):
         )
         self.fenced_commits = counter(
             "fenced_commits", "Commits refused because their lease was stale (nothing executed)"
+        )
+        self.shadow_comparisons = counter(
+            "shadow_comparisons",
+            "Live decisions from the store a shadow re-decided under its configuration",
+        )
+        self.shadow_differences = counter(
+            "shadow_differences",
+            "Live decisions a shadow decided otherwise (what: state, commands, step)",
+            ("what",),
         )
         self.poll_seconds = pc.Histogram(
             "poll_duration_seconds",
@@ -360,6 +374,11 @@ class Metrics(NullMetrics):
     def fenced_commit(self) -> None:
         self.fenced_commits.inc()
 
+    def shadow_compared(self, differs: str | None) -> None:
+        self.shadow_comparisons.inc()
+        if differs is not None:
+            self.shadow_differences.labels(what=differs).inc()
+
     def poll_duration(self, seconds: float) -> None:
         self.poll_seconds.observe(seconds)
 
@@ -400,6 +419,8 @@ METRIC_NAMES: tuple[str, ...] = (
     "liqshell_lease_renewals_total",
     "liqshell_lease_losses_total",
     "liqshell_fenced_commits_total",
+    "liqshell_shadow_comparisons_total",
+    "liqshell_shadow_differences_total",
     "liqshell_poll_duration_seconds",
     "liqshell_build_info",
     "liqshell_contracts_offered_total",

@@ -52,6 +52,7 @@ __all__ = [
     "CompletableRecorder",
     "Conflict",
     "Cursor",
+    "DecisionLog",
     "EventSink",
     "FeedItem",
     "Fenced",
@@ -550,6 +551,20 @@ class LeaseStore(Protocol):
 
     async def leave(self, member: str) -> None:
         """Declare ``member`` gone at once."""
+        ...
+
+
+class DecisionLog(Protocol):
+    """A store whose log can be followed: a shadow watcher reads the live decisions from it
+    and decides them again under its own configuration (:doc:`/shell`, "Shadow mode")."""
+
+    async def log_position(self) -> int:
+        """The position of the newest record in the log (0: none)."""
+        ...
+
+    async def decisions_after(self, position: int, *, limit: int) -> Sequence[tuple[int, Record]]:
+        """Up to ``limit`` decision records committed with a state after ``position``, with
+        their positions, oldest first."""
         ...
 
 

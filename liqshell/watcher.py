@@ -31,6 +31,7 @@ afresh for each running loop, so it can be driven from several loops in turn.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import logging
 import time
@@ -69,6 +70,7 @@ from liqcore import (
 from liqcore.changes import state_change
 from liqcore.machine import apply, next_wakeup, step, wallets_to_check
 from liqcore.reduce_only import is_liquidation_order
+from liqshell.analysis import redecide
 from liqshell.cluster import shard_of
 from liqshell.interpreter import Execution, Interpreter, OutcomeStatus, answers_of
 from liqshell.logs import command_request_id, fields, get_logger, state_phase
@@ -87,6 +89,7 @@ from liqshell.ports import (
     Clock,
     Conflict,
     Cursor,
+    DecisionLog,
     EventSink,
     FeedItem,
     Fenced,
@@ -114,6 +117,8 @@ __all__ = [
     "OUTCOME_COMMIT_ATTEMPTS",
     "QUARANTINE_BACKOFF_MS",
     "RECORD_MODES",
+    "SHADOW_DIFFERENCES_KEPT",
+    "ShadowDifference",
     "Watcher",
 ]
 
@@ -134,6 +139,30 @@ RECORD_MODES = ("changes", "all")
 after, nothing unfinished — is neither committed nor recorded one by one (nothing the next
 step depends on changed); each poll records one ``POLL`` summary instead. ``"all"``: every
 decision is committed and recorded (the full log, for audits)."""
+
+SHADOW_DIFFERENCES_KEPT = 1_000
+"""How many of its latest differences a shadow watcher keeps
+(:attr:`Watcher.shadow_differences`); all are counted and logged."""
+
+_SHADOW_PAGE = 1_000
+
+
+@attrs.frozen(kw_only=True)
+class ShadowDifference:
+    """A live decision recorded in the store that a shadow watcher, deciding it again under
+    its own configuration on the same inputs, decided otherwise: the decision's ``wallet``,
+    ``version`` and ``now``; ``what`` differs first (``state.<field>``, ``commands…``,
+    ``step`` when it raised) with the ``live`` and the ``shadow`` value as text, and
+    ``detail`` in words."""
+
+    wallet: str
+    version: int
+    now: int
+    what: str
+    live: str
+    shadow: str
+    detail: str
+
 
 _DEFAULT_CONFIG = Config()
 _log = get_logger("watcher")
@@ -319,6 +348,15 @@ class Watcher:
         self._cursor: Cursor | None = None
         self._cursor_stale = False
         self._shadow_applied: set[str] = set()
+        # A shadow follows the live decisions of a store that keeps a followable log.
+        self._follow = self._shadow and all(
+            callable(getattr(store, name, None)) for name in ("log_position", "decisions_after")
+        )
+        self._log_position: int | None = None
+        self._differences: collections.deque[ShadowDifference] = collections.deque(
+            maxlen=SHADOW_DIFFERENCES_KEPT
+        )
+        self._compared = 0
         self._stale: dict[str, bool] = {}  # wallet → reconcile its unfinished after reload
         self._quarantined: dict[str, _Quarantine] = {}
         self._wakeups: dict[str, int] = {}
@@ -345,6 +383,18 @@ class Watcher:
     def shadow(self) -> bool:
         """Whether this watcher runs in shadow mode (``config.enabled`` is false)."""
         return self._shadow
+
+    @property
+    def shadow_compared(self) -> int:
+        """How many live decisions this shadow watcher decided again (0 when not a shadow,
+        or its store keeps no log it can follow)."""
+        return self._compared
+
+    @property
+    def shadow_differences(self) -> tuple[ShadowDifference, ...]:
+        """The latest live decisions this shadow decided otherwise, oldest first (at most
+        :data:`SHADOW_DIFFERENCES_KEPT`)."""
+        return tuple(self._differences)
 
     @property
     def states(self) -> Mapping[str, AccountState]:
@@ -396,6 +446,8 @@ class Watcher:
                 )
                 return tally.report(len(self._quarantined))
             await self._step_wallets(wallets, tally)
+            if self._follow:
+                await self._compare_live()
             if self._compact:
                 self._metrics.healthy_noops(tally.noops)
                 await self._record(
@@ -895,6 +947,65 @@ class Watcher:
         self._counted_transition(stored.state, state)
         self._track(wallet)
         await self._record(record, committed=True)
+
+    # ---------------------------------------------------------------- shadow comparison
+
+    async def _compare_live(self) -> None:
+        """Decide again, under this shadow's configuration, every live decision committed
+        to the store since the last poll (from the log's end at the first poll): a
+        difference is counted, logged and kept. The shadow's own decisions are made on its
+        own observations and its own states, which part from the live ones once it decides
+        otherwise (it executes nothing), so it is the live decision's recorded inputs that
+        isolate what the configuration changes."""
+        log: DecisionLog = self._store  # type: ignore[assignment]
+        try:
+            if self._log_position is None:
+                self._log_position = await log.log_position()
+                return
+            while True:
+                page = await log.decisions_after(self._log_position, limit=_SHADOW_PAGE)
+                for position, record in page:
+                    self._log_position = position
+                    if record.executed:
+                        self._compare_one(record)
+                if len(page) < _SHADOW_PAGE:
+                    return
+        except Exception as error:
+            _log.warning(
+                "shadow: reading the live decisions from the store failed: %r",
+                error,
+                extra=fields(),
+            )
+
+    def _compare_one(self, record: Record) -> None:
+        mismatch = redecide(record, self._config)
+        self._compared += 1
+        if mismatch is None:
+            self._metrics.shadow_compared(None)
+            return
+        what = mismatch.field.split(".", 1)[0].split("[", 1)[0]
+        self._metrics.shadow_compared(what if what in ("state", "commands") else "step")
+        difference = ShadowDifference(
+            wallet=record.wallet,
+            version=record.version,
+            now=record.now,
+            what=mismatch.field,
+            live=mismatch.recorded,
+            shadow=mismatch.replayed,
+            detail=mismatch.what,
+        )
+        self._differences.append(difference)
+        _log.warning(
+            "shadow: wallet %s version %d decided otherwise than live: %s",
+            record.wallet,
+            record.version,
+            mismatch.what,
+            extra=fields(
+                wallet=record.wallet,
+                phase=state_phase(record.previous),
+                version=record.version,
+            ),
+        )
 
     async def _load_one(self, wallet: str) -> Stored | None:
         """The wallet's stored entry; a store without ``load_one`` is loaded whole."""

@@ -243,6 +243,11 @@ class _Queries:
         self.records = q(
             "SELECT seq, kind, body_json FROM {schema}.records WHERE seq > %s ORDER BY seq LIMIT %s"
         )
+        self.log_position = q("SELECT coalesce(max(seq), 0) FROM {schema}.records")
+        self.decisions_after = q(
+            "SELECT seq, body_json FROM {schema}.records WHERE seq > %s AND kind = 'decision' "
+            "AND version > 0 ORDER BY seq LIMIT %s"
+        )
         self.first_record = q(
             "SELECT seq FROM {schema}.records WHERE kind <> 'header' ORDER BY seq LIMIT 1"
         )
@@ -929,6 +934,25 @@ class PostgresStore(AsyncClosing):
             )
 
     # ------------------------------------------------------------------ reading the log
+
+    async def log_position(self) -> int:
+        """The ``seq`` of the newest record (0: an empty log)."""
+        async with self._connection("log_position") as conn:
+            row = await (await conn.execute(self._q.log_position)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    async def decisions_after(self, position: int, *, limit: int) -> Sequence[tuple[int, Record]]:
+        """Up to ``limit`` decisions committed with a state after ``seq`` ``position``,
+        oldest first, with their ``seq`` (:class:`~liqshell.ports.DecisionLog`: a shadow
+        follows the live decisions). A decision whose transaction took its ``seq`` before
+        and committed after a later one was read is not seen (a shadow compares it not)."""
+        if type(position) is not int or position < 0:
+            raise ValueError(f"position must be an int >= 0, was {position!r}")
+        if type(limit) is not int or limit < 1:
+            raise ValueError(f"limit must be an int >= 1, was {limit!r}")
+        async with self._connection("decisions_after") as conn:
+            rows = await (await conn.execute(self._q.decisions_after, (position, limit))).fetchall()
+        return [(int(seq), record_from_json(body)) for seq, body in rows]
 
     async def records(self, *, wallet: str | None = None) -> AsyncIterator[Record]:
         """The log in ``seq`` order (only ``wallet``'s if given), read page by page."""

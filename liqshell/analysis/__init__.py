@@ -83,6 +83,7 @@ __all__ = [
     "from_entries",
     "is_dsn",
     "load",
+    "redecide",
     "render_report",
     "render_story",
     "replay",
@@ -567,6 +568,16 @@ def _config_notes(recording: Recording, config: Config | None) -> tuple[str, ...
             )
             notes.append(f"{where}: the config given differs from the recorded one: {shown}")
     return tuple(notes)
+
+
+def redecide(record: Record, config: Config) -> Mismatch | None:
+    """Decide the recorded decision ``record`` again under ``config``: ``None`` when
+    ``step`` returns the recorded state and commands, else what differs (``field``:
+    ``state.…``, ``commands…``; ``health`` for a record without one; ``step`` when it
+    raised). A shadow watcher compares each live decision it reads from the store with
+    it (``docs/shell.md``, "Shadow mode")."""
+    result = _replay_one(0, record, config)
+    return result if isinstance(result, Mismatch) else result[1]
 
 
 def _replay_one(
