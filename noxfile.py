@@ -125,6 +125,16 @@ def bench_watcher(session: nox.Session) -> None:
     session.run("python", "-m", "bench.watcher", *session.posargs)
 
 
+@nox.session(name="bench-cluster")
+def bench_cluster(session: nox.Session) -> None:
+    """Many instances on one PostgreSQL store: accounts swept per second by 1, 2 and 3
+    instance processes and the failover time over ≥ 20 SIGKILLs, fenced commits and
+    duplicate sends: writes docs/benchmarks/cluster.md. The PostgreSQL server comes from the
+    tests' services module (the tests extra)."""
+    session.install(".[bench,tests]")
+    session.run("python", "-m", "bench.cluster", *session.posargs)
+
+
 @nox.session(name="bench-replay")
 def bench_replay(session: nox.Session) -> None:
     """Replay throughput on ≥ 100k records, one core and a 2-worker Dask LocalCluster:
