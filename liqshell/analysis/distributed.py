@@ -190,7 +190,11 @@ def replay_store_on(client: Any, path: str, config: Config | None, *, keep: bool
 
     headers, positions, parts = raw_partitions(path, 4 * _workers(client))
     # Straight to the workers (scatter), not through the scheduler inside the task graph.
-    shipped = client.scatter(parts)
+    # hash=False: scattered data is keyed by its hash by default, so replaying the same store
+    # twice scatters under the same keys while the scheduler may still be releasing the first
+    # call's — and the second call's tasks are then cancelled for "lost dependencies" (seen
+    # once under load). Fresh keys each call cannot meet a release in flight.
+    shipped = client.scatter(parts, hash=False)
     futures = client.map(_replay_raw_part, shipped, config=config, keep=keep, pure=False)
     results = client.gather(futures)
     decisions = sorted((d for part, _ in results for d in part), key=lambda d: d.index)
@@ -263,6 +267,6 @@ def sweep_on(
 ) -> list[tuple[dict[str, object], Any]]:
     """:func:`~liqshell.analysis.sweep` on ``client``'s workers: one task per point, the
     recording sent to each worker once."""
-    shared = client.scatter(recording, broadcast=True)
+    shared = client.scatter(recording, broadcast=True, hash=False)  # fresh keys: see above
     futures = [client.submit(_sweep_point, shared, config, point, pure=False) for point in points]
     return list(zip(points, client.gather(futures), strict=True))
