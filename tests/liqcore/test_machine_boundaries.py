@@ -28,7 +28,7 @@ from liqcore.instruments import option_symbol
 from liqcore.machine import request_id, step
 from liqcore.margin.base import MarginFacts
 from liqcore.numbers import MIN_SIZE
-from liqcore.state import AccountState, Healthy, Phase, PreLiquidation
+from liqcore.state import AccountState, Healthy, InLiquidation, Phase, PreLiquidation
 from liqcore.targets import partial_bonus_bps, target_equity_from_mm
 
 PortfolioOf: Callable[..., Portfolio] = Portfolio
@@ -426,3 +426,182 @@ def test_margin_model_mismatch_message_gives_both_views_by_value() -> None:
         "the margin model values the portfolio at equity 0.0000001, mm_required 290.5; "
         "Health says 100, 300 (tolerance 3)"
     ]
+
+
+# --- the full run of machine.py (issue 9): messages, dust at MIN_SIZE, a stale request -------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("", W, 1, 0), r"^request_id kind must be a non-empty str, was ''$"),
+        (("stop", "", 1, 0), r"^request_id wallet must be a non-empty str, was ''$"),
+        (("stop", W, True, 0), r"^request_id now and key must be ints, were True and 0$"),
+        (("stop", W, 1, 1.0), r"^request_id now and key must be ints, were 1 and 1\.0$"),
+    ],
+)
+def test_request_id_refusals_name_the_argument_and_its_value(
+    args: tuple[object, ...], message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        request_id(*args)  # type: ignore[arg-type]
+
+
+def test_reprice_without_snapshot_says_so() -> None:
+    _, commands = step(account(pre()), health(no_snapshot=True), [], 10_000, CONFIG)
+    assert [c.message for c in of(Alert, commands)] == ["planning failed: no portfolio snapshot"]
+
+
+def test_unpriced_symbols_are_listed_sorted_one_by_one() -> None:
+    """Two shorts without any price: one PLANNING_FAILED naming both, sorted, each as
+    ``symbol: why`` and separated by ``; ``."""
+    put, other_put = "BTC-20261231-90000-P", "BTC-20261231-80000-P"
+    book = PortfolioOf(
+        cash=Decimal(500),
+        positions={
+            symbol: Position(symbol=symbol, amount=Decimal(-2), entry_price=Decimal(0))
+            for symbol in (put, other_put)
+        }
+        | {CALL: Position(symbol=CALL, amount=Decimal(-4), entry_price=Decimal(100))},
+        spot={"BTC": Decimal(105_000)},
+    )
+    _, commands = step(account(pre()), health(mm="20000", snapshot=book), [], 10_000, CONFIG)
+    (failed,) = [c.message for c in of(Alert, commands) if c.code is AlertCode.PLANNING_FAILED]
+    prefix = "left out, no usable price: "
+    assert failed.startswith(prefix)
+    parts = failed.removeprefix(prefix).split("; ")
+    assert [part.split(": ", 1)[0] for part in parts] == [other_put, put]
+    assert all(part.split(": ", 1)[1] for part in parts)
+    assert [s.symbol for s in of(SubmitOrder, commands)] == [CALL]
+
+
+def test_no_helpful_close_names_the_relief_needed() -> None:
+    """Buffer 0: the relief is mm − equity = 200, written by value."""
+    model = FrozenModel(MarginFacts(equity=Decimal(100), mm_required=Decimal(300)))
+    config = attrs.evolve(CONFIG, partial_target_buffer_bps=0, standard_margin=model)
+    _, commands = step(account(pre()), health(equity="100.00"), [], 10_000, config)
+    assert [c.message for c in of(Alert, commands)] == [
+        "no close improves the account; 200 of margin relief is needed"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("amount", "cancelled"),
+    [("-0.00000001", True), ("-0.00000002", False)],
+    ids=["short-of-min-size-is-dust", "short-above-min-size"],
+)
+def test_user_buy_against_a_short_of_exactly_min_size_opens_a_position(
+    amount: str, cancelled: bool
+) -> None:
+    """|amount| = MIN_SIZE is dust (SPEC §6: ≤ MIN_SIZE is ignored): a BUY of that size
+    opens a position and is cancelled; one unit more is a short the BUY reduces, kept
+    (kills ``>= MIN_SIZE`` in the walk's positions)."""
+    assert Decimal("0.00000001") == MIN_SIZE
+    dust = "BTC-20261231-120000-C"
+    book = PortfolioOf(
+        cash=Decimal(500),
+        positions={
+            CALL: Position(symbol=CALL, amount=Decimal(-4), entry_price=Decimal(100)),
+            dust: Position(symbol=dust, amount=Decimal(amount), entry_price=Decimal(100)),
+        },
+        spot={"BTC": Decimal(105_000)},
+    )
+    size = Decimal(amount).copy_abs()
+    buy = OpenOrder(
+        order_id=7,
+        symbol=dust,
+        side=Side.BUY,
+        price=Decimal(100),
+        original_size=size,
+        remaining_size=size,
+        client_id="user-1",
+        created_at=1,
+    )
+    _, commands = step(
+        account(pre(last_reprice_at=1_000)), health(snapshot=book), [buy], 2_000, CONFIG
+    )
+    assert [c.order_id for c in of(CancelOrder, commands)] == ([7] if cancelled else [])
+
+
+def test_stale_request_is_cleared_whole_even_a_receipt_without_auction_id() -> None:
+    """A stale unconfirmed request leaves no pending field behind: the validators admit a
+    hash and a margin without an auction id (a state restored from a store), and they go
+    with the request."""
+    phase = pre(
+        escalation_deadline=10_000_000,
+        pending_full_request_id="r0",
+        pending_full_requested_at=1_000,
+        pending_full_tx_hash="0xabc",
+        pending_full_margin_needed=Decimal(5),
+    )
+    new, commands = step(account(phase), health(), [], 61_001, CONFIG)
+    assert not of(StartAuction, commands)
+    got = phase_of(new)
+    assert (
+        got.pending_full_auction_id,
+        got.pending_full_request_id,
+        got.pending_full_requested_at,
+        got.pending_full_tx_hash,
+        got.pending_full_margin_needed,
+    ) == (None, None, None, None, None)
+
+
+def test_publishes_carry_the_mode_left() -> None:
+    """``previous_mode`` is the mode of the phase left: "partial" on a recovery from
+    PreLiquidation, "full" on a stop in InLiquidation."""
+    recovered = HealthOf(
+        wallet=W,
+        margin_mode=MarginMode.STANDARD,
+        equity=Decimal(500),
+        mm_required=Decimal(100),
+        is_liquidatable=False,
+        portfolio=portfolio(),
+        quotes=QUOTES,
+    )
+    _, commands = step(account(pre()), recovered, [], 10_000, CONFIG)
+    (recovery,) = of(PublishStateChange, commands)
+    assert (recovery.change.previous_mode, recovery.change.mode) == ("partial", None)
+    running = InLiquidation(auction_id="A1", entered_at=0, chain_start_time=5)
+    _, commands = step(account(running), recovered, [], 10_000, CONFIG)
+    (stop,) = of(PublishStateChange, commands)
+    assert (stop.change.previous_mode, stop.change.mode) == ("full", "full")
+
+
+@attrs.frozen(kw_only=True)
+class LooseWalletState(AccountState):
+    """An AccountState subclass that re-declares wallet without its validator."""
+
+    wallet: str = attrs.field()
+
+
+@attrs.frozen(kw_only=True)
+class LooseWalletHealth(Health):
+    """A Health subclass that re-declares wallet without its validator."""
+
+    wallet: str = attrs.field()
+
+
+def test_step_cancels_for_a_health_subclass_are_validated() -> None:
+    """The cancels of a Health subclass take the validated path even for exact orders: the
+    empty wallet it let through is refused when the cancel's id is made, before the new
+    AccountState is (not due to reprice: no submit's id is made; kills ``type(health) is not
+    Health``)."""
+    state = LooseWalletState(
+        wallet="",
+        margin_mode=MarginMode.STANDARD,
+        phase=pre(last_reprice_at=28_000),
+        equity=Decimal(100),
+        mm_required=Decimal(300),
+        updated_at=0,
+    )
+    loose = LooseWalletHealth(
+        wallet="",
+        margin_mode=MarginMode.STANDARD,
+        equity=Decimal(100),
+        mm_required=Decimal(300),
+        is_liquidatable=True,
+        portfolio=portfolio(),
+        quotes=QUOTES,
+    )
+    with pytest.raises(InvalidInput, match=r"^request_id wallet must be a non-empty str"):
+        step(state, loose, [_selling(OpenOrder, 7)], 30_000, CONFIG)
