@@ -1,10 +1,12 @@
 """``[nats]`` security settings against a real nats-server: mutual TLS (``tls_ca``,
-``tls_cert``, ``tls_key``) and an nkey user (``nkey_seed``), each shown to connect and
+``tls_cert``, ``tls_key``), an nkey user (``nkey_seed``) and a credentials file
+(``credentials``: a user JWT and seed, the server in operator mode), each shown to connect and
 carry a request/reply round trip, and each refused with a clear error when it is missing or
 wrong."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -15,10 +17,12 @@ from liqcore import MarginMode
 from liqshell.adapters import ServiceUnavailable
 from liqshell.adapters.nats import NatsConnector
 from liqshell.adapters.nats_exchange import NatsExchange, serve_exchange
+from liqshell.cli import main
 from liqshell.ports import MarginReport
 from liqshell.settings import Settings, nats_options, parse_settings
 from liqshell.testing import FakeExchange
 from tests.liqshell.certs import Certificates, make_certificates
+from tests.liqshell.nats_jwts import Operator, account_claims, creds_file, key, user_claims
 from tests.liqshell.services import NatsServer, start_nats
 
 pytestmark = pytest.mark.services
@@ -167,3 +171,109 @@ async def test_nkey_seed_authenticates_an_nkey_user(tmp_path: Path) -> None:
                     await connector.client()
     finally:
         server.remove()
+
+
+# ----------------------------------------------------------------- credentials file (JWT)
+
+
+@pytest.fixture(scope="module")
+def operator_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NatsServer, Path]]:
+    """A nats-server in operator mode (decentralized JWT auth: it trusts the operator and
+    resolves the one account it signed from memory), and a directory of ``.creds`` files:
+    ``good.creds`` (a user the account signed, with its seed), ``stranger.creds`` (a user
+    signed by an account the operator never signed), ``wrong-seed.creds`` (the good user's
+    JWT with another user's seed)."""
+    import nkeys
+
+    directory = tmp_path_factory.mktemp("operator")
+    operator = key(nkeys.PREFIX_BYTE_OPERATOR, bytes(range(32)))
+    account = key(nkeys.PREFIX_BYTE_ACCOUNT, bytes(range(1, 33)))
+    stranger_account = key(nkeys.PREFIX_BYTE_ACCOUNT, bytes(range(3, 35)))
+    user = key(nkeys.PREFIX_BYTE_USER, bytes(range(2, 34)))
+    other_user = key(nkeys.PREFIX_BYTE_USER, bytes(range(4, 36)))
+    account_jwt = operator.sign_jwt(account.public, "liqshell", account_claims())
+    user_jwt = account.sign_jwt(user.public, "watcher", user_claims())
+    creds_file(directory / "good.creds", user_jwt, user.seed)
+    creds_file(
+        directory / "stranger.creds",
+        stranger_account.sign_jwt(other_user.public, "stranger", user_claims()),
+        other_user.seed,
+    )
+    creds_file(directory / "wrong-seed.creds", user_jwt, other_user.seed)
+    system = key(nkeys.PREFIX_BYTE_ACCOUNT, bytes(range(5, 37)))
+    config = Operator(operator, system, ((account, account_jwt),)).server_config(directory)
+    server = start_nats(["-c", str(config)])
+    try:
+        yield server, directory
+    finally:
+        server.remove()
+
+
+def _secrets_of(creds: Path) -> list[str]:
+    """The JWT, its signature and the seed in a ``.creds`` file: none may be shown."""
+    lines = [line.strip() for line in creds.read_text().splitlines()]
+    jwt = lines[lines.index("-----BEGIN NATS USER JWT-----") + 1]
+    seed = lines[lines.index("-----BEGIN USER NKEY SEED-----") + 1]
+    return [jwt, jwt.rsplit(".", 1)[1], seed]
+
+
+async def test_credentials_file_logs_in_to_an_operator_mode_server(
+    operator_server: tuple[NatsServer, Path],
+) -> None:
+    """``credentials`` naming a ``.creds`` file (user JWT signed by the account the server's
+    operator signed, and the user's nkey seed; given through the environment as a deployment
+    would) connects and carries the wire protocol's round trip."""
+    server, directory = operator_server
+    settings = parse_settings(
+        {"nats": {"servers": [server.url]}},
+        environ={"LIQSHELL_NATS__CREDENTIALS": str(directory / "good.creds")},
+    )
+    await _round_trip(settings, settings)
+
+
+@pytest.mark.parametrize("creds", ["stranger.creds", "wrong-seed.creds", None])
+async def test_wrong_credentials_file_is_refused_in_one_line_without_the_secret(
+    operator_server: tuple[NatsServer, Path], creds: str | None
+) -> None:
+    """A user of an account the operator did not sign, the right JWT with another seed, or
+    no credentials at all: refused with one line that says the server refused the
+    credentials and names ``[nats] credentials``; neither the JWT nor the seed is in it."""
+    server, directory = operator_server
+    nats = {"credentials": str(directory / creds)} if creds else {}
+    settings = parse_settings({"nats": {"servers": [server.url], **nats}})
+    with pytest.raises(ServiceUnavailable) as raised:
+        async with _connector(settings) as connector:
+            await connector.client()
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(f"cannot connect to NATS at {server.url}: ")
+    assert re.search(r"[Aa]uthorization [Vv]iolation", message), message
+    assert "the server refused the credentials: check [nats] credentials" in message
+    for secret in _secrets_of(directory / (creds or "good.creds")):
+        assert secret not in message
+
+
+def test_run_with_a_wrong_credentials_file_fails_in_one_line(
+    operator_server: tuple[NatsServer, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``liqshell run`` whose ``[nats] credentials`` the server refuses exits 1 with one line
+    on stderr naming the cause, nothing on stdout and no secret of the file anywhere."""
+    server, directory = operator_server
+    creds = directory / "wrong-seed.creds"
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f'[store]\nkind = "sqlite"\npath = "{tmp_path / "s.sqlite"}"\n'
+        f'[nats]\nservers = ["{server.url}"]\ncredentials = "{creds}"\n'
+        'connect_timeout_ms = 1500\n[exchange]\nsource = "nats"\n[metrics]\nenabled = false\n'
+    )
+    assert main(["run", "--config", str(config)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("liqshell: error: service unavailable: cannot connect to NATS")
+    assert "[nats] credentials" in lines[0]
+    for secret in _secrets_of(creds):
+        assert secret not in err
