@@ -30,7 +30,7 @@ import attrs
 from liqcore import Config, __version__
 from liqcore.errors import LiqcoreError
 from liqshell.adapters import ForeignFile, ServiceUnavailable
-from liqshell.logs import JsonFormatter
+from liqshell.logs import JsonFormatter, fields
 from liqshell.redaction import RedactingFormatter, redact
 from liqshell.settings import Settings, SettingsError, load_settings
 
@@ -46,6 +46,7 @@ EXIT_USAGE = 2
 """Bad arguments, configuration or paths."""
 
 _log = logging.getLogger("liqshell.cli")
+"""At debug, what a command read (the read-only commands log nothing else)."""
 
 
 class CliError(Exception):
@@ -430,8 +431,13 @@ def _check_config(args: argparse.Namespace) -> int:
     from liqshell.settings import nats_options, redacted_settings, resolve_exchange
 
     settings = load_settings(args.file)
-    resolve_exchange(settings)  # imported and checked, never called
+    factory = resolve_exchange(settings)  # imported and checked, never called
     nats_options(settings)  # credential and TLS files readable, certificates load
+    _log.debug(
+        "%s: settings read; exchange %s checked without calling it",
+        args.file,
+        settings.exchange.source if factory is None else f"factory {factory!r}",
+    )
     print(f"{args.file}: ok ({describe(settings)})")
     print("# the effective configuration: file, LIQSHELL_* environment and defaults")
     print(redacted_settings(settings), end="")
@@ -475,9 +481,19 @@ def _load(text: str) -> Recording:
     if not is_dsn(text):
         _recording_path(text)
     try:
-        return load(text)
+        recording = load(text)
     except RecordingError as error:
         raise CliError(str(error)) from None
+    _log.debug(
+        "read %s: %d records of %d wallets, %d headers%s",
+        redact(text),
+        len(recording.records),
+        len(recording.wallets),
+        len(recording.headers),
+        f", {recording.pruned.records} pruned" if recording.pruned.records else "",
+        extra=fields(records=len(recording.records)),
+    )
+    return recording
 
 
 def _first_line(error: BaseException) -> str:

@@ -29,6 +29,7 @@ it is unknown, or when a publish failed (it is published again after a restart).
 
 from __future__ import annotations
 
+import contextvars
 import enum
 from collections.abc import Awaitable, Sequence
 from typing import TypeVar, assert_never
@@ -139,17 +140,30 @@ class Interpreter:
         self._config = config
         self._metrics: NullMetrics = metrics_from(metrics)
 
-    async def execute(self, commands: Sequence[Command], *, version: int) -> Execution:
-        """Execute ``commands`` in order (the decision committed as ``version``)."""
+    async def execute(
+        self, commands: Sequence[Command], *, version: int, phase: str | None = None
+    ) -> Execution:
+        """Execute ``commands`` in order (the decision committed as ``version``, which left
+        the wallet in ``phase``: both go into the log records)."""
         outcomes = [
-            await self.interpret(command, version=version, index=index)
+            await self.interpret(command, version=version, index=index, phase=phase)
             for index, command in enumerate(commands)
         ]
         return Execution(outcomes=tuple(outcomes))
 
-    async def interpret(self, command: Command, *, version: int, index: int) -> Outcome:
+    async def interpret(
+        self, command: Command, *, version: int, index: int, phase: str | None = None
+    ) -> Outcome:
         """Execute one command: the ``index``-th of the decision committed as ``version``
-        (together with the wallet, the publish key)."""
+        (together with the wallet, the publish key); its log records carry ``version`` and
+        the wallet's ``phase``."""
+        token = _decision.set((phase, version))
+        try:
+            return await self._interpret(command, version=version, index=index)
+        finally:
+            _decision.reset(token)
+
+    async def _interpret(self, command: Command, *, version: int, index: int) -> Outcome:
         try:
             match command:
                 case CancelOrder():
@@ -173,7 +187,7 @@ class Interpreter:
             _log.exception(
                 "unexpected error executing %s; its outcome is unknown",
                 type(command).__name__,
-                extra=fields(wallet=_wallet(command), request_id=command_request_id(command)),
+                extra=_fields(wallet=_wallet(command), request_id=command_request_id(command)),
             )
             return self._unknown(command, index, f"{type(error).__name__}: {error}")
 
@@ -205,7 +219,7 @@ class Interpreter:
                 command.symbol,
                 command.price,
                 command.client_id,
-                extra=fields(wallet=command.wallet, request_id=command.request_id),
+                extra=_fields(wallet=command.wallet, request_id=command.request_id),
             )
             return Outcome(
                 index=index, command=command, status=OutcomeStatus.CONFIRMED, answer=answer
@@ -290,7 +304,7 @@ class Interpreter:
             "wallet %s: full auction %s requested",
             command.wallet,
             receipt.auction_id,
-            extra=fields(wallet=command.wallet, request_id=command.request_id),
+            extra=_fields(wallet=command.wallet, request_id=command.request_id),
         )
         return Outcome(
             index=index, command=command, status=OutcomeStatus.CONFIRMED, events=(requested,)
@@ -311,7 +325,7 @@ class Interpreter:
             "wallet %s: auction %s stop requested",
             command.wallet,
             command.auction_id,
-            extra=fields(wallet=command.wallet, request_id=command.request_id),
+            extra=_fields(wallet=command.wallet, request_id=command.request_id),
         )
         return Outcome(index=index, command=command, status=OutcomeStatus.CONFIRMED)
 
@@ -331,7 +345,7 @@ class Interpreter:
                 change.new_phase,
                 key,
                 error,
-                extra=fields(wallet=change.wallet, phase=change.new_phase, key=key),
+                extra=_fields(wallet=change.wallet, phase=change.new_phase, key=key),
             )
             return Outcome(
                 index=index, command=command, status=status, unfinished=True, detail=str(error)
@@ -346,7 +360,7 @@ class Interpreter:
             command.wallet,
             command.code.value,
             command.message,
-            extra=fields(wallet=command.wallet, code=command.code.value),
+            extra=_fields(wallet=command.wallet, code=command.code.value),
         )
         return Outcome(index=index, command=command, status=OutcomeStatus.CONFIRMED)
 
@@ -373,7 +387,7 @@ class Interpreter:
             _wallet(command),
             type(command).__name__,
             detail,
-            extra=fields(wallet=_wallet(command), request_id=command_request_id(command)),
+            extra=_fields(wallet=_wallet(command), request_id=command_request_id(command)),
         )
         return Outcome(
             index=index,
@@ -394,8 +408,23 @@ class Interpreter:
             command.wallet,
             what,
             why,
-            extra=fields(wallet=command.wallet, request_id=command.request_id),
+            extra=_fields(wallet=command.wallet, request_id=command.request_id),
         )
+
+
+_decision: contextvars.ContextVar[tuple[str | None, int | None]] = contextvars.ContextVar(
+    "liqshell_interpreter_decision", default=(None, None)
+)
+"""The phase and version of the decision whose command is being interpreted (a context
+variable: the watcher interprets several wallets' commands at once, each in its own task)."""
+
+
+def _fields(**given: object) -> dict[str, object]:
+    """:func:`~liqshell.logs.fields` with the decision's phase and version unless given."""
+    phase, version = _decision.get()
+    given.setdefault("phase", phase)
+    given.setdefault("version", version)
+    return fields(**given)  # type: ignore[arg-type]
 
 
 def _wallet(command: Command) -> str:

@@ -39,9 +39,10 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per record, on one line: ``time`` (UTC, ISO 8601 with milliseconds),
     ``level``, ``logger``, ``message``, ``wallet``, ``phase``, ``request_id`` (``null`` when
     the record has none), ``version`` (the library's), then the record's other structured
-    fields (``code``, ``cursor``, ``event_id``, ``key``, …) and ``exception`` (the traceback)
-    if any. Every text goes through :func:`~liqshell.redaction.redact`; a value JSON cannot
-    hold is written as its ``repr``."""
+    fields (``state_version``: the account state's version, given as ``version`` in
+    ``extra``; ``code``, ``cursor``, ``event_id``, ``key``, …) and ``exception`` (the
+    traceback) if any. Every text goes through :func:`~liqshell.redaction.redact`; a value
+    JSON cannot hold is written as its ``repr``."""
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as one line of JSON."""
@@ -57,7 +58,9 @@ class JsonFormatter(logging.Formatter):
             "version": __version__,
         }
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and key not in data and not key.startswith("_"):
+            if key == "version":  # the extra's: the account state's, not the library's
+                data["state_version"] = value
+            elif key not in _STANDARD and key not in data and not key.startswith("_"):
                 data[key] = value
         if record.exc_info:
             data["exception"] = redact(self.formatException(record.exc_info))

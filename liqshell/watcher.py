@@ -889,7 +889,7 @@ class Watcher:
                     remaining.append(entry)  # shadow mode: published by nobody
                 continue
             outcome = await self._interpreter.interpret(
-                command, version=entry.version, index=entry.index
+                command, version=entry.version, index=entry.index, phase=state_phase(state)
             )
             for event in outcome.events:
                 state = apply(state, event, now)
@@ -1324,7 +1324,9 @@ class Watcher:
         if not commands:
             return False
 
-        execution = await self._interpreter.execute(commands, version=version)
+        execution = await self._interpreter.execute(
+            commands, version=version, phase=state_phase(state)
+        )
         self._count_business(health, execution)
         after = state
         for event in execution.events:
