@@ -116,6 +116,10 @@ class NullMetrics:
     def feed_item(self, result: str) -> None:
         """A feed item by result: ``applied``, ``unchanged``, ``duplicate``, ``unknown_wallet``."""
 
+    def feed_refused(self, reason: str) -> None:
+        """A chain-feed message not taken: ``dropped`` (the buffer was full), ``rejected``
+        (the verify hook refused it) or ``skipped`` (too large, unreadable, an over-long id)."""
+
     def unfinished(self, count: int) -> None:
         """``count`` unfinished commands were reported at start-up."""
 
@@ -214,6 +218,11 @@ class Metrics(NullMetrics):
             "commit_failures", "Commits that failed, by record kind", ("kind",)
         )
         self.feed_items = counter("feed_items", "Feed items by result", ("result",))
+        self.feed_refusals = counter(
+            "feed_refused",
+            "Chain-feed messages not taken: dropped (buffer full), rejected (verify), skipped",
+            ("reason",),
+        )
         self.unfinished_commands = counter(
             "unfinished_commands", "Unfinished commands reported at start-up"
         )
@@ -338,6 +347,9 @@ class Metrics(NullMetrics):
     def feed_item(self, result: str) -> None:
         self.feed_items.labels(result=result).inc()
 
+    def feed_refused(self, reason: str) -> None:
+        self.feed_refusals.labels(reason=reason).inc()
+
     def unfinished(self, count: int) -> None:
         self.unfinished_commands.inc(count)
 
@@ -407,6 +419,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "liqshell_conflicts_total",
     "liqshell_commit_failures_total",
     "liqshell_feed_items_total",
+    "liqshell_feed_refused_total",
     "liqshell_unfinished_commands_total",
     "liqshell_quarantined_wallets",
     "liqshell_quarantine_releases_total",

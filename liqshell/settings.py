@@ -1198,6 +1198,11 @@ async def _compose(
     source = settings.exchange.source
     assert source is not None  # _validate
     background: list[Coroutine[object, object, None]] = []
+    registry = None  # the watcher's and the feed's metrics; served below
+    if settings.metrics.enabled:
+        from prometheus_client import CollectorRegistry
+
+        registry = CollectorRegistry()
     exchange: Any
     worlds: WorldStore | None = None
     clock: Clock
@@ -1286,6 +1291,7 @@ async def _compose(
             verify=None if chain_key_value is None else nats_adapters.hmac_verifier(
                 chain_key_value
             ),
+            metrics=registry,
         )  # fmt: skip
         if source == "sim":
             # The simulated exchange answers on NATS, as the real one would.
@@ -1312,10 +1318,9 @@ async def _compose(
         sink = changes if nats_settings is None else sink
 
     metrics: object = None
-    if settings.metrics.enabled:
-        from prometheus_client import CollectorRegistry, start_http_server
+    if registry is not None:
+        from prometheus_client import start_http_server
 
-        registry = CollectorRegistry()
         host, port = settings.metrics.host, settings.metrics.port
         try:
             server, thread = start_http_server(port, addr=host, registry=registry)

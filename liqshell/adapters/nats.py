@@ -82,7 +82,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import attrs
 import nats
@@ -104,6 +104,7 @@ from liqcore import (
 )
 from liqcore.errors import InvalidInput
 from liqshell.adapters import AsyncClosing, ServiceUnavailable
+from liqshell.metrics import metrics_from
 from liqshell.ports import (
     AnswerStatus,
     AuctionReceipt,
@@ -786,7 +787,9 @@ class NatsAuctionFeed:
     (:func:`hmac_verifier`);
     without a stream at most ``max_pending`` items are kept. ``skipped`` counts bodies that
     could not be read or were too large, ``rejected`` events ``verify`` refused, ``dropped``
-    messages that found the buffer full.
+    messages that found the buffer full; each is also counted in ``metrics`` (a
+    :class:`~liqshell.metrics.Metrics` or a registry: ``liqshell_feed_refused_total`` by
+    ``reason``).
     """
 
     def __init__(
@@ -799,6 +802,7 @@ class NatsAuctionFeed:
         timeout_ms: int = 5_000,
         max_pending: int = MAX_PENDING,
         verify: Verify | None = None,
+        metrics: object = None,
     ) -> None:
         if type(batch) is not int or batch < 1:
             raise ValueError(f"batch must be an int >= 1, was {batch!r}")
@@ -814,6 +818,10 @@ class NatsAuctionFeed:
         self.skipped = 0
         self.rejected = 0
         self.dropped = 0
+        self._metrics = metrics_from(metrics)
+        self._refused_at: set[int] = set()
+        """Stream sequences after the caller's cursor already refused (a stream is read again
+        from the cursor at every call: a refused message is counted and logged once)."""
         self._buffer: list[FeedItem] = []
         self._subscribed: Client | None = None
         self._last = 0
@@ -829,32 +837,54 @@ class NatsAuctionFeed:
     def _item(self, data: bytes, headers: Mapping[str, str] | None, cursor: int) -> FeedItem | None:
         """The message as a feed item, or ``None`` (logged, counted) when it is too large,
         unreadable, has an over-long id, or ``verify`` refuses it."""
+        if cursor in self._refused_at:
+            return None  # refused at an earlier read of the stream
+        item = self._checked(data, headers, cursor)
+        if item is None and self.stream is not None:
+            self._refused_at.add(cursor)
+        return item
+
+    def _checked(
+        self, data: bytes, headers: Mapping[str, str] | None, cursor: int
+    ) -> FeedItem | None:
         where = f"chain event at {cursor} on {self.subject}"
         if len(data) > MAX_CHAIN_EVENT_BYTES:
-            self.skipped += 1
+            self._refused("skipped")
             log.error("skipping %s: %d bytes (at most %d)", where, len(data), MAX_CHAIN_EVENT_BYTES)
             return None
         try:
             body = codec.from_json(data, ChainEvent)
         except (InvalidInput, RecursionError) as error:
-            self.skipped += 1
+            self._refused("skipped")
             log.error("skipping unreadable %s: %s", where, error)
             return None
         problem = _oversized(body)
         if problem is not None:
-            self.skipped += 1
+            self._refused("skipped")
             log.error("skipping %s: %s", where, problem)
             return None
         if self.verify is not None and not self.verify(body, dict(headers or {}), data):
-            self.rejected += 1
+            self._refused("rejected")
             log.error("rejecting %s (%s for %s): not verified", where, body.event_id, body.wallet)
             return None
         return FeedItem(cursor=cursor, event_id=body.event_id, wallet=body.wallet, event=body.event)
+
+    def _refused(self, reason: Literal["skipped", "rejected", "dropped"]) -> None:
+        """Count a message not taken: in the attribute named ``reason`` and the metric."""
+        if reason == "skipped":
+            self.skipped += 1
+        elif reason == "rejected":
+            self.rejected += 1
+        else:
+            self.dropped += 1
+        self._metrics.feed_refused(reason)
 
     # ---- JetStream: replay the stream through a short-lived consumer
 
     async def _replayed(self, after: int | None) -> AsyncIterator[FeedItem]:
         assert self.stream is not None
+        if after is not None:  # never read again: forget them
+            self._refused_at = {cursor for cursor in self._refused_at if cursor > after}
         try:
             client = await self.connector.client()
             js = client.jetstream(timeout=self.timeout)
@@ -920,7 +950,7 @@ class NatsAuctionFeed:
 
     async def _received(self, msg: Msg) -> None:
         if len(self._buffer) >= self.max_pending:
-            self.dropped += 1
+            self._refused("dropped")
             if self.dropped == 1 or self.dropped % 1_000 == 0:
                 log.error(
                     "chain feed on %s: %d messages dropped, %d items wait for the watcher "

@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import socket
+import urllib.request
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from liqcore import (
+    AccountReset,
     Config,
     InstrumentSpec,
     OrderFailed,
@@ -23,6 +25,7 @@ from liqcore import (
     SubmitOrder,
 )
 from liqshell.adapters import Retention, ServiceUnavailable, read_records
+from liqshell.adapters.nats import ChainEvent, NatsConnector, publish_chain_event
 from liqshell.cli import main
 from liqshell.ports import RecordKind
 from liqshell.settings import (
@@ -42,7 +45,8 @@ from liqshell.settings import (
 from liqshell.sim import SimParams
 from liqshell.testing import FakeExchange
 from liqshell.watcher import Watcher
-from tests.liqshell.services import NatsServer
+from tests.liqshell.engine_service import eventually
+from tests.liqshell.services import NatsServer, free_port
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "liqshell.toml"
 
@@ -573,6 +577,74 @@ async def test_run_watcher_sim_over_nats_full_loop(tmp_path: Path, nats_server: 
     outcomes = [e for r in records if r.kind is RecordKind.OUTCOMES for e in r.events]
     assert not any(isinstance(e, OrderFailed) for e in outcomes)
     assert any(r.kind is RecordKind.FEED for r in records)
+
+
+@pytest.mark.services
+async def test_run_watcher_serves_the_feed_refusals_as_a_metric(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """``liqshell run``'s feed counts into the metrics it serves: a chain event signed with
+    a guessed key (the configured ``chain_key_file`` is another) is refused by the verify
+    hook and shows as ``liqshell_feed_refused_total{reason="rejected"} 1.0`` on the
+    ``/metrics`` endpoint, and still 1.0 three polls later (each poll reads the stream again
+    from the cursor; before, each read counted it again)."""
+    key = tmp_path / "chain.key"
+    key.write_bytes(b"indexer-secret\n")
+    port = free_port()
+    settings = sim_settings(
+        tmp_path,
+        nats={
+            "servers": [nats_server.url],
+            "chain_stream": "LIQ_CHAIN_REFUSED",
+            "chain_subject": "liq.chain.refused",
+            "chain_key_file": str(key),
+        },
+        metrics={"enabled": True, "host": "127.0.0.1", "port": port},
+    )
+    stop = asyncio.Event()
+    made: list[Watcher] = []
+    running = asyncio.create_task(run_watcher(settings, stop, on_ready=made.append))
+    connector = NatsConnector(nats_server.url)
+    rejected = 'liqshell_feed_refused_total{reason="rejected"} 1.0'
+    scraped = [""]
+
+    def scrape() -> None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
+            scraped[0] = response.read().decode()
+
+    try:
+        await eventually(lambda: bool(made) or running.done(), timeout_s=60)
+        assert not running.done(), running
+        forged = ChainEvent(event_id="forged", wallet="0xsim0001", event=AccountReset())
+        await publish_chain_event(
+            connector, forged, subject="liq.chain.refused", stream="LIQ_CHAIN_REFUSED",
+            key=b"guess",
+        )  # fmt: skip
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while rejected not in scraped[0]:
+            assert loop.time() < deadline, scraped[0]
+            assert not running.done(), running
+            await asyncio.sleep(0.1)
+            await asyncio.to_thread(scrape)
+        # Polls read the stream again from the cursor: the message is counted only once.
+        first = _polls(scraped[0])
+        while _polls(scraped[0]) < first + 3:
+            assert loop.time() < deadline, scraped[0]
+            assert not running.done(), running
+            await asyncio.sleep(0.1)
+            await asyncio.to_thread(scrape)
+        assert rejected in scraped[0]
+    finally:
+        stop.set()
+        await connector.close()
+        await running
+
+
+def _polls(exposition: str) -> float:
+    """``liqshell_poll_duration_seconds_count`` in a scraped ``/metrics`` text."""
+    found = re.search(r"^liqshell_poll_duration_seconds_count (\S+)$", exposition, re.M)
+    return float(found.group(1)) if found else 0.0
 
 
 async def test_run_watcher_unreadable_chain_key_refused_before_creating_anything(

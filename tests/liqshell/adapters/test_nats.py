@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from decimal import Decimal
 
 import nats
@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
+from prometheus_client import CollectorRegistry
 
 from liqcore import (
     AccountReset,
@@ -46,6 +47,7 @@ from liqshell.adapters.nats import (
     serve_orders,
     settle,
 )
+from liqshell.metrics import Metrics
 from liqshell.ports import (
     AnswerStatus,
     AuctionReceipt,
@@ -643,10 +645,12 @@ async def test_nats_feed_without_a_stream_keeps_at_most_max_pending_items(
     nats_url: str,
 ) -> None:
     """A flood on the chain subject (no stream) keeps at most ``max_pending`` items for the
-    watcher and drops the rest, counted — memory does not grow with the flood."""
+    watcher and drops the rest, counted in ``dropped`` and in the metric
+    ``liqshell_feed_refused_total{reason="dropped"}`` — memory does not grow with the flood."""
     connector = NatsConnector(nats_url)
     subject = f"liq.chain.flood{next(_prefixes)}"
-    feed = NatsAuctionFeed(connector, subject=subject, max_pending=50)
+    registry = CollectorRegistry()
+    feed = NatsAuctionFeed(connector, subject=subject, max_pending=50, metrics=registry)
     try:
         assert [item async for item in feed.events(None)] == []  # subscribed
         client = await connector.client()
@@ -661,6 +665,7 @@ async def test_nats_feed_without_a_stream_keeps_at_most_max_pending_items(
         assert [i.event_id for i in items] == [f"e{n}" for n in range(50)]
         after = [item async for item in feed.events(items[-1].cursor)]
         assert after == []
+        assert _refused(registry) == {"dropped": feed.dropped}
     finally:
         await connector.close()
 
@@ -668,11 +673,13 @@ async def test_nats_feed_without_a_stream_keeps_at_most_max_pending_items(
 @pytest.mark.services
 async def test_nats_feed_skips_oversized_bodies_and_ids(nats_url: str) -> None:
     """A body over MAX_CHAIN_EVENT_BYTES or an id over MAX_ID_LENGTH characters (a
-    2,000-character wallet) is skipped and counted; a normal event behind it is read."""
+    2,000-character wallet) is skipped and counted (also in
+    ``liqshell_feed_refused_total{reason="skipped"}``); a normal event behind it is read."""
     connector = NatsConnector(nats_url)
     stream, subject = f"HOSTILE{next(_prefixes)}", f"liq.chain.hostile{next(_prefixes)}"
     await ensure_stream(connector, stream, [subject])
-    feed = NatsAuctionFeed(connector, subject=subject, stream=stream)
+    metrics = Metrics(CollectorRegistry())
+    feed = NatsAuctionFeed(connector, subject=subject, stream=stream, metrics=metrics)
     try:
         long_wallet = ChainEvent(event_id="e1", wallet="0x" + "a" * 2_000, event=AccountReset())
         long_id = ChainEvent(event_id="e" * (MAX_ID_LENGTH + 1), wallet="0xa", event=AccountReset())
@@ -692,6 +699,7 @@ async def test_nats_feed_skips_oversized_bodies_and_ids(nats_url: str) -> None:
         items = [item async for item in feed.events(None)]
         assert [item.event_id for item in items] == ["e3"]
         assert feed.skipped == 4
+        assert _refused(metrics.registry) == {"skipped": 4}
     finally:
         await connector.close()
 
@@ -699,12 +707,18 @@ async def test_nats_feed_skips_oversized_bodies_and_ids(nats_url: str) -> None:
 @pytest.mark.services
 async def test_nats_feed_verify_hook_rejects_unsigned_and_forged_events(nats_url: str) -> None:
     """With ``verify=hmac_verifier(key)`` only events signed with the key are applied: an
-    unsigned AccountReset and one signed with another key are rejected and counted."""
+    unsigned AccountReset and one signed with another key are rejected and counted (also in
+    ``liqshell_feed_refused_total{reason="rejected"}``)."""
     connector = NatsConnector(nats_url)
     stream, subject = f"SIGNED{next(_prefixes)}", f"liq.chain.signed{next(_prefixes)}"
     await ensure_stream(connector, stream, [subject])
+    registry = CollectorRegistry()
     feed = NatsAuctionFeed(
-        connector, subject=subject, stream=stream, verify=hmac_verifier(b"indexer-key")
+        connector,
+        subject=subject,
+        stream=stream,
+        verify=hmac_verifier(b"indexer-key"),
+        metrics=registry,
     )
     try:
         for event_id, key in (("unsigned", None), ("forged", b"guess"), ("signed", b"indexer-key")):
@@ -713,19 +727,40 @@ async def test_nats_feed_verify_hook_rejects_unsigned_and_forged_events(nats_url
         items = [item async for item in feed.events(None)]
         assert [item.event_id for item in items] == ["signed"]
         assert feed.rejected == 2
+        assert _refused(registry) == {"rejected": 2}
     finally:
         await connector.close()
 
 
 def test_nats_feed_verify_hook_may_be_an_allow_list() -> None:
-    """Any callable is a verify hook: here an allow-list of wallets the indexer serves."""
+    """Any callable is a verify hook: here an allow-list of wallets the indexer serves. It is
+    given the parsed event, the headers and the body as received."""
     allowed = {"0xa"}
-    feed = NatsAuctionFeed(
-        NatsConnector("nats://127.0.0.1:1"),
-        verify=lambda event, headers, body: event.wallet in allowed,
-    )
+    seen: list[tuple[str, dict[str, str], bytes]] = []
+
+    def verify(event: ChainEvent, headers: Mapping[str, str], body: bytes) -> bool:
+        seen.append((event.event_id, dict(headers), body))
+        return event.wallet in allowed
+
+    registry = CollectorRegistry()
+    feed = NatsAuctionFeed(NatsConnector("nats://127.0.0.1:1"), verify=verify, metrics=registry)
     ok = codec.to_json(ChainEvent(event_id="e1", wallet="0xa", event=AccountReset())).encode()
     other = codec.to_json(ChainEvent(event_id="e2", wallet="0xb", event=AccountReset())).encode()
-    assert feed._item(ok, {}, 1) is not None
+    item = feed._item(ok, {"Liq-Publisher": "indexer"}, 1)
+    assert item is not None
+    assert (item.event_id, item.wallet) == ("e1", "0xa")
     assert feed._item(other, {}, 2) is None
+    assert seen == [("e1", {"Liq-Publisher": "indexer"}, ok), ("e2", {}, other)]
     assert feed.rejected == 1
+    assert _refused(registry) == {"rejected": 1}
+
+
+def _refused(registry: CollectorRegistry) -> dict[str, float]:
+    """``liqshell_feed_refused_total`` by reason (the reasons counted at all)."""
+    return {
+        sample.labels["reason"]: sample.value
+        for family in registry.collect()
+        if family.name == "liqshell_feed_refused"
+        for sample in family.samples
+        if sample.name == "liqshell_feed_refused_total"
+    }
