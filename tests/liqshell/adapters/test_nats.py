@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
+import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from decimal import Decimal
 
@@ -346,19 +348,31 @@ async def test_nats_gateway_with_no_server_raises_not_sent() -> None:
 
 
 async def test_nats_gateway_reconnects_after_a_server_restart(
-    nats_server: NatsServer, connector: NatsConnector, exchange: NatsConnector, prefix: str
+    nats_server: NatsServer,
+    connector: NatsConnector,
+    exchange: NatsConnector,
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """While the server is down a request is NotSent at once; after it restarts, the same
-    gateway (and the responder) reconnect by themselves and requests succeed again."""
+    """While the server is down (the client has seen the connection drop) a request is
+    NotSent at once, saying it is disconnected — never nats-py's "outbound buffer limit
+    exceeded" — and the drop is logged as "disconnected"; after the server restarts, the
+    same gateway (and the responder) reconnect by themselves and requests succeed again."""
     seen: list[object] = []
     await order_engine(exchange, prefix, seen)
     orders = gateway(connector, prefix, timeout_ms=1_000)
     assert (await orders.submit(SUBMIT)).status is AnswerStatus.ACKED
+    client = await connector.client()
     await asyncio.to_thread(nats_server.stop)
     try:
-        await asyncio.sleep(0.2)
-        with pytest.raises(NotSent):
-            await orders.submit(SUBMIT)
+        with caplog.at_level(logging.WARNING, logger="liqshell"):
+            await eventually(lambda: not client.is_connected)
+            with pytest.raises(NotSent) as raised:
+                await orders.submit(SUBMIT)
+        reason = str(raised.value)
+        assert re.search(r"disconnected from NATS|not connected to NATS", reason), reason
+        assert "buffer" not in reason
+        assert f"nats: disconnected from {nats_server.url}" in caplog.text
     finally:
         await asyncio.to_thread(nats_server.start)
     loop = asyncio.get_running_loop()
