@@ -3,9 +3,13 @@ plain ``psycopg``, the metadata an index shows, and the files the tests read."""
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import subprocess
 import sys
 import tarfile
+import tomllib
+import types
 import zipfile
 from email.parser import Parser
 from pathlib import Path
@@ -102,3 +106,54 @@ def test_sdist_holds_the_licence_examples_and_what_its_tests_read(
         "liqcore/_version.py",
     }
     assert expected <= names, sorted(expected - names)
+
+
+def _noxfile(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """noxfile.py loaded with a stand-in ``nox`` (sessions are plain functions; nox itself
+    need not be installed to read what the sessions would install)."""
+    stub = types.ModuleType("nox")
+
+    def session(*function: object, **options: object) -> object:
+        return function[0] if function else lambda decorated: decorated
+
+    stub.session = session  # type: ignore[attr-defined]
+    stub.options = types.SimpleNamespace()  # type: ignore[attr-defined]
+    stub.Session = object  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "nox", stub)
+    spec = importlib.util.spec_from_file_location("liqshell_noxfile", ROOT / "noxfile.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_lowest_session_pins_every_declared_floor_and_ci_runs_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``nox -s lowest`` installs exactly the ``>=`` floor of every runtime dependency
+    pyproject.toml declares (core and the testing, shell, postgres and nats extras: attrs,
+    cattrs, hypothesis, prometheus_client, psycopg, nats-py, …), each pinned with ``==``;
+    and CI (.ci/run) runs it. A new dependency without a floor, or a floor the session does
+    not pin, fails here."""
+    monkeypatch.chdir(ROOT)
+    pins = _noxfile(monkeypatch).lowest_pins()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = list(project["dependencies"])
+    for extra in ("testing", "shell", "postgres", "nats"):
+        declared += project["optional-dependencies"][extra]
+    expected = set()
+    for requirement in declared:
+        name, floor = re.split(r"(?:\[[^\]]*\])?>=", requirement)
+        expected.add(f"{name}=={floor}")
+    assert expected <= set(pins)
+    assert set(pins) - expected == {f"psycopg-binary=={_floor(declared, 'psycopg')}"}
+    names = {pin.split("==")[0] for pin in pins}
+    assert {"attrs", "cattrs", "hypothesis", "prometheus_client", "psycopg", "nats-py"} <= names
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert re.search(r"^python3 -m nox -s lowest\b", ci, re.M), ci
+
+
+def _floor(declared: list[str], name: str) -> str:
+    (requirement,) = (r for r in declared if re.match(rf"{re.escape(name)}(\[|>=)", r))
+    return requirement.split(">=")[1]
