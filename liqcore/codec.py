@@ -885,6 +885,223 @@ def strict_structure(data: object, cls: object) -> object:
         raise _translate(error, _root_name(cls, data)) from error
 
 
+# --- the trusted path ----------------------------------------------------------------------
+#
+# For data this library's own to_json wrote from valid values, which the caller has verified
+# is intact (liqshell keeps a digest of each record's bytes): the same frozen objects, built
+# without running validators again — no type checks, no validators, no ``__attrs_post_init__``
+# (liqcore's only validate) — each field set on a new instance by a builder compiled per
+# class. Converters still run (the read-only mapping views), so a value equals the validated
+# one field for field and type for type. Anything of an unexpected shape (a missing field, a
+# key more, a type this path does not compile) raises: the caller then takes structure().
+# Separate caches from the fast path's: a trusted value never answers validated decoding.
+
+_TRUSTED: dict[object, _Fast] = {}
+_TRUSTED_DECIMALS: dict[str, Decimal] = {}
+_TRUSTED_MEMOS: dict[type, dict[object, object]] = {}
+
+
+class _DecimalMemo(dict[str, Decimal]):
+    """Decimal text already parsed: a hit is a plain subscript (no call)."""
+
+    def __missing__(self, key: object) -> Decimal:
+        if type(key) is not str:
+            raise _NotFast
+        if len(self) >= _CACHE_LIMIT:
+            self.clear()
+        value = self[key] = Decimal(key)
+        return value
+
+
+_TRUSTED_DECIMALS = _DecimalMemo()
+
+
+def _trusted_same(value: object) -> object:
+    return value
+
+
+class _Source:
+    """The source of a compiled trusted builder: one expression per value, so a decimal, an
+    enum, an optional, a tuple or a mapping is read inline, without a call of its own."""
+
+    def __init__(self) -> None:
+        self.namespace: dict[str, object] = {"_D": _TRUSTED_DECIMALS}
+        self.count = 0
+
+    def name(self, prefix: str, value: object | None = None) -> str:
+        self.count += 1
+        name = f"{prefix}{self.count}"
+        if value is not None:
+            self.namespace[name] = value
+        return name
+
+    def expr(self, t: object, src: str) -> str:
+        """The expression building a ``t`` from the JSON value ``src`` (a name or a
+        subscript, evaluated once)."""
+        if t is Decimal:
+            return f"_D[{src}]"
+        if t is str or t is int or t is bool or _is_literal(t) or _is_scalar_union(t):
+            return src
+        if _is_enum(t):
+            members = {m.value: m for m in cast("type[enum.Enum]", t)}
+            return f"{self.name('_e', members)}[{src}]"
+        args = get_args(t)
+        if get_origin(t) in (typing.Union, UnionType) and len(args) == 2 and type(None) in args:
+            other = args[0] if args[1] is type(None) else args[1]
+            temp = self.name("_t")
+            inner = self.expr(other, temp)
+            if inner == temp:
+                return src
+            return f"(None if ({temp} := {src}) is None else {inner})"
+        if _is_homogeneous_tuple(t):
+            item = self.name("_x")
+            inner = self.expr(args[0], item)
+            if inner == item:
+                return f"tuple({src})"
+            return f"tuple([{inner} for {item} in {src}])"
+        if _is_mapping(t):
+            key, item = self.name("_k"), self.name("_v")
+            key_expr, item_expr = self.expr(args[0], key), self.expr(args[1], item)
+            if key_expr == key and item_expr == item:
+                return f"dict({src})"
+            return f"{{{key_expr}: {item_expr} for {key}, {item} in {src}.items()}}"
+        if t is datetime.date:
+            return f"{self.name('_f', datetime.date.fromisoformat)}({src})"
+        if _is_tagged_union(t) or _is_attrs(t):
+            return f"{self.name('_h', _trusted_hook(t))}({src})"
+        return f"{self.name('_h', _trusted_validated(t))}({src})"
+
+
+def _is_scalar_union(t: object) -> bool:
+    """``int | str`` and the like: JSON scalars kept as they are (a feed cursor)."""
+    args = get_args(t)
+    return (
+        get_origin(t) in (typing.Union, UnionType)
+        and len(args) > 1
+        and all(arg in (int, str, type(None)) for arg in args)
+    )
+
+
+def _trusted_union(t: object) -> _Fast:
+    _, by_tag = _UNIONS[t]
+    hooks = {tag: _trusted_hook(cls) for tag, cls in by_tag.items()}
+
+    def trusted_union(value: object) -> object:
+        return hooks[cast("dict[str, str]", value)[TAG_KEY]](value)
+
+    return trusted_union
+
+
+def _trusted_validated(t: object) -> _Fast:
+    """A type the trusted path does not compile: :func:`structure` (validated)."""
+
+    def trusted_validated(value: object) -> object:
+        return structure(value, t)  # type: ignore[call-overload]
+
+    return trusted_validated
+
+
+def _trusted_attrs(cls: type) -> _Fast:
+    """The builder of a complete ``cls`` object (every field present, as :func:`to_json`
+    writes it): a new instance with each field set, converters applied, validators not run.
+    A class with a field outside ``__init__`` is built by its constructor (validated)."""
+    every = attrs.fields(cast(type[attrs.AttrsInstance], cls))
+    if any(not a.init for a in every):
+        return _trusted_validated(cls)
+    hints = typing.get_type_hints(cls)
+    tag = _TAG_OF.get(cls)
+    code = _Source()
+    lines = []
+    for a in every:
+        read = code.expr(hints[a.name], f"value[{a.name!r}]")
+        if a.converter is not None:
+            if not callable(a.converter) or isinstance(a.converter, attrs.Converter):
+                return _trusted_validated(cls)
+            read = f"{code.name('_c', a.converter)}({read})"
+        lines.append(f"    _set(obj, {a.name!r}, {read})\n")
+    tag_check = "" if tag is None else f" or value[{TAG_KEY!r}] != {tag!r}"
+    source = (
+        "def trusted_attrs(value):\n"
+        f"    if len(value) != {len(every) + (tag is not None)}{tag_check}:\n"
+        "        raise _NotFast\n"
+        "    obj = _new(_cls)\n" + "".join(lines) + "    return obj\n"
+    )
+    namespace = code.namespace
+    namespace.update(_NotFast=_NotFast, _cls=cls, _new=object.__new__, _set=object.__setattr__)
+    exec(compile(source, f"<liqcore.codec trusted {cls.__name__}>", "exec"), namespace)
+    built = cast(_Fast, namespace["trusted_attrs"])
+    if cls not in _MEMOIZED or not all(_is_textual(hints[a.name]) for a in every):
+        return built
+    # A class built from strings only (a quote): its items are the key, as in _memoized.
+    memo = _TRUSTED_MEMOS.setdefault(cls, {})
+
+    def trusted_memoized(value: object) -> object:
+        key = tuple(cast("dict[str, object]", value).items())
+        found = memo.get(key)
+        if found is None:
+            if len(memo) >= _CACHE_LIMIT:
+                memo.clear()
+            found = memo[key] = built(value)
+        return found
+
+    return trusted_memoized
+
+
+def _trusted_hook(t: object) -> _Fast:
+    """The trusted builder of ``t`` (built once, then cached)."""
+    try:
+        found = _TRUSTED.get(t)
+    except TypeError:  # an unhashable type object
+        return _trusted_validated(t)
+    if found is not None:
+        return found
+
+    def placeholder(value: object) -> object:  # a recursive type refers to itself
+        return _TRUSTED[t](value)
+
+    _TRUSTED[t] = placeholder
+    _TRUSTED[t] = built = _build_trusted(t)
+    return built
+
+
+def _build_trusted(t: object) -> _Fast:
+    if _is_tagged_union(t):
+        return _trusted_union(t)
+    if _is_attrs(t):
+        return _trusted_attrs(cast(type, t))
+    code = _Source()
+    body = code.expr(t, "value")
+    if body == "value":
+        return _trusted_same
+    if body == "_D[value]":
+        return cast(_Fast, _TRUSTED_DECIMALS.__getitem__)
+    source = f"def trusted_value(value):\n    return {body}\n"
+    exec(compile(source, f"<liqcore.codec trusted {t!r}>", "exec"), code.namespace)
+    return cast(_Fast, code.namespace["trusted_value"])
+
+
+def trusted_structurer(cls: object) -> Callable[[object], object]:
+    """A builder of ``cls`` values from JSON data that :func:`to_json` wrote from valid
+    values and that the caller has verified is intact (liqshell keeps a digest of each
+    record's bytes): the value :func:`structure` would build, equal field for field and type
+    for type, but without running the validators again — several times faster.
+
+    Never give it data of unknown origin: it does not check what it builds (a wrong type or
+    an invalid value could pass). For data of an unexpected shape it raises *some* exception
+    (without a path); then call :func:`structure`, which decides and names the path.
+    """
+    return _trusted_hook(cls)
+
+
+def trusted_structure(data: object, cls: object) -> object:
+    """:func:`trusted_structurer` ``(cls)(data)``, or :class:`InvalidInput` without a path
+    when it does not take ``data``. For tests and benchmarks."""
+    try:
+        return _trusted_hook(cls)(data)
+    except Exception as error:
+        raise InvalidInput(f"the trusted path does not take this {cls!r}") from error
+
+
 # --- public API ----------------------------------------------------------------------------
 
 

@@ -87,13 +87,15 @@ T = TypeVar("T")
 Cursor: TypeAlias = int | str
 """A position in the auction feed: any ordered, JSON-storable value the feed chooses."""
 
-RECORD_SCHEMA = 2
+RECORD_SCHEMA = 3
 """Version of the recording layout written to replay logs (:class:`Record` and
 :class:`RecordingHeader`). Schema 2 added the header's ``config``, ``watcher`` and
-``started`` and header records anywhere in a log (one per watcher start)."""
+``started`` and header records anywhere in a log (one per watcher start). Schema 3 adds a
+record's ``digest`` (see :func:`liqshell.adapters.record_to_json`): an integrity check
+that lets replay build a record it wrote itself without validating it again."""
 
-READABLE_SCHEMAS = (1, 2)
-"""The schemas this liqshell reads: 1 (a bare header, records only) and 2."""
+READABLE_SCHEMAS = (1, 2, 3)
+"""The schemas this liqshell reads: 1 (a bare header, records only), 2 and 3."""
 
 RECORDING_FORMAT = "liqshell-recording"
 """The ``format`` of a :class:`RecordingHeader`: what marks a JSON object as a header."""

@@ -22,6 +22,7 @@ is not recognisably liqshell's raises :class:`ForeignFile` before anything is wr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import typing
 from collections.abc import Callable, Iterator
@@ -33,6 +34,7 @@ from liqcore import Config, __version__, codec
 from liqcore.errors import InvalidInput
 from liqshell.ports import (
     READABLE_SCHEMAS,
+    RECORD_SCHEMA,
     RECORDING_FORMAT,
     Cursor,
     LiqshellError,
@@ -44,6 +46,7 @@ from liqshell.ports import (
 
 __all__ = [
     "DAY_MS",
+    "DIGEST_KEY",
     "HEADER_KIND",
     "RECORDING_FORMAT",
     "AsyncClosing",
@@ -59,10 +62,12 @@ __all__ = [
     "header_from_data",
     "header_from_json",
     "header_to_json",
+    "intact",
     "read_entries",
     "read_records",
     "record_from_data",
     "record_from_json",
+    "record_from_line",
     "record_to_json",
     "recording_header",
     "storage_key",
@@ -328,9 +333,44 @@ def cursor_from_json(text: str | bytes) -> Cursor:
     return _checked_cursor(_loads(text), "cursor")
 
 
+DIGEST_KEY = "digest"
+"""The member of a record's JSON that holds its digest (schema 3, see :func:`record_to_json`)."""
+
+_DIGEST_OPEN = f',"{DIGEST_KEY}":"'
+_DIGEST_HEX = 32  # BLAKE2b-128
+_DIGEST_TAIL = len(_DIGEST_OPEN) + _DIGEST_HEX + len('"}')
+
+
+def _digest(canonical: str) -> str:
+    return hashlib.blake2b(canonical.encode(), digest_size=_DIGEST_HEX // 2).hexdigest()
+
+
 def record_to_json(record: Record) -> str:
-    """One :class:`~liqshell.ports.Record` as the codec's compact, key-sorted JSON."""
-    return codec.to_json(record)
+    """One :class:`~liqshell.ports.Record` as the codec's compact, key-sorted JSON, followed
+    by its digest as the last member: ``…,"digest":"<32 hex digits>"}``.
+
+    The digest is the BLAKE2b-128 of the record's canonical JSON (the same text without the
+    digest member), in UTF-8. It is an integrity check against corruption (a torn write, a
+    flipped bit, an edited line), not a signature: anyone can compute it. A record whose
+    text matches its digest is one liqshell wrote from validated values, so
+    :func:`record_from_json` builds it without validating it again
+    (:func:`liqcore.codec.trusted_structurer`); any other — no digest, a wrong one, an older
+    schema — is read and validated field by field as before.
+    """
+    canonical = codec.to_json(record)
+    return f'{canonical[:-1]}{_DIGEST_OPEN}{_digest(canonical)}"}}'
+
+
+def intact(text: str) -> bool:
+    """Whether ``text`` (a record's JSON, a trailing newline allowed) ends with the digest
+    of the rest, as :func:`record_to_json` writes it."""
+    end = len(text) - 1 if text.endswith("\n") else len(text)
+    mark = end - _DIGEST_TAIL
+    if mark < 1 or text[end - 2 : end] != '"}' or not text.startswith(_DIGEST_OPEN, mark):
+        return False
+    canonical = hashlib.blake2b(text[:mark].encode(), digest_size=_DIGEST_HEX // 2)
+    canonical.update(b"}")
+    return canonical.hexdigest() == text[end - 2 - _DIGEST_HEX : end - 2]
 
 
 def _record_fields() -> dict[str, tuple[object, bool]]:
@@ -342,7 +382,7 @@ def _record_fields() -> dict[str, tuple[object, bool]]:
 
 
 _RECORD_FIELDS = _record_fields()
-_RECORD_NAMES = frozenset(_RECORD_FIELDS)
+_RECORD_NAMES = frozenset(_RECORD_FIELDS) | {DIGEST_KEY}
 _RECORD_REQUIRED = frozenset(name for name, (_, required) in _RECORD_FIELDS.items() if required)
 
 
@@ -354,6 +394,22 @@ _FAST_FIELDS: dict[str, Callable[[object], object]] = {
     name: _fast_cursor if name == "cursor" else codec.fast_structurer(hint)
     for name, (hint, _) in _RECORD_FIELDS.items()
 }
+_TRUSTED_RECORD = codec.trusted_structurer(Record)
+
+
+def _trusted_record(data: object) -> Record | None:
+    """The record of intact data (see :func:`intact`) built without validation, or ``None``
+    when it is not what this liqshell writes (another schema, another shape)."""
+    try:
+        if type(data) is not dict or data.get("schema") != RECORD_SCHEMA:
+            return None
+        digest = data.pop(DIGEST_KEY)
+        try:
+            return typing.cast(Record, _TRUSTED_RECORD(data))
+        finally:
+            data[DIGEST_KEY] = digest
+    except Exception:  # the validated path decides, and says why
+        return None
 
 
 def record_from_data(data: object) -> Record:
@@ -365,8 +421,11 @@ def record_from_data(data: object) -> Record:
     if not isinstance(data, dict):
         raise InvalidInput(f"Record must be a JSON object, was {data!r:.80}")
     if not _RECORD_NAMES.issuperset(data):
-        unknown = sorted(str(key) for key in data if key not in _RECORD_FIELDS)
+        unknown = sorted(str(key) for key in data if key not in _RECORD_NAMES)
         raise InvalidInput(f"Record: unknown field(s) {', '.join(unknown)}")
+    digest = data.get(DIGEST_KEY, "")
+    if type(digest) is not str:
+        raise InvalidInput(f"Record.{DIGEST_KEY} must be a string, was {digest!r:.80}")
     if not _RECORD_REQUIRED.issubset(data):
         missing = sorted(name for name in _RECORD_REQUIRED if name not in data)
         raise InvalidInput(f"Record: missing required field(s) {', '.join(missing)}")
@@ -377,12 +436,16 @@ def record_from_data(data: object) -> Record:
             f"(schemas {READABLE_SCHEMAS[0]}-{READABLE_SCHEMAS[-1]}, liqshell {__version__})"
         )
     try:  # the fast path (see liqcore.codec): anything it does not take is read below
-        fast = {name: _FAST_FIELDS[name](value) for name, value in data.items()}
+        fast = {
+            name: _FAST_FIELDS[name](value) for name, value in data.items() if name != DIGEST_KEY
+        }
         return Record(**fast)  # type: ignore[arg-type]
     except Exception:  # the strict path below decides, and says why
         pass
     values: dict[str, object] = {}
     for name, value in data.items():
+        if name == DIGEST_KEY:
+            continue
         if name == "cursor":
             values[name] = None if value is None else _checked_cursor(value, "Record.cursor")
             continue
@@ -399,8 +462,26 @@ def record_from_data(data: object) -> Record:
 
 
 def record_from_json(text: str | bytes) -> Record:
-    """The inverse of :func:`record_to_json`; raises ``InvalidInput`` naming the field."""
-    return record_from_data(_loads(text))
+    """The inverse of :func:`record_to_json`; raises ``InvalidInput`` naming the field.
+
+    Text that matches its digest (:func:`intact`) is built without validating it again;
+    anything else is validated field by field."""
+    data = _loads(text)
+    if type(text) is str and intact(text):
+        record = _trusted_record(data)
+        if record is not None:
+            return record
+    return record_from_data(data)
+
+
+def record_from_line(data: object, text: str) -> Record:
+    """:func:`record_from_json` of ``text`` already parsed into ``data`` (a JSON Lines
+    line)."""
+    if intact(text):
+        record = _trusted_record(data)
+        if record is not None:
+            return record
+    return record_from_data(data)
 
 
 def read_entries(path: str | Path) -> Iterator[RecordingHeader | Record]:

@@ -51,6 +51,7 @@ from liqshell.adapters import (
     header_from_data,
     header_to_json,
     record_from_data,
+    record_from_line,
     record_to_json,
 )
 from liqshell.ports import Record
@@ -304,7 +305,7 @@ def read_entries(path: str | os.PathLike[str]) -> Iterator[RecordingHeader | Rec
         data = _parse(path, number, line)
         try:
             header = header_from_data(data)
-            yield record_from_data(data) if header is None else header
+            yield record_from_line(data, line) if header is None else header
         except InvalidInput as error:
             raise type(error)(f"{os.fspath(path)}:{number}: {error}") from None
 
