@@ -25,7 +25,7 @@ from liqcore.commands import (
 from liqcore.errors import InvalidInput, LiqcoreError
 from liqcore.inputs import MarginMode, Side, TimeInForce
 from liqcore.state import AccountState, liquidation_mode, phase_tag
-from liqcore.strategies import commands, state_changes
+from liqcore.strategies import commands, state_changes, type_strategies
 
 # Properties of the strategies themselves (not of liqcore) run on a quarter of the examples.
 _PROFILE = settings.default
@@ -238,7 +238,7 @@ def test_state_change_accepts_every_tag_and_mode() -> None:
 # --- CancelOrder built from valid values (issue 10: step's cancels) -------------------------
 
 
-@given(command=commands().filter(lambda c: isinstance(c, CancelOrder)))
+@given(command=type_strategies()[CancelOrder])
 def test_cancel_order_of_valid_equals_validated_construction(command: Command) -> None:
     """Built from valid values without re-running validators, a CancelOrder equals the
     validated one field by field (it takes exactly CancelOrder's fields: a field added to
