@@ -3,18 +3,23 @@
 ``postgres_server`` and ``nats_server`` start their server once per session on a free
 loopback port (see :mod:`tests.liqshell.services`); ``postgres_dsn`` and ``pg_schema`` give
 each test a fresh PostgreSQL schema name; ``restart_postgres`` / ``restart_nats`` restart a
-server in the middle of a test on the same data directory and port. Tests using them are
+server in the middle of a test on the same data directory and port; ``stores`` collects the
+PostgreSQL stores a test opens and closes them after it. Tests using them are
 marked ``@pytest.mark.services``; without the binaries they skip (fail under ``CI``).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.liqshell.services import NatsServer, PostgresServer, start_nats, start_postgres
+
+if TYPE_CHECKING:
+    from liqshell.adapters.postgres import PostgresStore
 
 _schemas = itertools.count(1)
 
@@ -75,3 +80,14 @@ def nats_url(nats_server: NatsServer) -> str:
 def restart_nats(nats_server: NatsServer) -> Callable[[], None]:
     """Restart the session's NATS server on the same store directory and port."""
     return nats_server.restart
+
+
+@pytest.fixture
+async def stores() -> AsyncIterator[list[PostgresStore]]:
+    """A list a test appends the PostgreSQL stores it opens to; each is closed after it."""
+    made: list[PostgresStore] = []
+    try:
+        yield made
+    finally:
+        for store in made:
+            await store.close()

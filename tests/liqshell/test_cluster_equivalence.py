@@ -73,7 +73,7 @@ from liqshell.ownership import ShardOwner
 from liqshell.ports import AuctionReceipt, OrderAnswer, Record, RecordKind, Stored
 from liqshell.sim import SimClock, SimExchange, SimParams, new_world
 from liqshell.sim.world import Market, World
-from tests.liqshell.test_crash_safety import still_requested
+from tests.liqshell.test_crash_safety import unreached_requests
 from tests.liqshell.test_two_watchers import Sender
 
 pytestmark = pytest.mark.services
@@ -257,40 +257,6 @@ def symbols_held(steps: Sequence[Step]) -> set[str]:
         if step.health is not None and step.health.portfolio is not None
         for symbol in step.health.portfolio.positions
     }
-
-
-def lost_requests(
-    records: Sequence[Record], sent: collections.Counter[str]
-) -> tuple[list[str], int]:
-    """Committed requests that never reached the exchange though no takeover superseded
-    them (the rule of ``test_crash_safety.send_problems``), and how many were superseded."""
-    decided: dict[str, Command] = {}
-    for record in records:
-        if record.kind is RecordKind.DECISION and record.commits_version:
-            for command in record.commands:
-                request = getattr(command, "request_id", None)
-                if request is not None:
-                    decided[request] = command
-    superseded: set[str] = set()
-    must_resend: set[str] = set()
-    for record in records:
-        if record.kind is not RecordKind.RESTART:
-            continue
-        for command in record.commands:
-            request = getattr(command, "request_id", None)
-            if isinstance(command, SubmitOrder | CancelOrder):
-                superseded.add(command.request_id)
-            elif isinstance(command, StartAuction | StopAuction):
-                if still_requested(record.previous, command, record.now):
-                    must_resend.add(command.request_id)
-                elif request is not None:
-                    superseded.add(request)
-    lost = [
-        f"committed {type(command).__name__} {request} never reached the exchange"
-        for request, command in sorted(decided.items())
-        if request not in sent and (request not in superseded or request in must_resend)
-    ]
-    return lost, len(superseded - must_resend)
 
 
 @pytest.fixture
@@ -479,8 +445,8 @@ async def test_three_instances_with_a_kill_and_a_pause_end_as_one_instance_does(
     assert resent <= auction_ids, "an order or cancel reached the exchange twice"
     auctions = collections.Counter(a.request_id for a in world.auctions.values())
     assert all(n == 1 for n in auctions.values()), "an auction request opened two auctions"
-    lost, superseded = lost_requests(records, counts)
-    assert lost == []
+    unreached = unreached_requests(records, counts, committed_only=True)
+    assert unreached.lost == ()
 
     # ------------------------------------------------------------ owned again in time
     assert unheld == []
@@ -556,7 +522,8 @@ async def test_three_instances_with_a_kill_and_a_pause_end_as_one_instance_does(
         f"{sorted(held_at_fault[pausee])} for {PAUSE_TICKS * PARAMS.tick_ms / 1000:g} s; "
         f"{fenced:g} commits fenced; store audit: {writes} state writes, {grants} grants, "
         f"0 stale; {len(counts)} requests at the exchange, resent {sorted(resent)}, "
-        f"superseded at a takeover {superseded}; final states equal to the reference's: "
+        f"superseded at a takeover {len(unreached.superseded - unreached.must_resend)}; "
+        f"final states equal to the reference's: "
         f"{len(equal)}/{len(ref_final)}; different {different}; why: {why} "
         f"(interrupted by the kill: {sorted(interrupted)}); wallets of shards that never moved "
         f"{sum(shard_of(w, SHARDS) not in touched for w in ref_final)}; every shard held again "

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 
 import attrs
 import pytest
@@ -35,16 +34,6 @@ OTHER = attrs.evolve(CONFIG, partial_bonus_start_bps=200, partial_target_buffer_
 SHARDS = 6
 TTL = 12_000
 RENEW = 5_000
-
-
-@pytest.fixture
-async def stores() -> AsyncIterator[list[PostgresStore]]:
-    made: list[PostgresStore] = []
-    try:
-        yield made
-    finally:
-        for store in made:
-            await store.close()
 
 
 async def test_a_shadow_reports_exactly_the_live_decisions_its_config_decides_otherwise(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -31,16 +30,6 @@ CONFIG = Config()
 SHARDS = 6
 TTL = 12_000  # ms of simulated time: more than two ticks of the world (5 s each)
 RENEW = 5_000
-
-
-@pytest.fixture
-async def stores(postgres_dsn: str, pg_schema: str) -> AsyncIterator[list[PostgresStore]]:
-    made: list[PostgresStore] = []
-    try:
-        yield made
-    finally:
-        for store in made:
-            await store.close()
 
 
 def _watcher(

@@ -44,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 
@@ -469,17 +469,31 @@ class Sends:
     problems: tuple[str, ...]
 
 
-def send_problems(
-    records: Sequence[Record], requests: Sequence[tuple[str, str, str, str | None]], world: World
-) -> Sends:
-    """Every committed request reached the exchange at least once unless a restart found it
-    unfinished and superseded (a submit or cancel, or an auction request no longer the
-    wallet's latest); submits and cancels at most once, one order per client id; every
-    request at the exchange was committed; one auction per auction request id."""
-    problems: list[str] = []
+@attrs.frozen(kw_only=True)
+class Unreached:
+    """Committed requests against what reached the exchange."""
+
+    decided: dict[str, Command]
+    """Every committed request id and its command."""
+    superseded: frozenset[str]
+    """Requests a restart found unfinished and superseded: a submit or cancel, or an
+    auction request no longer the wallet's latest."""
+    must_resend: frozenset[str]
+    """Auction requests a restart found unfinished and still the wallet's latest."""
+    lost: tuple[str, ...]
+    """A line for each committed request that never reached the exchange though nothing
+    superseded it."""
+
+
+def unreached_requests(
+    records: Sequence[Record], sent: Container[str], *, committed_only: bool = False
+) -> Unreached:
+    """Which committed requests never reached the exchange though no restart (or
+    takeover) superseded them: the rule ``send_problems`` and the cluster tests share.
+    ``committed_only`` counts only decisions whose commit took (a fenced one did not)."""
     decided: dict[str, Command] = {}
     for record in records:
-        if record.kind is RecordKind.DECISION:
+        if record.kind is RecordKind.DECISION and (record.commits_version or not committed_only):
             for command in record.commands:
                 request = getattr(command, "request_id", None)
                 if request is not None:
@@ -497,10 +511,34 @@ def send_problems(
                     must_resend.add(command.request_id)
                 else:
                     superseded.add(command.request_id)
+    lost = tuple(
+        f"committed {type(command).__name__} {request} never reached the exchange"
+        for request, command in sorted(decided.items())
+        if request not in sent and (request not in superseded or request in must_resend)
+    )
+    return Unreached(
+        decided=decided,
+        superseded=frozenset(superseded),
+        must_resend=frozenset(must_resend),
+        lost=lost,
+    )
+
+
+def send_problems(
+    records: Sequence[Record], requests: Sequence[tuple[str, str, str, str | None]], world: World
+) -> Sends:
+    """Every committed request reached the exchange at least once unless a restart found it
+    unfinished and superseded (a submit or cancel, or an auction request no longer the
+    wallet's latest); submits and cancels at most once, one order per client id; every
+    request at the exchange was committed; one auction per auction request id."""
     sent = collections.Counter(request for _, _, request, _ in requests)
-    for request, command in sorted(decided.items()):
-        if request not in sent and (request not in superseded or request in must_resend):
-            problems.append(f"committed {type(command).__name__} {request} never reached it")
+    unreached = unreached_requests(records, sent)
+    decided, superseded, must_resend = (
+        unreached.decided,
+        unreached.superseded,
+        unreached.must_resend,
+    )
+    problems: list[str] = list(unreached.lost)
     problems += [
         f"request {r} reached it but was never committed" for r in sent if r not in decided
     ]
