@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from liqcore.config import Config
 from liqcore.errors import InvalidInput, PlanningError
-from liqcore.inputs import MarginMode, Portfolio, Quote
+from liqcore.inputs import MarginMode, Portfolio, Position, Quote
 from liqcore.instruments import InstrumentSpec, option_symbol
 from liqcore.margin.base import MarginFacts
-from liqcore.numbers import MIN_SIZE
+from liqcore.numbers import MIN_SIZE, ONE, bps_fraction
 from liqcore.planning import (
     PLAN_MAX_ROUNDS,
     OrderPlan,
@@ -33,7 +33,9 @@ from tests.liqcore.planning.books import (
     LOTS,
     MIN_LOTS,
     NOW,
+    PM,
     PM_NOW,
+    PM_SPOT,
     SEED_ANCHOR,
     SEED_CONFIG,
     SEED_QUOTE,
@@ -45,6 +47,7 @@ from tests.liqcore.planning.books import (
     bonuses,
     closes_of,
     configs,
+    model_equity,
     modes,
     plan_of,
     portfolio,
@@ -54,6 +57,7 @@ from tests.liqcore.planning.books import (
     reachable_plan,
     required_after,
     seed_plan,
+    strangle,
     user_plan,
 )
 
@@ -295,3 +299,149 @@ def test_plan_leaves_out_a_close_whole_lots_make_dear() -> None:
     )
     assert premium(book, closes_of(plan)) == best
     assert [(o.symbol, o.close_size) for o in plan.orders] == [(other, Decimal("1.1"))]
+
+
+def test_plan_trim_may_leave_exactly_min_size_of_required_relief() -> None:
+    """Standard margin, buffer 0, lots of 0.1 with a minimum order of 1: all 3.5 of the
+    cheap short (5 249 of gain a unit) fall 521.9 short, and the dear one's minimum order
+    (10 495) over-covers; the trim then cuts the cheap close back to 1.6, which leaves
+    exactly MIN_SIZE of required relief — on target, like the planner's own stop (1.7, one
+    lot more, would pay for nothing)."""
+    cheap, dear = "BTC-20261231-150000-C", "BTC-20261231-90000-C"
+    book = portfolio(
+        position(cheap, amount="-3.5", entry="10"),
+        position(dear, amount="-2", entry="50"),
+        cash="0",
+    )
+    quotes = {cheap: Quote(theo=Decimal(10)), dear: Quote(theo=Decimal(50))}
+    spec = InstrumentSpec(size_step=Decimal("0.1"), min_size=Decimal(1))
+    config = Config(instruments={"BTC": spec}, reference_band_bps=0, partial_target_buffer_bps=0)
+    need = Decimal(10_495) + Decimal("1.6") * 5_249 + MIN_SIZE
+    mm = Decimal(50_000)
+    anchor = MarginFacts(equity=mm - need, mm_required=mm)
+    plan = plan_partial_orders(book, quotes, 1_000, config, MarginMode.STANDARD, NOW, anchor=anchor)
+    assert {o.symbol: o.close_size for o in plan.orders} == {cheap: Decimal("1.6"), dear: ONE}
+    assert required_after(STANDARD, book, closes_of(plan), anchor, 0, NOW) == MIN_SIZE
+
+
+@attrs.frozen
+class GatedMargin:
+    """MM = ``spare`` × (1 − a) + 1 000 × a × (b + c), with a, b, c the shorts of GATE, B and
+    C (a model, not a market): B and C need margin only while GATE is open, so once GATE is
+    closed, closing them frees nothing. Equity is cash + Σ amount × mark."""
+
+    spare: Decimal
+
+    GATE, B, C = "BTC-20261231-90000-C", "BTC-20261231-100000-C", "BTC-20261231-110000-C"
+
+    def evaluate(self, portfolio: Portfolio, now: int) -> MarginFacts:
+        def short(symbol: str) -> Decimal:
+            held = portfolio.positions.get(symbol)
+            return -held.amount if held is not None else Decimal(0)
+
+        a = short(self.GATE)
+        mm = self.spare * (1 - a) + 1_000 * a * (short(self.B) + short(self.C))
+        return MarginFacts(equity=model_equity(portfolio), mm_required=mm)
+
+
+def gated_plan(
+    model: GatedMargin, amounts: dict[str, str], quotes: dict[str, Quote], need: Decimal
+) -> PartialPlan:
+    """The plan of shorts ``amounts`` (entry 100, so marked at 100) under ``model``, in lots
+    of 0.1, buffer 0, no bonus: Health's required relief is ``need``."""
+    book = portfolio(*(position(s, amount=a, entry="100") for s, a in amounts.items()), cash="0")
+    config = Config(
+        instruments={"BTC": InstrumentSpec(size_step=Decimal("0.1"))},
+        partial_target_buffer_bps=0,
+        reference_band_bps=0,
+        standard_margin=model,
+    )
+    anchor = MarginFacts(equity=10_000 - need, mm_required=Decimal(10_000))
+    return plan_partial_orders(book, quotes, 0, config, MarginMode.STANDARD, NOW, anchor=anchor)
+
+
+def test_plan_within_min_size_of_target_counts_as_on_target_when_plans_are_compared() -> None:
+    """Closing GATE (free: priced at its mark) frees 1 900 where 1 900 + MIN_SIZE is needed,
+    and then B frees nothing: the plan stops MIN_SIZE short, which is on target. Planned
+    without GATE, B alone covers the need for a premium of 2 (two units, one over the mark
+    each). Compared, both are on target and GATE's plan pays less: it is kept."""
+    model = GatedMargin(spare=Decimal(100))
+    gate, b = GatedMargin.GATE, GatedMargin.B
+    quotes = {gate: Quote(theo=Decimal(100)), b: Quote(theo=Decimal(101))}
+    plan = gated_plan(model, {gate: "-1", b: "-2"}, quotes, Decimal(1_900) + MIN_SIZE)
+    assert [(o.symbol, o.close_size) for o in plan.orders] == [(gate, ONE)]
+
+
+def test_plan_without_a_dearest_order_keeps_every_other_priced_short() -> None:
+    """Closing GATE first frees the most (1 500 of the 1 800 needed) but leaves B and C
+    freeing nothing, so that plan stays 300 short. Planned again without GATE, B and C
+    together cover the need (1 of B, then 0.8 of C): that plan is kept."""
+    model = GatedMargin(spare=Decimal(500))
+    gate, b, c = GatedMargin.GATE, GatedMargin.B, GatedMargin.C
+    quotes = {s: Quote(theo=Decimal(100)) for s in (gate, b, c)}
+    plan = gated_plan(model, {gate: "-1", b: "-1", c: "-1"}, quotes, Decimal(1_800))
+    assert [(o.symbol, o.close_size) for o in plan.orders] == [(b, ONE), (c, Decimal("0.8"))]
+
+
+def test_plan_tie_between_alike_shorts_keeps_the_first_by_symbol() -> None:
+    """Two shorts alike in all but expiry (standard margin ignores it): the plan closes the
+    first by symbol, and the plan made without it (the other, for the same premium) loses
+    the tie to the plan found first."""
+    first, second = "BTC-20261231-100000-C", "BTC-20270326-100000-C"
+    book = portfolio(position(first), position(second))
+    config = attrs.evolve(
+        SEED_CONFIG, instruments={"BTC": InstrumentSpec(size_step=Decimal("0.01"))}
+    )
+    quotes = {first: SEED_QUOTE, second: SEED_QUOTE}
+    plan = plan_partial_orders(
+        book, quotes, 50, config, MarginMode.STANDARD, NOW, anchor=SEED_ANCHOR
+    )
+    assert [(o.symbol, o.close_size) for o in plan.orders] == [(first, Decimal("0.02"))]
+
+
+def test_plan_portfolio_margin_lots_free_plans_tied_keep_the_rounded_up_one() -> None:
+    """Priced at its mark (no bonus), any close of the deep put is free, so the plan that
+    rounds whole lots up (1 in one round) and the one that rounds down first and covers the
+    rest in a second round (0.9, then the minimum order of 0.5) tie on premium: the first
+    found, rounded up, is kept."""
+    put = "BTC-20260626-140000-P"
+    book = Portfolio(
+        cash=Decimal(0),
+        positions={put: Position(symbol=put, amount=Decimal("-4.4"), entry_price=Decimal(52_896))},
+        spot={"BTC": PM_SPOT},
+    )
+    quotes = {put: Quote(theo=Decimal(52_896))}
+    spec = InstrumentSpec(size_step=Decimal("0.1"), price_tick=ONE, min_size=Decimal("0.5"))
+    config = Config(instruments={"BTC": spec})
+    mm = PM.evaluate(book, PM_NOW).mm_required
+    anchor = MarginFacts(equity=(mm - 4_700) * bps_fraction(500), mm_required=mm)
+    plan = plan_partial_orders(book, quotes, 0, config, MarginMode.PORTFOLIO, PM_NOW, anchor=anchor)
+    assert [(o.symbol, o.close_size) for o in plan.orders] == [(put, ONE)]
+    assert plan.rounds == 1
+    assert required_after(PM, book, closes_of(plan), anchor, 500, PM_NOW) <= MIN_SIZE
+
+
+def test_plan_portfolio_margin_is_planned_on_its_scenarios() -> None:
+    """Portfolio margin is planned on its scenarios, not searched close by close: the short
+    strangle's legs, which only help together at this need, are both closed, in one round,
+    the portfolio valued once (every close recombined from its cached scenario losses)."""
+    book, quotes = strangle()
+    mm = PM.evaluate(book, PM_NOW).mm_required
+    anchor = MarginFacts(equity=(mm - 2_700) * bps_fraction(500), mm_required=mm)
+    plan = plan_partial_orders(
+        book, quotes, 100, Config(), MarginMode.PORTFOLIO, PM_NOW, anchor=anchor
+    )
+    assert {o.symbol for o in plan.orders} == set(book.positions)
+    assert required_after(PM, book, closes_of(plan), anchor, 500, PM_NOW) <= MIN_SIZE
+    assert plan.evaluations == 1
+
+
+def test_plan_target_buffer_of_10_000_bps_is_planned_like_any_other() -> None:
+    """The target buffer has no upper bound: at 10 000 bps (equity must reach twice the
+    margin) the seed still gets the one close that puts it on target."""
+    config = attrs.evolve(SEED_CONFIG, partial_target_buffer_bps=10_000)
+    plan = seed_plan(config)
+    (order,) = plan.orders
+    assert order.symbol == SYMBOL
+    book = portfolio(position())
+    assert required_after(STANDARD, book, closes_of(plan), SEED_ANCHOR, 10_000, NOW) == 0
