@@ -509,14 +509,23 @@ class NatsAuctionExecutor:
 class Responder:
     """Subscriptions that answer requests; :meth:`stop` unsubscribes them."""
 
-    def __init__(self, subscriptions: Sequence[Subscription]) -> None:
+    def __init__(self, subscriptions: Sequence[Subscription], client: Client | None = None) -> None:
         self.subscriptions = tuple(subscriptions)
+        self.client = client
+        """The connection the subscriptions are on: :meth:`stop` waits until its server has
+        processed the unsubscriptions."""
 
     async def stop(self) -> None:
-        """Stop answering."""
+        """Stop answering. With the client known, the server has dropped the subscriptions
+        when this returns: a request sent afterwards finds no responder here (without that
+        wait it could still be routed to a subscription this side has already forgotten, and
+        go unanswered until the requester's timeout)."""
         for subscription in self.subscriptions:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
+        if self.client is not None and self.client.is_connected:
+            with contextlib.suppress(Exception):
+                await settle(self.client)
 
 
 def _handler(
@@ -575,7 +584,8 @@ async def serve_orders(
             await client.subscribe(
                 cancel_subject, queue=queue, cb=_handler(CancelOrder, do_cancel)
             ),
-        ]
+        ],
+        client,
     )
     await settle(client)  # the server knows the subscriptions when this returns
     return responder
@@ -605,7 +615,8 @@ async def serve_auctions(
         [
             await client.subscribe(start_subject, queue=queue, cb=_handler(StartAuction, do_start)),
             await client.subscribe(stop_subject, queue=queue, cb=_handler(StopAuction, do_stop)),
-        ]
+        ],
+        client,
     )
     await settle(client)  # the server knows the subscriptions when this returns
     return responder

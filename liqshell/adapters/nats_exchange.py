@@ -401,7 +401,7 @@ async def serve_exchange(
         )
     ]
     await settle(client)  # the server knows the subscriptions when this returns
-    return Responder(subscriptions)
+    return Responder(subscriptions, client)
 
 
 def _handler(

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from liqcore import MarginMode, OpenOrder, Portfolio, Position, Quote, Side
-from liqshell.adapters.nats import NatsConnector, Responder
+from liqshell.adapters.nats import NatsConnector, Responder, settle
 from liqshell.adapters.nats_exchange import (
     WIRE_VERSION,
     ExchangeUnavailable,
@@ -168,6 +168,22 @@ async def test_a_failing_wallet_is_left_out_alone(
         await responder.stop()
 
 
+async def test_a_stopped_responder_is_gone_from_the_server_when_stop_returns(
+    connector: NatsConnector, server_side: NatsConnector
+) -> None:
+    """Once stop() returns, a request finds no responder at once: it is never routed to a
+    subscription the responder's side has already forgotten (which answers nothing, so the
+    requester would wait out its whole timeout)."""
+    prefix = f"x{next(_prefixes)}"
+    client = NatsExchange(connector, timeout_ms=3_000, **subjects(prefix))
+    for _ in range(10):
+        responder = await serve(server_side, fake(), prefix)
+        assert dict(await client.quotes([SYMBOL]))
+        await responder.stop()
+        with pytest.raises(ExchangeUnavailable, match="no responder"):
+            await client.quotes([SYMBOL])
+
+
 async def test_versions_errors_and_no_responder(
     connector: NatsConnector, server_side: NatsConnector
 ) -> None:
@@ -191,7 +207,7 @@ async def test_versions_errors_and_no_responder(
         await msg.respond(next(answers))  # type: ignore[attr-defined]
 
     subscription = await server.subscribe(f"{prefix}.quotes", cb=answer)
-    await server.flush()
+    await settle(server)  # one flush() can return before the server read the SUB
     client = NatsExchange(connector, **subjects(prefix))
     try:
         for expected in (f"version 2, expected {WIRE_VERSION}", "answered 'failed'", "unreadable"):
