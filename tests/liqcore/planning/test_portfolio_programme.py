@@ -313,3 +313,25 @@ def test_cheapest_closes_tie_between_tied_scenarios_goes_to_the_first_symbol() -
     closes = {CALL: ((D(-1), D(0)), D(5), D(-1)), PUT: ((D(0), D(-1)), D(5), D(-1))}
     found = cheapest((D(5), D(5)), closes, ONE)
     assert [(s, size) for s, size, _ in found] == [(PUT, ONE)]
+
+
+def test_cheapest_closes_add_up_the_risk_of_every_underlying() -> None:
+    """BTC's worst loss of 50 and ETH's of 30 both count in what is at risk: an ETH call
+    cutting ETH's loss by 3 a unit for a cost of 1 gains 2 a unit, so a need of 10 takes 5
+    units (wherever the underlyings sort)."""
+    eth_call = "ETH-20261231-4000-C"
+    traced = Traced(
+        prepared=Scenarios(
+            losses={"BTC": (D(50), D(0)), "ETH": (D(30), D(0))},
+            units={CALL: (D(-1), D(0)), eth_call: (D(-3), D(0))},
+        ),
+        portfolio=Book(spot={"BTC": SPOT, "ETH": SPOT}),
+    )
+    found = programme._cheapest_closes(
+        simulation=cast(_Simulation, traced),
+        model=PortfolioMargin(),
+        sizes={CALL: (D(9), D(200), D(100)), eth_call: (D(9), D(101), D(100))},
+        required=D(10),
+        weight=ONE,
+    )
+    assert [(s, size) for s, size, _ in found] == [(eth_call, D(5))]
