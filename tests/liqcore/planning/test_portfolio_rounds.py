@@ -1,0 +1,224 @@
+"""liqcore.planning.portfolio's rounds: the traced closes made tradeable (whole lots up, or
+down first), which shorts a round may close, when a round is traced again, and when the
+rounds stop — on the short strangle of tests/liqcore/planning/books.py under the portfolio
+model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+
+from liqcore.config import Config
+from liqcore.inputs import Portfolio, Position, Quote
+from liqcore.instruments import InstrumentSpec, OptionSymbol
+from liqcore.margin.base import MarginFacts
+from liqcore.numbers import MIN_SIZE, ZERO, bps_fraction
+from liqcore.planning import execution_prices
+from liqcore.planning import portfolio as programme
+from liqcore.planning.orders import OrderPlan
+from liqcore.planning.simulation import _Simulation
+from liqcore.targets import required_mm_relief
+from tests.liqcore.planning.books import PM, PM_NOW, STRANGLE_CALL, STRANGLE_PUT, strangle
+
+D = Decimal
+
+LOTS = Config(instruments={"BTC": InstrumentSpec(size_step=D("0.1"))})
+"""BTC options in lots of 0.1, no minimum order."""
+
+
+ETH_CALL = "ETH-20261231-4000-C"
+
+
+def sized(plans: tuple[OrderPlan, ...]) -> list[tuple[str, Decimal]]:
+    return [(p.symbol, p.close_size) for p in plans]
+
+
+def relief_needed(start: _Simulation, need: Decimal) -> Callable[[MarginFacts], Decimal]:
+    """Health's required relief (buffer 500 bps), anchored so that it is ``need`` at
+    ``start``: what the rounds are given."""
+    equity = (start.facts.mm_required - need) * bps_fraction(500)
+
+    def required_at(facts: MarginFacts) -> Decimal:
+        moved = equity + facts.equity - start.facts.equity
+        return required_mm_relief(moved, facts.mm_required, 500)
+
+    return required_at
+
+
+def strangle_start() -> tuple[Portfolio, dict[str, Quote], _Simulation]:
+    book, quotes = strangle()
+    return book, quotes, _Simulation.of(PM, book, PM_NOW, [0])
+
+
+def round_of(
+    need: Decimal,
+    config: Config,
+    *,
+    down: bool,
+    available: Mapping[str, Decimal] | None = None,
+    required_at: Callable[[MarginFacts], Decimal] | None = None,
+    book: Portfolio | None = None,
+    prices: Mapping[str, Decimal] | None = None,
+    now: int = PM_NOW,
+) -> tuple[tuple[OrderPlan, ...], _Simulation]:
+    """One round on the strangle (or ``book``) for ``need``."""
+    if book is None:
+        book, quotes, start = strangle_start()
+    else:
+        quotes, start = {}, _Simulation.of(PM, book, now, [0])
+    if prices is None:
+        prices, _ = execution_prices(book, quotes, 100, config, PM_NOW)
+    at = relief_needed(start, need) if required_at is None else required_at
+    return programme._scenario_round(
+        simulation=start,
+        model=PM,
+        prices=prices,
+        available=(
+            {s: -p.amount for s, p in book.positions.items()} if available is None else available
+        ),
+        required=at(start.facts),
+        required_at=at,
+        down=down,
+        config=config,
+        now=now,
+    )
+
+
+def test_rounded_up_to_the_step_with_a_whole_step_of_allowance() -> None:
+    """0.15 traced in lots of 0.1 is 0.2; what rounding may cost is at least a whole step
+    (0.1, not the 0.05 added) times the steepness."""
+    sizes = {STRANGLE_CALL: (D(3), D(120), D(100))}
+    plans, allowance = programme._rounded(
+        [(STRANGLE_CALL, D("0.15"), D(7))],
+        sizes=sizes,
+        prices={STRANGLE_CALL: D(120)},
+        config=LOTS,
+        down=False,
+    )
+    assert sized(plans) == [(STRANGLE_CALL, D("0.2"))]
+    assert plans[0].limit_price == D(120)
+    assert allowance == D("0.7")
+
+
+def test_rounded_up_to_the_minimum_order_with_what_was_raised_as_allowance() -> None:
+    """0.15 traced, minimum order 0.5: the order is 0.5, and what was raised (0.35) counts."""
+    spec = InstrumentSpec(size_step=D("0.1"), min_size=D("0.5"))
+    plans, allowance = programme._rounded(
+        [(STRANGLE_CALL, D("0.15"), D(2))],
+        sizes={STRANGLE_CALL: (D(3), D(120), D(100))},
+        prices={STRANGLE_CALL: D(120)},
+        config=Config(instruments={"BTC": spec}),
+        down=False,
+    )
+    assert sized(plans) == [(STRANGLE_CALL, D("0.5"))]
+    assert allowance == D("0.70")
+
+
+def test_rounded_up_closes_a_remainder_below_the_minimum_order() -> None:
+    """1.0 traced of 1.05 held, minimum order 0.1: the 0.05 left could not be traded, so
+    the whole 1.05 is closed (the position, not the price, bounds the order)."""
+    spec = InstrumentSpec(size_step=D("0.1"), min_size=D("0.1"))
+    plans, _ = programme._rounded(
+        [(STRANGLE_CALL, D(1), D(2))],
+        sizes={STRANGLE_CALL: (D("1.05"), D(20), D(10))},
+        prices={STRANGLE_CALL: D(20)},
+        config=Config(instruments={"BTC": spec}),
+        down=False,
+    )
+    assert sized(plans) == [(STRANGLE_CALL, D("1.05"))]
+
+
+def test_rounded_down_drops_what_is_below_a_lot_and_keeps_the_rest() -> None:
+    """Rounding down: 0.05 of the put is below a lot and dropped (the call after it is still
+    planned, 0.37 down to 0.3); the ETH call, which has no lots, is rounded up to MIN_SIZE
+    as ever."""
+    spec = InstrumentSpec(size_step=D("0.1"), min_size=D("0.1"))
+    sizes = {
+        STRANGLE_PUT: (D(1), D(20), D(10)),
+        STRANGLE_CALL: (D(1), D(20), D(10)),
+        ETH_CALL: (D(1), D(20), D(10)),
+    }
+    plans, allowance = programme._rounded(
+        [
+            (STRANGLE_PUT, D("0.05"), D(1)),
+            (STRANGLE_CALL, D("0.37"), D(1)),
+            (ETH_CALL, D("0.15"), D(1)),
+        ],
+        sizes=sizes,
+        prices={s: D(20) for s in sizes},
+        config=Config(instruments={"BTC": spec}),
+        down=True,
+    )
+    assert sized(plans) == [(STRANGLE_CALL, D("0.3")), (ETH_CALL, D("0.15"))]
+    assert allowance == D("0.1") + MIN_SIZE
+
+
+def test_scenario_plans_round_down_first_only_with_lots() -> None:
+    """A need of 1 000 on the strangle is met by 0.13… of the call. Without lots there is one
+    plan; in lots of 0.1 a second one rounds down first (0.1, short) and covers the rest in a
+    second round (0.2 in all)."""
+    book, quotes, start = strangle_start()
+    required_at = relief_needed(start, D(1_000))
+    found = {}
+    for name, config in (("plain", Config()), ("lots", LOTS)):
+        prices, _ = execution_prices(book, quotes, 100, config, PM_NOW)
+        found[name] = [
+            (sized(plans), rounds)
+            for plans, rounds in programme._scenario_plans(
+                start=start,
+                model=PM,
+                prices=prices,
+                required_at=required_at,
+                config=config,
+                now=PM_NOW,
+            )
+        ]
+    ((plain, plain_rounds),) = found["plain"]
+    assert plain_rounds == 1
+    assert [s for s, _ in plain] == [STRANGLE_CALL]
+    assert found["lots"] == [([(STRANGLE_CALL, D("0.2"))], 1), ([(STRANGLE_CALL, D("0.2"))], 2)]
+
+
+def test_scenario_round_down_is_rounded_down_and_not_traced_again() -> None:
+    """Rounded down, the round closes 0.1 of the call and leaves the rest short for the next
+    round (it is not traced again and rounded up within the round)."""
+    plans, after = round_of(D(1_000), LOTS, down=True)
+    assert sized(plans) == [(STRANGLE_CALL, D("0.1"))]
+    _, _, start = strangle_start()
+    assert relief_needed(start, D(1_000))(after.facts) > MIN_SIZE
+
+
+def test_scenario_round_skips_what_cannot_be_closed() -> None:
+    """Of the prices given, a round traces only options still held, not expired at ``now``,
+    with more than MIN_SIZE left (none without an entry in ``available``): not a perp, not
+    an option it does not hold, not one expiring at ``now`` exactly, not one with MIN_SIZE
+    or no entry left — and the put, with nothing left after an earlier round, is skipped
+    without ending the walk (the call is closed)."""
+    expiring = "BTC-20260301-100000-C"
+    now = OptionSymbol.parse(expiring).expires_at
+    book, _ = strangle()
+    extra = {
+        "BTC-PERP": D(100_000),
+        "BTC-20261231-120000-C": D(5_000),
+        "BTC-20261231-130000-C": D(4_000),
+        expiring: D(2_000),
+    }
+    held = {
+        **book.positions,
+        **{s: Position(symbol=s, amount=D(-1), entry_price=price) for s, price in extra.items()},
+    }
+    book = Portfolio(cash=book.cash, positions=held, spot=book.spot)
+    prices = {
+        "BTC-20261230-100000-C": D(9_000),  # not held
+        **extra,
+        STRANGLE_PUT: book.positions[STRANGLE_PUT].mark_price,
+        STRANGLE_CALL: book.positions[STRANGLE_CALL].mark_price,
+    }
+    available = {s: D(1) for s in prices}
+    available["BTC-20261231-120000-C"] = MIN_SIZE
+    del available["BTC-20261231-130000-C"]  # nothing left of it either
+    available[STRANGLE_PUT] = ZERO
+    plans, _ = round_of(
+        D(500), Config(), down=False, available=available, book=book, prices=prices, now=now
+    )
+    assert [p.symbol for p in plans] == [STRANGLE_CALL]
