@@ -210,6 +210,29 @@ def test_plan_trims_what_the_minimum_order_over_covers() -> None:
     assert sizes == {cheap: Decimal("3.1"), dear: Decimal(1)}
 
 
+def test_plan_trims_an_order_however_small_its_premium() -> None:
+    """The minimum-order trim of test_plan_trims_what_the_minimum_order_over_covers with a
+    bonus of 10 bps: the cheap close costs 0.01 a unit over its mark (0.05 for all five),
+    and it is still cut back from 5 to 3.1 — any premium above the mark is worth taking
+    back."""
+    cheap, dear = "BTC-20261231-150000-C", "BTC-20261231-90000-C"
+    book = portfolio(
+        position(cheap, amount="-5", entry="10"), position(dear, amount="-2", entry="50"), cash="0"
+    )
+    quotes = {cheap: Quote(theo=Decimal(10)), dear: Quote(theo=Decimal(50))}
+    spec = InstrumentSpec(size_step=Decimal("0.1"), min_size=Decimal(1))
+    config = Config(instruments={"BTC": spec}, reference_band_bps=0)
+    prices, _ = execution_prices(book, quotes, 10, config, NOW)
+    assert prices == {cheap: Decimal("10.01"), dear: Decimal("50.05")}
+    need = 5 * (Decimal(5_250) - Decimal("0.01") * 20 / 21) + 100
+    mm = Decimal(50_000)
+    anchor = MarginFacts(equity=(mm - need) * Decimal("1.05"), mm_required=mm)
+    plan = plan_partial_orders(book, quotes, 10, config, MarginMode.STANDARD, NOW, anchor=anchor)
+    sizes = {s: size for s, size, _ in closes_of(plan)}
+    assert sizes == {cheap: Decimal("3.1"), dear: Decimal(1)}
+    assert required_after(STANDARD, book, closes_of(plan), anchor, 500, NOW) <= MIN_SIZE
+
+
 def test_plan_portfolio_margin_lot_rounding_short_is_covered_in_the_same_round() -> None:
     """A deep in-the-money put and a call in whole lots of 0.1 (minimum order 0.5): the
     traced sizes rounded to lots fall short, whole-lot increments cover the rest in the
@@ -280,6 +303,40 @@ def test_plan_trim_drops_an_order_a_later_minimum_order_makes_unneeded(
     assert [(o.symbol, o.close_size) for o in plan.orders] == [(dear, Decimal(1))]
     assert plan.orders[0].expected_mm_relief == Decimal(10_500)
     assert required_after(STANDARD, book, closes_of(plan), anchor, 500, NOW) <= MIN_SIZE
+
+
+@attrs.define
+class RecordingStandard:
+    """Standard margin behind an opaque class (the generic path), keeping every portfolio it
+    is asked to value (kept alive, so no two are ever the same object by accident)."""
+
+    valued: list[Portfolio] = attrs.field(factory=list)
+
+    def evaluate(self, portfolio: Portfolio, now: int) -> MarginFacts:
+        self.valued.append(portfolio)
+        return STANDARD.evaluate(portfolio, now)
+
+
+def test_plan_trim_values_no_portfolio_twice() -> None:
+    """Under a model that can only be searched, each evaluation is a full one: the trim's
+    check that the plan stays on target without an order is the plan of the others, valued
+    already, not one more evaluation of the same portfolio (the trim of
+    test_plan_trim_drops_an_order_a_later_minimum_order_makes_unneeded)."""
+    cheap, dear = "BTC-20261231-150000-C", "BTC-20261231-90000-C"
+    book = portfolio(
+        position(cheap, amount="-1", entry="10"), position(dear, amount="-2", entry="50"), cash="0"
+    )
+    quotes = {cheap: Quote(theo=Decimal(10)), dear: Quote(theo=Decimal(50))}
+    spec = InstrumentSpec(size_step=Decimal("0.1"), min_size=Decimal(1))
+    model = RecordingStandard()
+    config = Config(instruments={"BTC": spec}, reference_band_bps=0, standard_margin=model)
+    need = Decimal(5_250) - Decimal(20) / 21 + 100
+    mm = Decimal(50_000)
+    anchor = MarginFacts(equity=(mm - need) * Decimal("1.05"), mm_required=mm)
+    plan = plan_partial_orders(book, quotes, 1_000, config, MarginMode.STANDARD, NOW, anchor=anchor)
+    assert [(o.symbol, o.close_size) for o in plan.orders] == [(dear, Decimal(1))]
+    assert plan.evaluations == len(model.valued)
+    assert len({id(p) for p in model.valued}) == len(model.valued)
 
 
 def test_plan_portfolio_margin_short_below_one_lot_closed_whole() -> None:
@@ -359,6 +416,47 @@ def test_plan_portfolio_margin_strangle_tie_in_whole_lots() -> None:
     assert premium(book, closes_of(plan)) <= cheapest
 
 
+def test_plan_portfolio_margin_repair_tops_up_with_an_underlying_without_lots() -> None:
+    """The strangle tie of test_plan_portfolio_margin_strangle_tie_in_whole_lots with the
+    ETH call traded in any size (no InstrumentSpec) and 912 less equity: the call traced
+    and rounded up to 8.9 and the whole put leave the round short. One more lot of the call
+    would leave 0.4, below the minimum order, so the call could only be closed whole (0.5
+    more); the whole put has nothing left to add. The repair weighs the ETH call after both
+    and covers the rest with a part of it, for less premium than the whole call."""
+    call, put, other = "BTC-20260925-160000-C", "BTC-20260925-75000-P", "ETH-20260925-3000-C"
+    book = Portfolio(
+        cash=Decimal("17904.4085"),
+        positions={
+            call: Position(symbol=call, amount=Decimal("-9.4"), entry_price=Decimal("430.79")),
+            put: Position(symbol=put, amount=Decimal("-5.7"), entry_price=Decimal("197.78")),
+            other: Position(symbol=other, amount=Decimal(-10), entry_price=Decimal("606.42")),
+        },
+        spot={"BTC": Decimal(105_000), "ETH": Decimal(3_500)},
+    )
+    quotes = {
+        call: Quote(best_ask=Decimal("444.6805"), theo=Decimal("426.7818")),
+        put: Quote(best_ask=Decimal("200.5580")),
+        other: Quote(best_ask=Decimal("629.1565"), theo=Decimal("602.1730")),
+    }
+    spec = InstrumentSpec(size_step=Decimal("0.1"), price_tick=Decimal(5), min_size=Decimal("0.5"))
+    config = Config(instruments={"BTC": spec})
+    anchor = MarginFacts(equity=Decimal("5751.4365"), mm_required=Decimal("10794.70"))
+    plan = plan_partial_orders(
+        book, quotes, 931, config, MarginMode.PORTFOLIO, BENCH_NOW, anchor=anchor
+    )
+    closes = closes_of(plan)
+    assert required_after(PM, book, closes, anchor, 500, BENCH_NOW) <= MIN_SIZE
+    assert plan.rounds == 1
+    sizes = {symbol: size for symbol, size, _ in closes}
+    assert sizes[call] == Decimal("8.9")
+    assert sizes[put] == Decimal("5.7")
+    assert 0 < sizes[other] < 1
+    prices, _ = execution_prices(book, quotes, 931, config, BENCH_NOW)
+    whole_lots = [(call, Decimal("9.4"), prices[call]), (put, Decimal("5.7"), prices[put])]
+    assert required_after(PM, book, whole_lots, anchor, 500, BENCH_NOW) <= MIN_SIZE
+    assert premium(book, closes) < premium(book, whole_lots)
+
+
 def test_plan_portfolio_margin_rounding_past_a_tie_covered_by_many_cheap_lots() -> None:
     """The traced call, rounded up to a whole lot, passes the point where the down-shock
     scenario starts to bind; covering that takes fourteen lots of a cheap put, valued as
@@ -409,6 +507,153 @@ def test_plan_portfolio_margin_rounding_past_a_tie_covered_by_many_cheap_lots() 
         if on_target(a, b)
     )
     assert premium(book, closes_of(plan)) == cheapest
+
+
+def test_plan_portfolio_margin_repair_passes_over_a_close_that_frees_nothing() -> None:
+    """No bonus and every short quoted at its mark, so every close is free. Once part of the
+    ETH put is closed, the ETH book loses in no scenario: one lot more of the put frees no
+    margin and costs nothing, a cut of exactly zero, which the repair passes over (it has
+    no premium per unit of cut to rank) while the deep call covers the need."""
+    call, eth_call, eth_put = "BTC-20260626-70000-C", "ETH-20260626-4000-C", "ETH-20261231-2800-P"
+    marks = {call: Decimal(36_350), eth_call: Decimal("1005.50"), eth_put: Decimal("537.65")}
+    amounts = {call: Decimal("-30.1"), eth_call: Decimal("-0.47"), eth_put: Decimal("-4.1")}
+    book = Portfolio(
+        cash=Decimal(0),
+        positions={s: Position(symbol=s, amount=amounts[s], entry_price=marks[s]) for s in marks},
+        spot={"BTC": Decimal(100_000), "ETH": Decimal(4_000)},
+    )
+    quotes = {s: Quote(best_ask=mark, theo=mark) for s, mark in marks.items()}
+    config = Config(
+        instruments={
+            "BTC": InstrumentSpec(
+                size_step=Decimal("0.1"), price_tick=Decimal("0.01"), min_size=Decimal("0.1")
+            ),
+            "ETH": InstrumentSpec(size_step=ONE, price_tick=Decimal("0.01"), min_size=ONE),
+        }
+    )
+    mm = PM.evaluate(book, PM_NOW).mm_required
+    anchor = MarginFacts(equity=mm * Decimal("0.31") * Decimal("1.05"), mm_required=mm)
+    plan = plan_partial_orders(book, quotes, 0, config, MarginMode.PORTFOLIO, PM_NOW, anchor=anchor)
+    assert required_after(PM, book, closes_of(plan), anchor, 500, PM_NOW) <= MIN_SIZE
+    assert premium(book, closes_of(plan)) == 0
+    assert [o.symbol for o in plan.orders] == [call]
+
+
+def test_plan_portfolio_margin_many_lots_increment_leaves_no_remainder_below_minimum() -> None:
+    """The book of test_plan_portfolio_margin_rounding_past_a_tie_covered_by_many_cheap_lots
+    with 3.1 of the cheap put, a minimum order of 1 and a need 740.5 larger: the lots of the
+    put that would cover the rest at its rate would leave 0.3 of it, below the minimum
+    order, so that increment closes the put whole. Nothing stranded."""
+    long_call, call, put = "BTC-20260925-160000-C", "BTC-20270625-160000-C", "BTC-20260925-65000-P"
+    book = Portfolio(
+        cash=Decimal("42783.6785"),
+        positions={
+            long_call: Position(
+                symbol=long_call, amount=Decimal("0.9"), entry_price=Decimal("309.21")
+            ),
+            call: Position(symbol=call, amount=Decimal("-2.2"), entry_price=Decimal("16866.77")),
+            put: Position(symbol=put, amount=Decimal("-3.1"), entry_price=Decimal("91.16")),
+        },
+        spot={"BTC": Decimal(105_000)},
+    )
+    quotes = {
+        put: Quote(best_ask=Decimal("92.9723"), theo=Decimal("90.0403")),
+        call: Quote(best_ask=Decimal("17374.7693"), theo=Decimal("16956.5414")),
+    }
+    spec = InstrumentSpec(size_step=Decimal("0.1"), price_tick=Decimal(5), min_size=ONE)
+    config = Config(instruments={"BTC": spec})
+    anchor = MarginFacts(equity=Decimal("4312.0895"), mm_required=Decimal("14665.71"))
+    plan = plan_partial_orders(
+        book, quotes, 880, config, MarginMode.PORTFOLIO, BENCH_NOW, anchor=anchor
+    )
+    assert required_after(PM, book, closes_of(plan), anchor, 500, BENCH_NOW) <= MIN_SIZE
+    for order in plan.orders:
+        remainder = -book.positions[order.symbol].amount - order.close_size
+        assert remainder == 0 or remainder >= spec.min_size
+    assert {o.symbol: o.close_size for o in plan.orders}[put] == Decimal("3.1")
+
+
+def test_plan_portfolio_margin_repair_stops_exactly_min_size_short() -> None:
+    """Buffer 0, BTC in lots of 0.5, the ETH call in any size: the two BTC calls traced and
+    rounded up (3.8 whole, 1.5) leave the round 1 932.73 short; one lot of the put covers
+    all but exactly MIN_SIZE of it (Health's equity is set so). That is on target: the
+    repair stops there and adds no sliver of the ETH call (2 × MIN_SIZE) for the rest."""
+    call, other_call, put = "BTC-20260327-85000-C", "BTC-20260327-115000-C", "BTC-20260327-80000-P"
+    eth_call, eth_long = "ETH-20260626-5400-C", "ETH-20261231-4600-C"
+    entries = {
+        call: ("-3.8", "21140"),
+        other_call: ("-1.9", "10950.79"),
+        put: ("-1.5", "5961"),
+        eth_call: ("-9.3", "548"),
+        eth_long: ("0.7", "1064"),
+    }
+    book = Portfolio(
+        cash=Decimal(0),
+        positions={
+            s: Position(symbol=s, amount=Decimal(a), entry_price=Decimal(e))
+            for s, (a, e) in entries.items()
+        },
+        spot={"BTC": Decimal(100_000), "ETH": Decimal(4_000)},
+    )
+    quotes = {
+        s: Quote(best_ask=Decimal(entries[s][1]), theo=Decimal(entries[s][1]))
+        for s in (call, other_call, put)
+    }
+    quotes[eth_call] = Quote(best_ask=Decimal("550.74"), theo=Decimal(548))
+    spec = InstrumentSpec(size_step=Decimal("0.5"), price_tick=Decimal("0.01"))
+    config = Config(instruments={"BTC": spec}, partial_target_buffer_bps=0)
+    anchor = MarginFacts(
+        equity=Decimal("3376.121283790108400"), mm_required=Decimal("65750.9745342566595")
+    )
+    plan = plan_partial_orders(
+        book, quotes, 10, config, MarginMode.PORTFOLIO, PM_NOW, anchor=anchor
+    )
+    assert [(o.symbol, o.close_size) for o in plan.orders] == [
+        (call, Decimal("3.8")),
+        (other_call, Decimal("1.5")),
+        (put, Decimal("0.5")),
+    ]
+    assert required_after(PM, book, closes_of(plan), anchor, 0, PM_NOW) == MIN_SIZE
+
+
+def test_plan_portfolio_margin_repair_takes_the_smaller_of_equally_cheap_increments() -> None:
+    """The BTC call is quoted below its mark, so its lots are free: one lot more and the lots
+    that would cover the rest at that rate both cost nothing per unit of the need they cut.
+    Of equally cheap increments the repair takes the smaller (one lot at a time) rather than
+    overshooting; the plan then pays less than the same BTC closes with the ETH put closed
+    whole, which is on target too."""
+    put, call, far_put = "BTC-20260626-145000-P", "BTC-20260626-155000-C", "BTC-20261231-115000-P"
+    eth_call, eth_put = "ETH-20261231-2400-C", "ETH-20261231-5400-P"
+    entries = {
+        put: ("-0.8", "46828.6", "47765.17"),
+        call: ("-4.7", "9740", "9642.60"),
+        far_put: ("-1.9", "41153.7", "40742.16"),
+        eth_call: ("-2.1", "2148.2", "2148.20"),
+        eth_put: ("-5.6", "2052.4", "2052.40"),
+    }
+    book = Portfolio(
+        cash=Decimal(0),
+        positions={
+            s: Position(symbol=s, amount=Decimal(a), entry_price=Decimal(e))
+            for s, (a, e, _) in entries.items()
+        },
+        spot={"BTC": Decimal(100_000), "ETH": Decimal(4_000)},
+    )
+    quotes = {s: Quote(best_ask=Decimal(q), theo=Decimal(e)) for s, (_, e, q) in entries.items()}
+    spec = InstrumentSpec(size_step=Decimal("0.1"), price_tick=ONE, min_size=Decimal(2))
+    config = Config(instruments={"BTC": spec}, reference_band_bps=0)
+    anchor = MarginFacts(
+        equity=Decimal("270.95636539383838020"), mm_required=Decimal("2150.4473443955427")
+    )
+    plan = plan_partial_orders(
+        book, quotes, 10, config, MarginMode.PORTFOLIO, PM_NOW, anchor=anchor
+    )
+    closes = closes_of(plan)
+    assert required_after(PM, book, closes, anchor, 500, PM_NOW) <= MIN_SIZE
+    prices, _ = execution_prices(book, quotes, 10, config, PM_NOW)
+    whole = [c for c in closes if c[0] != eth_put] + [(eth_put, Decimal("5.6"), prices[eth_put])]
+    assert required_after(PM, book, whole, anchor, 500, PM_NOW) <= MIN_SIZE
+    assert premium(book, closes) < premium(book, whole)
 
 
 def test_plan_never_trims_a_close_that_pays_the_account() -> None:
@@ -522,3 +767,21 @@ def test_smallest_fitting_never_exceeds_the_current_size() -> None:
     assert _smallest_fitting(fits, Decimal(10), Decimal("0.37"), spec) == Decimal("0.37")
     assert _smallest_fitting(fits, Decimal(10), Decimal("2.37"), spec) == Decimal("0.4")
     assert _smallest_fitting(lambda size: True, Decimal(10), Decimal(2), spec) == 0
+
+
+def test_smallest_fitting_bisects_whole_steps_in_logarithmic_calls() -> None:
+    """The search is a bisection over whole steps: for every size from 0.01 to 10 as the
+    smallest that fits (1 000 steps), it finds exactly that size with at most
+    2 + ⌈log2 1 000⌉ = 12 calls of ``fits`` (zero, the largest candidate, then halving)."""
+    spec = _lots("0.01")
+    for steps in range(1, 1_001):
+        smallest = Decimal(steps) / 100
+        calls: list[Decimal] = []
+
+        def fits(size: Decimal, smallest: Decimal = smallest, calls: list[Decimal] = calls) -> bool:
+            calls.append(size)
+            assert len(calls) <= 12, f"more than 12 calls: {calls[:20]}"
+            return size >= smallest
+
+        found = _smallest_fitting(fits, Decimal(20), Decimal(10), spec)
+        assert found == smallest
