@@ -96,11 +96,16 @@ def _workdir(base: Path, name: str, source: str, tests: tuple[str, ...]) -> Path
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis")
     shutil.copytree(ROOT / "liqcore", work / "liqcore", ignore=ignore)
     shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
+    _write_config(work, source, tests)
+    return work
+
+
+def _write_config(work: Path, source: str, tests: tuple[str, ...]) -> None:
+    """The project's pyproject.toml in ``work``, with the module's ``[tool.mutmut]`` table."""
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     if "[tool.mutmut]" in pyproject:
         raise SystemExit("pyproject.toml has a [tool.mutmut] table: bench.mutate writes its own")
     (work / "pyproject.toml").write_text(pyproject + _config(source, tests), encoding="utf-8")
-    return work
 
 
 _RESULT = re.compile(r"^\s*(?P<name>\S+): (?P<status>[a-z ]+?)\s*$")
@@ -162,7 +167,8 @@ def measure(
 
     With ``recheck`` (the module's previous entry), only that entry's survivors run again,
     and the mutants an interrupted run left unchecked, in the same scratch copy with the
-    tests copied afresh: for new tests killing them, or to finish a run. The
+    tests copied (and selected: a mirroring test file added since counts) afresh: for new
+    tests killing them, or to finish a run. The
     module's source must be byte-identical to the copy mutated then (its other verdicts
     stand: a test added can only kill more), else run the module in full.
     """
@@ -183,6 +189,7 @@ def measure(
         shutil.rmtree(work / "tests")
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis")
         shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
+        _write_config(work, source, tests)  # test files added since the full run selected too
         names = sorted(_survivor_names(recheck) + _unchecked_names(work, env))
         provenance = {
             **provenance,
