@@ -179,6 +179,7 @@ def measure(
     # examples, so the same verdicts, without minutes spent shrinking each killed mutant.
     env = {**os.environ, "CI": "true", "HYPOTHESIS_PROFILE": "mutate", "PYTHONHASHSEED": "0"}
     names: list[str] = []
+    before: dict[str, str] = {}
     if recheck is None:
         work = _workdir(base, name, source, tests)
     else:
@@ -186,11 +187,13 @@ def measure(
         copy = work / source
         if not copy.exists() or copy.read_bytes() != (ROOT / source).read_bytes():
             raise SystemExit(f"{source} changed since its full run: measure it in full")
+        before = _results(work, env)
         shutil.rmtree(work / "tests")
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis")
         shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
         _write_config(work, source, tests)  # test files added since the full run selected too
-        names = sorted(_survivor_names(recheck) + _unchecked_names(work, env))
+        unchecked = [n for n, s in before.items() if s == "not checked"]
+        names = sorted(_survivor_names(recheck) + unchecked)
         provenance = {
             **provenance,
             "command": f"{provenance['command']} --recheck",
@@ -204,6 +207,10 @@ def measure(
     elapsed = time.monotonic() - started
     (work / "mutmut-run.log").write_text(run.stdout + run.stderr, encoding="utf-8")
     statuses = _results(work, env)
+    if recheck is not None:
+        # mutmut forgets every verdict when the test selection changes (a test file added):
+        # the verdicts not run again stand as they were.
+        statuses = {**before, **{n: statuses[n] for n in names}}
     counts = dict.fromkeys(STATUSES, 0)
     for status in statuses.values():
         counts[status] += 1
@@ -226,11 +233,6 @@ def measure(
         "score": round(100 * counts["killed"] / total, 1) if total else None,
         "survivors": {n: _diff(work, env, n) for n in survivors},
     }
-
-
-def _unchecked_names(work: Path, env: dict[str, str]) -> list[str]:
-    """The mutants an interrupted run left unchecked."""
-    return [n for n, s in _results(work, env).items() if s == "not checked"]
 
 
 def _survivor_names(entry: dict[str, object]) -> list[str]:
