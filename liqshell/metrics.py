@@ -508,6 +508,11 @@ class ClosedContracts:
     def __init__(self) -> None:
         self._books: dict[str, _Book] = {}
 
+    def __contains__(self, wallet: object) -> bool:
+        """Whether an order of ``wallet`` is tracked (else :meth:`observe` counts nothing
+        and may be skipped: the common case, checked for every wallet of every poll)."""
+        return wallet in self._books
+
     def placed(self, command: SubmitOrder, health: Health | None) -> None:
         """``command``, decided on ``health``, was acked: it rests until filled or
         cancelled."""

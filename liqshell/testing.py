@@ -592,6 +592,7 @@ class FakeExchange:
         self.calls: list[Call] = []
         self.duplicates_delivered = 0
         self._portfolios: dict[str, Portfolio | None] = {}
+        self._listing: Mapping[str, Portfolio] | None = None  # portfolios(), until changed
         self._margins: dict[str, MarginReport] = {}
         self._quotes: dict[str, Quote] = {}
         self._orders: dict[str, dict[int, OpenOrder]] = {}
@@ -608,10 +609,12 @@ class FakeExchange:
     def set_portfolio(self, wallet: str, portfolio: Portfolio | None) -> None:
         """Set ``wallet``'s portfolio; ``None``: the snapshot is unavailable."""
         self._portfolios[wallet] = portfolio
+        self._listing = None
 
     def remove_portfolio(self, wallet: str) -> None:
         """Forget ``wallet`` (it no longer has a portfolio)."""
         self._portfolios.pop(wallet, None)
+        self._listing = None
 
     def set_margin(self, wallet: str, report: MarginReport) -> None:
         """Set the margin engine's verdict on ``wallet``."""
@@ -642,8 +645,10 @@ class FakeExchange:
 
     def open_orders_of(self, wallet: str) -> tuple[OpenOrder, ...]:
         """``wallet``'s open orders by ``(created_at, order_id)`` (synchronously)."""
-        orders = self._orders.get(wallet, {}).values()
-        return tuple(sorted(orders, key=lambda o: (o.created_at, o.order_id)))
+        orders = self._orders.get(wallet)
+        if not orders:
+            return ()
+        return tuple(sorted(orders.values(), key=lambda o: (o.created_at, o.order_id)))
 
     def running_auction(self, wallet: str) -> AuctionReceipt | None:
         """The receipt of ``wallet``'s pending or running auction."""
@@ -760,9 +765,11 @@ class FakeExchange:
         """Every wallet with an available portfolio, sorted."""
 
         def effect() -> Mapping[str, Portfolio]:
-            return MappingProxyType(
-                {w: p for w, p in sorted(self._portfolios.items()) if p is not None}
-            )
+            if self._listing is None:  # sorted once, not at every poll of a large world
+                self._listing = MappingProxyType(
+                    {w: p for w, p in sorted(self._portfolios.items()) if p is not None}
+                )
+            return self._listing
 
         return await self._serve("portfolios", None, None, effect)
 
@@ -798,16 +805,22 @@ class FakeExchange:
     async def portfolios_of(self, wallets: Sequence[str]) -> Mapping[str, Portfolio | None]:
         """:meth:`portfolio` of each of ``wallets``, in one call; a wallet whose own call
         fails (an injected fault) is left out — it fails alone."""
+        if not self._armed:
+            return self._each_now("portfolio", wallets, self._portfolios.get)
         return await self._each(wallets, self.portfolio)
 
     async def margins(
         self, portfolios: Mapping[str, Portfolio | None]
     ) -> Mapping[str, MarginReport]:
         """:meth:`margin` of each wallet of ``portfolios``, in one call (failures left out)."""
+        if not self._armed:
+            return self._each_now("margin", list(portfolios), self._margins.__getitem__)
         return await self._each(list(portfolios), lambda w: self.margin(w, portfolios[w]))
 
     async def open_orders_many(self, wallets: Sequence[str]) -> Mapping[str, Sequence[OpenOrder]]:
         """:meth:`open_orders` of each of ``wallets``, in one call (failures left out)."""
+        if not self._armed:
+            return self._each_now("open_orders", wallets, self.open_orders_of)
         return await self._each(wallets, self.open_orders)
 
     async def _each(
@@ -818,6 +831,22 @@ class FakeExchange:
             try:
                 answered[wallet] = await call(wallet)
             except Exception:
+                continue
+        return answered
+
+    def _each_now(
+        self, method: str, wallets: Sequence[str], effect: Callable[[str], T]
+    ) -> dict[str, T]:
+        """What :meth:`_each` over the single-wallet calls answers when no fault is armed
+        (each call recorded as its own, each effect run), without a coroutine per wallet:
+        a wallet whose effect raises (no margin report set) is left out."""
+        answered: dict[str, T] = {}
+        record = self.calls.append
+        for wallet in wallets:
+            record(Call(method=method, wallet=wallet, argument=wallet))
+            try:
+                answered[wallet] = effect(wallet)
+            except LookupError:
                 continue
         return answered
 

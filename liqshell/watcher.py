@@ -145,6 +145,7 @@ SHADOW_DIFFERENCES_KEPT = 1_000
 (:attr:`Watcher.shadow_differences`); all are counted and logged."""
 
 _SHADOW_PAGE = 1_000
+_DIGEST_BATCH = 256
 
 
 @attrs.frozen(kw_only=True)
@@ -178,14 +179,27 @@ class _Tally:
     released: int = 0
     noops: int = 0
     digest: hashlib.blake2b = attrs.field(factory=lambda: hashlib.blake2b(digest_size=16))
+    lines: list[str] = attrs.field(factory=list)
+    """No-op lines not yet folded into ``digest`` (hashed in batches: the same bytes in the
+    same order give the same digest, with one ``update`` per batch instead of per wallet)."""
 
     def noop(self, health: Health) -> None:
-        """Count a healthy no-op and fold what was observed into the poll's digest."""
+        """Count a healthy no-op and fold what was observed into the poll's digest:
+        ``wallet|equity|mm_required|0 or 1`` and a newline (``str`` of the Decimals)."""
         self.noops += 1
-        self.digest.update(
-            f"{health.wallet}|{health.equity}|{health.mm_required}|"
-            f"{health.is_liquidatable:d}\n".encode()
+        lines = self.lines
+        lines.append(
+            "%s|%s|%s|%d\n"  # noqa: UP031 (%-formatting: the cheapest, per healthy wallet)
+            % (health.wallet, health.equity, health.mm_required, health.is_liquidatable)
         )
+        if len(lines) >= _DIGEST_BATCH:
+            self.fold()
+
+    def fold(self) -> None:
+        """Hash the pending no-op lines into ``digest``."""
+        if self.lines:
+            self.digest.update("".join(self.lines).encode())
+            self.lines.clear()
 
     def report(self, quarantined: int) -> PollReport:
         return PollReport(
@@ -200,6 +214,7 @@ class _Tally:
 
     def summary(self) -> str:
         """The ``POLL`` record's note: counts and the digest of the no-op observations."""
+        self.fold()
         return (
             f"stepped={self.stepped} noops={self.noops} skipped={self.skipped} "
             f"conflicts={self.conflicts} commands={self.commands} released={self.released} "
@@ -1095,10 +1110,19 @@ class Watcher:
         """A fixed pool of ``concurrency`` workers over chunks of wallets (no task per
         wallet). With ports that observe in batches each chunk is observed with one call per
         port, then its wallets are decided one after another; otherwise a chunk is one
-        wallet, observed on its own under its lock."""
+        wallet, observed on its own under its lock.
+
+        A wallet observed with its chunk, not busy (its lock free), not quarantined and with
+        nothing to reload is stepped at once, in the worker's loop, without awaiting
+        anything: no other task can touch the wallet meanwhile (what its lock guarantees).
+        A healthy no-op ends there, with no coroutine, lock or record made for it; a
+        decision to commit takes the wallet's lock (free: nothing ran since the step)."""
         size = OBSERVE_CHUNK if self._batching else 1
         chunks = iter([wallets[i : i + size] for i in range(0, len(wallets), size)])
         stop = self._stop
+        locks = self._locks
+        quarantined = self._quarantined
+        stale = self._stale
 
         async def worker() -> None:
             for chunk in chunks:  # one shared iterator: each chunk goes to one worker
@@ -1109,9 +1133,20 @@ class Watcher:
                     if stop is not None and stop.is_set():
                         return
                     try:
-                        await self._poll_wallet(
-                            wallet, tally, None if observed is None else observed[wallet]
-                        )
+                        if observed is None:
+                            await self._poll_wallet(wallet, tally)
+                            continue
+                        lock = locks.get(wallet)
+                        if (
+                            (lock is None or not lock.locked())
+                            and wallet not in quarantined
+                            and wallet not in stale
+                        ):
+                            stepped = self._step(wallet, tally, observed[wallet], False)
+                            if stepped is not None:
+                                await self._act_stepped(wallet, tally, stepped)
+                        else:
+                            await self._poll_wallet(wallet, tally, observed[wallet])
                     except Exception:
                         tally.skipped += 1
                         self._metrics.skipped("error")
@@ -1124,26 +1159,18 @@ class Watcher:
         count = min(self._concurrency, -(-len(wallets) // size))
         await asyncio.gather(*(worker() for _ in range(count)))
 
+    async def _act_stepped(self, wallet: str, tally: _Tally, stepped: _Stepped) -> None:
+        """Act on a decision stepped at once from the chunk's observation (see
+        :meth:`_step_wallets`), under the wallet's lock."""
+        async with self._lock(wallet):  # free: taken at once, nothing ran since the step
+            if await self._act(wallet, tally, stepped, again=False):
+                # SPEC §9 step 7: the reprice's cancels all came back confirmed.
+                await self._decide(wallet, tally, again=True)
+
     async def _poll_wallet(
         self, wallet: str, tally: _Tally, observed: _Observed | None = None
     ) -> None:
-        lock = self._locks.get(wallet)
-        if (
-            observed is not None
-            and (lock is None or not lock.locked())
-            and wallet not in self._quarantined
-            and wallet not in self._stale
-        ):
-            # Observed with its chunk, not busy, nothing to reload: step it at once, without
-            # awaiting anything, so no other task can touch the wallet meanwhile (what its
-            # lock guarantees). A healthy no-op ends here: no lock is made or taken for it.
-            stepped = self._step(wallet, tally, observed, again=False)
-            if stepped is None:
-                return
-            async with self._lock(wallet):  # free: taken at once, nothing ran since the step
-                if await self._act(wallet, tally, stepped, again=False):
-                    await self._decide(wallet, tally, again=True)
-            return
+        """Decide a wallet under its lock (observed alone when ``observed`` is ``None``)."""
         async with self._lock(wallet):
             if self._owner is not None and self._lease(wallet) is None:
                 return  # its shard went to another instance since the poll began
@@ -1183,18 +1210,19 @@ class Watcher:
         return await self._act(wallet, tally, stepped, again=again)
 
     def _step(
-        self, wallet: str, tally: _Tally, observed: _Observed, *, again: bool
+        self, wallet: str, tally: _Tally, observed: _Observed, again: bool = False
     ) -> _Stepped | None:
         """Step the wallet on its observation (synchronously: nothing else runs meanwhile).
         ``None`` when that is all there is to do: the observation failed, the step failed
         (both counted as skipped) or the decision is a healthy no-op in compact mode (counted,
-        neither committed nor recorded)."""
+        neither committed nor recorded). The observation's answers are checked and its
+        ``Health`` built here, just before the step (a chunk's are not all held at once)."""
         stored = self._stored.get(wallet)
         previous = None if stored is None else stored.state
         try:
             if isinstance(observed, BaseException):
                 raise observed
-            health, orders = observed
+            health, orders = _observation(wallet, *observed)
         except Exception as error:
             tally.skipped += 0 if again else 1
             self._metrics.skipped("observation")
@@ -1205,9 +1233,12 @@ class Watcher:
                 extra=fields(wallet=wallet, phase=state_phase(previous)),
             )
             return None
-        for underlying, contracts in self._closed.observe(health, orders).items():
-            self._metrics.closed(underlying, contracts)
-        now = self._now(previous)
+        if wallet in self._closed:  # a liquidation order of ours rests
+            for underlying, contracts in self._closed.observe(health, orders).items():
+                self._metrics.closed(underlying, contracts)
+        now = self._clock.now_ms()
+        if previous is not None and now <= previous.updated_at:
+            now = previous.updated_at + 1  # strictly after the stored state (see _now)
         try:
             state, commands = step(previous, health, orders, now, self._config)
         except Exception:
@@ -1221,8 +1252,26 @@ class Watcher:
             return None
         if commands or wallet in self._stuck:
             self._note_stuck(wallet, commands)
-        if self._compact and not commands and _healthy_noop(stored, previous, state):
-            # Nothing the next step depends on changed: no commit, no record of its own.
+        if (
+            self._compact
+            and not commands
+            and type(state.phase) is Healthy
+            and (stored is None or not stored.unfinished)
+            and (
+                previous is None
+                or (
+                    type(previous.phase) is Healthy
+                    and previous.margin_mode is state.margin_mode
+                    and previous.last_closed_auction_id == state.last_closed_auction_id
+                )
+            )
+        ):
+            # A healthy no-op: a decision without commands that changed nothing the next
+            # step depends on — healthy before (or untracked) and after, the same margin
+            # mode and last closed auction, nothing unfinished. The healthy step reads only
+            # those of the previous state (its figures and updated_at are the
+            # observation's), so stepping from the older state decides exactly the same:
+            # no commit, no record of its own (inlined: it runs for every healthy wallet).
             tally.stepped += 0 if again else 1
             tally.noop(health)
             return None
@@ -1439,7 +1488,8 @@ class Watcher:
             and entry.unfinished == pending
         )
 
-    async def _observe(self, wallet: str) -> tuple[Health, tuple[OpenOrder, ...]]:
+    async def _observe(self, wallet: str) -> _Answers:
+        """The wallet's answers, observed alone (checked and assembled by :meth:`_step`)."""
         portfolio = _checked_portfolio(
             wallet, await self._observe_call(self._portfolios.portfolio(wallet))
         )
@@ -1447,13 +1497,15 @@ class Watcher:
         symbols = sorted(portfolio.positions) if portfolio is not None else []
         quotes = await self._observe_call(self._quotes.quotes(symbols)) if symbols else {}
         orders = await self._observe_call(self._orders.open_orders(wallet))
-        return _observation(wallet, portfolio, report, quotes, orders)
+        return portfolio, report, quotes, orders
 
     async def _observe_chunk(self, chunk: list[str]) -> dict[str, _Observed]:
         """Observe ``chunk`` with one call per port and one timeout per call (ports with
         ``portfolios_of``, ``margins`` and ``open_orders_many``). A wallet an answer leaves
-        out, or whose answer is malformed, fails alone; a call that fails fails the chunk."""
-        wanted = [w for w in chunk if w not in self._quarantined]
+        out, or whose answer is malformed, fails alone; a call that fails fails the chunk.
+        Each wallet's answers are checked and its ``Health`` built when it is stepped."""
+        quarantined = self._quarantined
+        wanted = [w for w in chunk if w not in quarantined] if quarantined else chunk
         result: dict[str, _Observed] = dict.fromkeys(
             chunk, LookupError("quarantined: not observed")
         )
@@ -1461,13 +1513,16 @@ class Watcher:
             listed = await self._observe_call(self._portfolios.portfolios_of(wanted))  # type: ignore[attr-defined]
             portfolios: dict[str, Portfolio | None] = {}
             for wallet in wanted:
-                if wallet not in listed:
+                portfolio = listed.get(wallet, _MISSING)
+                if portfolio is None or type(portfolio) is Portfolio:
+                    portfolios[wallet] = portfolio
+                elif portfolio is _MISSING:
                     result[wallet] = LookupError(f"no portfolio answer for {wallet!r}")
-                    continue
-                try:
-                    portfolios[wallet] = _checked_portfolio(wallet, listed[wallet])
-                except InvalidInput as error:
-                    result[wallet] = error
+                else:
+                    try:
+                        portfolios[wallet] = _checked_portfolio(wallet, portfolio)
+                    except InvalidInput as error:
+                        result[wallet] = error
             reports = await self._observe_call(self._margin.margins(portfolios))  # type: ignore[attr-defined]
             orders = await self._observe_call(self._orders.open_orders_many(list(portfolios)))  # type: ignore[attr-defined]
         except Exception as error:
@@ -1496,17 +1551,14 @@ class Watcher:
                     result[wallet] = error
                 return result
         for wallet, portfolio in portfolios.items():
-            if wallet not in reports:
+            report = reports.get(wallet, _MISSING)
+            open_orders = orders.get(wallet, _MISSING)
+            if report is _MISSING:
                 result[wallet] = LookupError(f"no margin answer for {wallet!r}")
-            elif wallet not in orders:
+            elif open_orders is _MISSING:
                 result[wallet] = LookupError(f"no open orders answer for {wallet!r}")
             else:
-                try:
-                    result[wallet] = _observation(
-                        wallet, portfolio, reports[wallet], quotes, orders[wallet]
-                    )
-                except Exception as error:
-                    result[wallet] = error
+                result[wallet] = (portfolio, report, quotes, open_orders)
         return result
 
     async def _observe_call(self, awaitable: Awaitable[T]) -> T:
@@ -1950,23 +2002,16 @@ def _unconfirmed_publishes(stored: Stored | None) -> tuple[Unfinished, ...]:
     )
 
 
-_Observed = tuple[Health, tuple[OpenOrder, ...]] | BaseException
-"""A wallet's observation from its chunk's calls, or the error that left it out."""
+_Answers = tuple[Portfolio | None, object, Mapping[str, Quote], Iterable[object]]
+"""A wallet's answers as the ports gave them: its portfolio (checked), margin report, the
+quotes (of its symbols, or of its chunk's) and open orders; :func:`_observation` checks the
+rest and builds the ``Health``."""
 
+_Observed = _Answers | BaseException
+"""A wallet's answers, or the error that left it out."""
 
-def _healthy_noop(stored: Stored | None, previous: AccountState | None, new: AccountState) -> bool:
-    """Whether a decision without commands changed nothing the next step depends on:
-    healthy before (or untracked) and after, the same margin mode and last closed auction,
-    nothing unfinished. The healthy step reads only those of the previous state (its
-    figures and ``updated_at`` are the observation's), so stepping from the older state
-    decides exactly the same."""
-    if type(new.phase) is not Healthy or (stored is not None and stored.unfinished):
-        return False
-    return previous is None or (
-        type(previous.phase) is Healthy
-        and previous.margin_mode is new.margin_mode
-        and previous.last_closed_auction_id == new.last_closed_auction_id
-    )
+_MISSING: Any = object()
+"""An answer a batch call left out."""
 
 
 def _checked_portfolio(wallet: str, portfolio: object) -> Portfolio | None:
@@ -1983,15 +2028,24 @@ def _observation(
     open_orders: Iterable[object],
 ) -> tuple[Health, tuple[OpenOrder, ...]]:
     """The wallet's ``Health`` (its quotes picked from ``quotes``) and open orders, checked."""
-    if not isinstance(report, MarginReport):
+    if type(report) is not MarginReport and not isinstance(report, MarginReport):
         raise InvalidInput(f"margin report of {wallet!r} is not a MarginReport: {report!r}")
-    orders: list[OpenOrder] = []
-    for order in open_orders:
-        if not isinstance(order, OpenOrder):
-            raise InvalidInput(f"open orders of {wallet!r} hold a non-OpenOrder: {order!r}")
-        orders.append(order)
-    symbols = sorted(portfolio.positions) if portfolio is not None else []
-    wanted: dict[str, Quote] = {s: quotes[s] for s in symbols if s in quotes}
+    if type(open_orders) is tuple and (
+        not open_orders or all(type(order) is OpenOrder for order in open_orders)
+    ):
+        orders: tuple[OpenOrder, ...] = open_orders
+    else:
+        checked: list[OpenOrder] = []
+        for order in open_orders:
+            if not isinstance(order, OpenOrder):
+                raise InvalidInput(f"open orders of {wallet!r} hold a non-OpenOrder: {order!r}")
+            checked.append(order)
+        orders = tuple(checked)
+    wanted: dict[str, Quote] = (
+        {}
+        if portfolio is None
+        else {s: quotes[s] for s in sorted(portfolio.positions) if s in quotes}
+    )
     health = Health(
         wallet=wallet,
         margin_mode=report.margin_mode,
@@ -1999,6 +2053,8 @@ def _observation(
         mm_required=report.mm_required,
         is_liquidatable=report.is_liquidatable,
         portfolio=portfolio,
-        quotes=wanted,  # type: ignore[arg-type, unused-ignore]  # generic attrs converter
+        # A read-only view of a dict made here and kept nowhere else: Health takes it as
+        # it is (a plain dict would be copied first).
+        quotes=MappingProxyType(wanted),
     )
-    return health, tuple(orders)
+    return health, orders
