@@ -59,7 +59,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from liqcore import AccountState, codec
 from liqshell.adapters import (
@@ -286,6 +286,30 @@ def _migrate(db: sqlite3.Connection, path: str) -> None:
         )
 
 
+def _group_writer(
+    group: Sequence[tuple[Callable[[sqlite3.Connection], T], object]],
+) -> Callable[[sqlite3.Connection], list[T]]:
+    """One write transaction running each write of ``group`` in order: their results."""
+
+    def run(db: sqlite3.Connection) -> list[T]:
+        with _transaction(db):
+            return [write(db) for write, _ in group]
+
+    return run
+
+
+def _settle(
+    done: asyncio.Future[T], result: T | None = None, *, error: Exception | None = None
+) -> None:
+    """Resolve a queued write's future (unless its caller stopped waiting: cancelled)."""
+    if done.done():
+        return
+    if error is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(result)  # type: ignore[arg-type]
+
+
 def _check_commit(wallet: str, state: AccountState, expected_version: int) -> None:
     if state.wallet != wallet:
         raise ValueError(f"commit of wallet {wallet!r} got a state of {state.wallet!r}")
@@ -468,6 +492,11 @@ class SqliteStore(AsyncClosing):
         self._stop_pruning = threading.Event()
         self._next_prune = time.monotonic() + self.retention.interval_ms / 1000
         self._pruned = Pruned()
+        # Group commit (see _write): the writes waiting for the next transaction, and the
+        # task writing them, on the loop that queued them.
+        self._group_loop: asyncio.AbstractEventLoop | None = None
+        self._queue: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
@@ -573,41 +602,40 @@ class SqliteStore(AsyncClosing):
         key = storage_key(wallet)
         applied = None if record.event_id is None else storage_key(record.event_id)
 
-        def run(db: sqlite3.Connection) -> None:
-            with _transaction(db):
-                if expected_version == 0:
-                    changed = db.execute(
-                        _INSERT_STATE,
-                        (key, version, state_json, unfinished_json, state.updated_at),
-                    ).rowcount
-                else:
-                    changed = db.execute(
-                        _UPDATE_STATE,
-                        (
-                            version,
-                            state_json,
-                            unfinished_json,
-                            state.updated_at,
-                            key,
-                            expected_version,
-                        ),
-                    ).rowcount
-                if changed != 1:
-                    row = db.execute(
-                        "SELECT version FROM states WHERE wallet = ?", (key,)
-                    ).fetchone()
-                    raise Conflict(
-                        f"wallet {wallet!r} is at version {0 if row is None else row[0]}, "
-                        f"expected {expected_version}"
-                    )
-                db.execute(_INSERT_RECORD, (key, record.kind.value, version, record.now, body))
-                if cursor_json is not None:
-                    db.execute(_SET_CURSOR, (cursor_json,))
-                if applied is not None:
-                    db.execute(_MARK_APPLIED, (applied,))
+        def run(db: sqlite3.Connection) -> int | Conflict:
+            if expected_version == 0:
+                changed = db.execute(
+                    _INSERT_STATE,
+                    (key, version, state_json, unfinished_json, state.updated_at),
+                ).rowcount
+            else:
+                changed = db.execute(
+                    _UPDATE_STATE,
+                    (
+                        version,
+                        state_json,
+                        unfinished_json,
+                        state.updated_at,
+                        key,
+                        expected_version,
+                    ),
+                ).rowcount
+            if changed != 1:  # nothing of this commit was written
+                row = db.execute("SELECT version FROM states WHERE wallet = ?", (key,)).fetchone()
+                return Conflict(
+                    f"wallet {wallet!r} is at version {0 if row is None else row[0]}, "
+                    f"expected {expected_version}"
+                )
+            db.execute(_INSERT_RECORD, (key, record.kind.value, version, record.now, body))
+            if cursor_json is not None:
+                db.execute(_SET_CURSOR, (cursor_json,))
+            if applied is not None:
+                db.execute(_MARK_APPLIED, (applied,))
+            return version
 
-        await self._call(run)
-        self._after_write()
+        result = await self._write(run)
+        if isinstance(result, Conflict):
+            raise result
         return version
 
     async def commit_cursor(self, cursor: Cursor, record: Record) -> None:
@@ -616,23 +644,77 @@ class SqliteStore(AsyncClosing):
         body = record_to_json(record)
 
         def run(db: sqlite3.Connection) -> None:
-            with _transaction(db):
-                db.execute(
-                    _INSERT_RECORD,
-                    (
-                        storage_key(record.wallet),
-                        record.kind.value,
-                        record.version,
-                        record.now,
-                        body,
-                    ),
-                )
-                db.execute(_SET_CURSOR, (cursor_json,))
-                if record.event_id is not None:
-                    db.execute(_MARK_APPLIED, (storage_key(record.event_id),))
+            db.execute(
+                _INSERT_RECORD,
+                (
+                    storage_key(record.wallet),
+                    record.kind.value,
+                    record.version,
+                    record.now,
+                    body,
+                ),
+            )
+            db.execute(_SET_CURSOR, (cursor_json,))
+            if record.event_id is not None:
+                db.execute(_MARK_APPLIED, (storage_key(record.event_id),))
 
-        await self._call(run)
-        self._after_write()
+        await self._write(run)
+
+    # ------------------------------------------------------------------ group commit
+
+    async def _write(self, write: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``write`` in a write transaction, together with the writes queued meanwhile
+        (group commit): one transaction, one sync to disk and one hop to a worker thread
+        for all of them. Each write is whole or absent (a commit's compare-and-set that
+        fails writes nothing and returns its ``Conflict``); none returns before the
+        transaction that holds it committed, so a caller acts only on what is on disk. A
+        group that fails is tried again write by write unless the store is unavailable
+        (then every write of it raises)."""
+        loop = asyncio.get_running_loop()
+        if self._group_loop is not loop:  # another loop's queue is gone with its loop
+            self._group_loop = loop
+            self._queue = []
+            self._flusher = None
+        done: asyncio.Future[T] = loop.create_future()
+        self._queue.append((write, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush())
+        return await done
+
+    async def _flush(self) -> None:
+        """Write the queued writes, group after group, until the queue is empty."""
+        while self._queue:
+            # A write whose caller stopped waiting before its group began is not written.
+            group = [(write, done) for write, done in self._queue if not done.cancelled()]
+            self._queue = []
+            if not group:
+                continue
+            try:
+                results = await asyncio.to_thread(self._locked, _group_writer(group))
+            except asyncio.CancelledError:
+                for _, done in group + self._queue:
+                    done.cancel()
+                self._queue = []
+                raise
+            except Exception as error:
+                if isinstance(error, StoreUnavailable) or len(group) == 1:
+                    for _, done in group:
+                        _settle(done, error=error)
+                    continue
+                # Something in one write failed the group: each alone, so it fails alone.
+                for write, done in group:
+                    try:
+                        alone = await asyncio.to_thread(
+                            self._locked, _group_writer([(write, done)])
+                        )
+                    except Exception as failure:
+                        _settle(done, error=failure)
+                    else:
+                        _settle(done, alone[0])
+                continue
+            self._after_write()
+            for (_, done), result in zip(group, results, strict=True):
+                _settle(done, result)
 
     async def close(self) -> None:
         """Stop a background pruning pass (between two batches) and close the connection
@@ -723,20 +805,18 @@ class SqliteStore(AsyncClosing):
         body = record_to_json(record)
 
         def run(db: sqlite3.Connection) -> None:
-            with _transaction(db):
-                db.execute(
-                    _INSERT_RECORD,
-                    (
-                        storage_key(record.wallet),
-                        record.kind.value,
-                        record.version,
-                        record.now,
-                        body,
-                    ),
-                )
+            db.execute(
+                _INSERT_RECORD,
+                (
+                    storage_key(record.wallet),
+                    record.kind.value,
+                    record.version,
+                    record.now,
+                    body,
+                ),
+            )
 
-        await self._call(run)
-        self._after_write()
+        await self._write(run)
 
     async def begin(self, header: RecordingHeader) -> None:
         """Record a watcher start's header as a row of the log (``kind = 'header'``,
@@ -745,10 +825,9 @@ class SqliteStore(AsyncClosing):
         now = header.started if header.started is not None else 0
 
         def run(db: sqlite3.Connection) -> None:
-            with _transaction(db):
-                db.execute(_INSERT_RECORD, ("", HEADER_KIND, 0, now, body))
+            db.execute(_INSERT_RECORD, ("", HEADER_KIND, 0, now, body))
 
-        await self._call(run)
+        await self._write(run)
 
     # ------------------------------------------------------------------ reading the log
 
