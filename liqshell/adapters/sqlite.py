@@ -34,12 +34,15 @@ Wallet and event ids are stored as :func:`~liqshell.adapters.storage_key` gives 
 A commit is one ``BEGIN IMMEDIATE`` transaction: ``UPDATE states … WHERE wallet = ? AND
 version = ?`` (an ``INSERT … ON CONFLICT DO NOTHING`` for ``expected_version == 0``), the
 record, the cursor and the applied event id; no row changed → :class:`~liqshell.ports.Conflict`.
-The compare-and-set holds across connections and processes on the same file.
+The compare-and-set holds across connections and processes on the same file. Writes queued
+while a transaction is under way go in the next one together (group commit: one
+transaction, one sync to disk, one hop to a worker thread per group); each is whole or
+absent, and none returns before the transaction holding it committed.
 
 ``sqlite3`` blocks, so every call runs in a worker thread (``asyncio.to_thread``) on the
 store's one connection, guarded by a lock: the event loop never waits on the disk, calls
-are serialized, and the store holds nothing bound to an event loop (use it from several
-loops in turn). ``sqlite3.OperationalError`` (database locked past ``timeout_ms``, I/O
+are serialized, and the store can be used from several loops in turn (the queue of writes
+for the next transaction belongs to the loop that runs). ``sqlite3.OperationalError`` (database locked past ``timeout_ms``, I/O
 error, disk full) becomes :class:`~liqshell.adapters.StoreUnavailable`.
 
 :func:`read_records` (and :meth:`SqliteStore.records`) read the log synchronously, for
