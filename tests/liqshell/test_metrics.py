@@ -191,6 +191,20 @@ def test_closed_keeps_nothing_for_wallets_without_orders() -> None:
     assert tally.tracked == 0
 
 
+def test_closed_holds_a_wallet_from_its_first_acked_order_until_none_rests() -> None:
+    """``wallet in tally`` (what the watcher asks before observing) is true from the first
+    placed order until an observation finds none of its orders resting."""
+    tally = ClosedContracts()
+    assert W not in tally
+    tally.placed(submit("a", size="1"), health())
+    assert W in tally
+    assert "other" not in tally
+    tally.observe(health(), [order("a", "1")])
+    assert W in tally
+    tally.observe(health(), [])
+    assert W not in tally
+
+
 # --------------------------------------------------------------------------- watcher
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -61,6 +62,12 @@ from liqshell.testing import (
 
 W = "W"
 SYMBOL = "BTC-20261231-100000-C"
+REPORT = MarginReport(
+    margin_mode=MarginMode.STANDARD,
+    equity=Decimal(10),
+    mm_required=Decimal(1),
+    is_liquidatable=False,
+)
 
 
 def state_at(updated_at: int, wallet: str = W) -> AccountState:
@@ -527,6 +534,70 @@ async def test_fake_exchange_portfolios_lists_only_available_ones() -> None:
     assert await exchange.portfolio("nobody") is None
     exchange.set_quote(SYMBOL, Quote(best_ask=Decimal(1)))
     assert list(await exchange.quotes([SYMBOL, "ETH-20261231-1000-C"])) == [SYMBOL]
+
+
+async def test_fake_exchange_portfolios_listing_follows_every_change() -> None:
+    """The listing (sorted once) is made anew after a portfolio is set, made unavailable or
+    removed."""
+    exchange = FakeExchange()
+    exchange.set_portfolio("b", Portfolio())
+    assert list(await exchange.portfolios()) == ["b"]
+    exchange.set_portfolio("a", Portfolio())
+    assert list(await exchange.portfolios()) == ["a", "b"]
+    exchange.set_portfolio("b", None)
+    assert list(await exchange.portfolios()) == ["a"]
+    exchange.remove_portfolio("a")
+    assert list(await exchange.portfolios()) == []
+
+
+async def batch_answers(exchange: FakeExchange, wallets: list[str]) -> tuple[object, ...]:
+    portfolios = await exchange.portfolios_of(wallets)
+    margins = await exchange.margins(portfolios)
+    orders = await exchange.open_orders_many(wallets)
+    return dict(portfolios), dict(margins), dict(orders)
+
+
+async def test_fake_exchange_batch_calls_answer_and_log_as_the_single_calls_do() -> None:
+    """With no fault armed, the batch calls (served without a call per wallet) give the
+    answers and log the calls that the path through each wallet's own call gives with a
+    fault armed elsewhere: a wallet without a margin report is left out of ``margins``,
+    orders come sorted by (created_at, order_id), each wallet's call is logged."""
+    order = OpenOrder(
+        order_id=9,
+        symbol=SYMBOL,
+        side=Side.SELL,
+        price=Decimal(1),
+        original_size=Decimal(1),
+        remaining_size=Decimal(1),
+        created_at=5,
+    )
+    older = attrs.evolve(order, order_id=11, created_at=2)
+    answers = []
+    logs = []
+    for armed in (False, True):
+        exchange = FakeExchange()
+        for wallet in ("a", "b", "c"):
+            exchange.set_portfolio(wallet, Portfolio())
+        exchange.set_margin("a", REPORT)
+        exchange.set_margin("c", REPORT)
+        exchange.set_open_orders("c", [order, older])
+        if armed:  # the per-wallet path, its fault never applying to these calls
+            exchange.inject("submit", Fault.not_sent(), times=None)
+        answers.append(await batch_answers(exchange, ["a", "b", "c", "d"]))
+        logs.append(exchange.calls)
+    assert answers[0] == answers[1]
+    portfolios, margins, orders = answers[0]  # type: ignore[misc]
+    assert list(portfolios) == ["a", "b", "c", "d"]
+    assert portfolios["d"] is None
+    assert list(margins) == ["a", "c"]
+    assert orders["c"] == (older, order)
+    assert orders["a"] == ()
+    assert logs[0] == logs[1]
+    assert [(c.method, c.wallet) for c in logs[0]] == [
+        (method, wallet)
+        for method, wallets in (("portfolio", "abcd"), ("margin", "abcd"), ("open_orders", "abcd"))
+        for wallet in wallets
+    ]
 
 
 # --------------------------------------------------------------------------- feed and sink

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import logging
 import random
@@ -1898,3 +1899,43 @@ async def test_watcher_poll_waits_for_a_feed_item_in_flight_on_the_wallet(record
     last = world.decisions()[-1]
     assert last.previous is not None
     assert isinstance(last.previous.phase, InLiquidation)
+
+
+async def test_poll_summary_digest_hashes_one_line_per_healthy_noop_in_step_order() -> None:
+    """The POLL record's digest is the BLAKE2b-128 of one line per healthy no-op —
+    ``wallet|equity|mm_required|0`` and a newline, the Decimals as ``str`` writes them — in
+    the order the wallets were stepped, over more wallets than one batch of lines hashes
+    (none lost, none twice); a wallet with a decision to commit adds no line."""
+    clock = VirtualClock(10_000)
+    exchange = FakeExchange(clock=clock)
+    store = MemoryStore()
+    world = World(clock=clock, exchange=exchange, store=store, sink=MemorySink(), feed=FakeFeed())
+    figures = ["1E+3", "0.50", "7", "123.4560", "-2.5", "0"]
+    expected = []
+    for index in range(300):
+        wallet = f"h{index:03d}"
+        equity = Decimal(figures[index % len(figures)])
+        mm = Decimal(figures[(index + 1) % len(figures)]).copy_abs()
+        if index == 150:  # liquidatable: a decision committed and recorded on its own
+            exchange.set_portfolio(wallet, seed_portfolio())
+            exchange.set_margin(wallet, LIQUIDATABLE)
+            continue
+        exchange.set_portfolio(wallet, seed_portfolio(amount="1"))
+        exchange.set_margin(
+            wallet,
+            MarginReport(
+                margin_mode=MarginMode.STANDARD,
+                equity=equity,
+                mm_required=mm,
+                is_liquidatable=False,
+            ),
+        )
+        expected.append(f"{wallet}|{equity!s}|{mm!s}|0\n")
+    exchange.set_quote(SYMBOL, QUOTE)
+    report = await world.poll(world.watcher(concurrency=1))
+    assert report.noops == 299
+    (summary,) = [r for r in store.records if r.kind is RecordKind.POLL]
+    digest = hashlib.blake2b("".join(expected).encode(), digest_size=16).hexdigest()
+    assert summary.note.endswith(f" digest={digest}")
+    assert [r.wallet for r in store.records if r.kind is RecordKind.DECISION] == ["h150"]
+    assert "E+3" in expected[0]  # the figures keep the form str gives them

@@ -32,7 +32,7 @@ from liqshell.adapters.sqlite import (
     read_records,
 )
 from liqshell.cli import main as cli_main
-from liqshell.ports import LiqshellError, Record, RecordingHeader, RecordKind, StateStore
+from liqshell.ports import Conflict, LiqshellError, Record, RecordingHeader, RecordKind, StateStore
 from liqshell.sim import SimExchange, new_world
 from liqshell.sim.persistence import SCHEMA as SIM_SCHEMA
 from liqshell.sim.persistence import WorldStore
@@ -165,6 +165,140 @@ async def test_sqlite_store_appended_records_join_the_log_in_order(tmp_path: Pat
     assert list(store.records()) == [restart, first, shadow]
     assert list(read_records(tmp_path / "s.sqlite", wallet="0xb")) == [shadow]
     assert list((await store.load()).keys()) == ["0xa"]
+
+
+# --- group commit ---------------------------------------------------------------------------
+
+
+def _transactions(store: SqliteStore) -> list[str]:
+    """The BEGINs run on the store's connection from now on (traced in its worker threads)."""
+    begins: list[str] = []
+    store._connection().set_trace_callback(
+        lambda sql: begins.append(sql) if sql.startswith("BEGIN") else None
+    )
+    return begins
+
+
+async def test_sqlite_commits_made_together_share_one_transaction_and_a_conflict_fails_alone(
+    tmp_path: Path,
+) -> None:
+    """Commits of several wallets (and an append) made while none has been written go in one
+    transaction; the one whose compare-and-set fails raises Conflict and writes nothing, the
+    others are committed, with their records in call order."""
+    store = SqliteStore(tmp_path / "s.sqlite")
+    await store.commit(
+        "0xa", state_of("0xa", 1), decision(state_of("0xa", 1), 1), expected_version=0
+    )
+    begins = _transactions(store)
+    poll = Record(kind=RecordKind.POLL, wallet="", now=5, note="stepped=3")
+    wallets = ["0xb", "0xc", "0xd"]
+    outcomes = await asyncio.gather(
+        *(
+            store.commit(w, state_of(w, 2), decision(state_of(w, 2), 1), expected_version=0)
+            for w in wallets
+        ),
+        store.commit(
+            "0xa", state_of("0xa", 3), decision(state_of("0xa", 3), 1), expected_version=0
+        ),
+        store.append(poll),
+        return_exceptions=True,
+    )
+    assert outcomes[:3] == [1, 1, 1]
+    assert isinstance(outcomes[3], Conflict)
+    assert "at version 1, expected 0" in str(outcomes[3])
+    assert outcomes[4] is None
+    assert begins == ["BEGIN IMMEDIATE"]
+    loaded = await store.load()
+    assert loaded["0xa"].state == state_of("0xa", 1)
+    assert [loaded[w].state for w in wallets] == [state_of(w, 2) for w in wallets]
+    await store.close()
+    assert [(r.wallet, r.version) for r in store.records()] == [
+        ("0xa", 1), ("0xb", 1), ("0xc", 1), ("0xd", 1), ("", 0)
+    ]  # fmt: skip
+
+
+async def test_sqlite_a_write_that_fails_its_group_fails_alone(tmp_path: Path) -> None:
+    """A write raising an error that is not the store's (a bug, a bad value) fails the group's
+    transaction; each write is then tried alone, so only that one raises and the others are
+    committed."""
+    store = SqliteStore(tmp_path / "s.sqlite")
+    await store.load()
+    begins = _transactions(store)
+
+    def broken(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO feed (id, cursor_json) VALUES (1, '7')")
+        raise ValueError("broken write")
+
+    outcomes = await asyncio.gather(
+        store.commit(
+            "0xa", state_of("0xa", 1), decision(state_of("0xa", 1), 1), expected_version=0
+        ),
+        store._write(broken),
+        store.commit(
+            "0xb", state_of("0xb", 1), decision(state_of("0xb", 1), 1), expected_version=0
+        ),
+        return_exceptions=True,
+    )
+    assert outcomes[0] == 1
+    assert outcomes[2] == 1
+    assert isinstance(outcomes[1], ValueError)
+    assert len(begins) == 4  # the group, then each write alone
+    assert sorted(await store.load()) == ["0xa", "0xb"]
+    assert await store.cursor() is None  # the broken write's statement was rolled back
+    await store.close()
+    assert [r.wallet for r in store.records()] == ["0xa", "0xb"]
+
+
+async def test_sqlite_a_locked_store_fails_every_write_of_the_group(tmp_path: Path) -> None:
+    """StoreUnavailable (the write lock held elsewhere past timeout_ms) fails every write of
+    the group at once, without trying each alone (each would wait as long again)."""
+    path = tmp_path / "s.sqlite"
+    store = SqliteStore(path, timeout_ms=50)
+    await store.load()
+    begins = _transactions(store)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        outcomes = await asyncio.gather(
+            *(
+                store.commit(w, state_of(w, 1), decision(state_of(w, 1), 1), expected_version=0)
+                for w in ("0xa", "0xb", "0xc")
+            ),
+            return_exceptions=True,
+        )
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert all(isinstance(o, StoreUnavailable) for o in outcomes)
+    assert len(begins) == 1
+    assert await store.load() == {}
+    await store.close()
+
+
+async def test_sqlite_a_commit_cancelled_before_its_group_began_is_not_written(
+    tmp_path: Path,
+) -> None:
+    """A commit whose caller stopped waiting while an earlier group was being written is
+    left out of the next group; the others in it are committed."""
+    store = SqliteStore(tmp_path / "s.sqlite")
+    await store.load()
+    first = asyncio.ensure_future(
+        store.commit("0xa", state_of("0xa", 1), decision(state_of("0xa", 1), 1), expected_version=0)
+    )
+    await asyncio.sleep(0)  # its group is being written
+    cancelled = asyncio.ensure_future(
+        store.commit("0xb", state_of("0xb", 1), decision(state_of("0xb", 1), 1), expected_version=0)
+    )
+    kept = asyncio.ensure_future(
+        store.commit("0xc", state_of("0xc", 1), decision(state_of("0xc", 1), 1), expected_version=0)
+    )
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    assert await first == 1
+    assert await kept == 1
+    assert cancelled.cancelled()
+    assert sorted(await store.load()) == ["0xa", "0xc"]
+    await store.close()
 
 
 async def test_sqlite_read_records_reads_a_store_in_use(tmp_path: Path) -> None:
