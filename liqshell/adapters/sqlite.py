@@ -43,7 +43,8 @@ absent, and none returns before the transaction holding it committed.
 store's one connection, guarded by a lock: the event loop never waits on the disk, calls
 are serialized, and the store can be used from several loops in turn (the queue of writes
 for the next transaction belongs to the loop that runs). ``sqlite3.OperationalError``
-(database locked past ``timeout_ms``, I/O error, disk full) becomes :class:`~liqshell.adapters.StoreUnavailable`.
+(database locked past ``timeout_ms``, I/O error, disk full) becomes
+:class:`~liqshell.adapters.StoreUnavailable`.
 
 :func:`read_records` (and :meth:`SqliteStore.records`) read the log synchronously, for
 replay and notebooks.
