@@ -35,6 +35,7 @@ import datetime
 import enum
 import json
 import re
+import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
@@ -52,6 +53,7 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 
+from liqcore import inputs
 from liqcore.commands import (
     Alert,
     CancelOrder,
@@ -916,6 +918,11 @@ class _DecimalMemo(dict[str, Decimal]):
 _TRUSTED_DECIMALS = _DecimalMemo()
 
 
+_READ_ONLY_VIEWS: frozenset[object] = frozenset({inputs._positions, inputs._spot, inputs._quotes})
+"""Converters that make a read-only view of a copy of a dict (``MappingProxyType``): the
+trusted path wraps the dict it has just built directly, with the same result."""
+
+
 def _trusted_same(value: object) -> object:
     return value
 
@@ -1014,11 +1021,19 @@ def _trusted_attrs(cls: type) -> _Fast:
     lines = []
     for a in every:
         read = code.expr(hints[a.name], f"value[{a.name!r}]")
-        if a.converter is not None:
+        if a.converter in _READ_ONLY_VIEWS and read.startswith(("{", "dict(")):
+            # The converter's own result for a fresh dict: a read-only view of it (the
+            # dict just built is not shared, so it need not be copied first).
+            read = f"_view({read})"
+        elif a.converter is not None:
             if not callable(a.converter) or isinstance(a.converter, attrs.Converter):
                 return _trusted_validated(cls)
             read = f"{code.name('_c', a.converter)}({read})"
-        lines.append(f"    _set(obj, {a.name!r}, {read})\n")
+        slot = getattr(cls, a.name, None)
+        if type(slot) is types.MemberDescriptorType:  # a slot: set through its descriptor
+            lines.append(f"    {code.name('_s', slot.__set__)}(obj, {read})\n")
+        else:
+            lines.append(f"    _set(obj, {a.name!r}, {read})\n")
     tag_check = "" if tag is None else f" or value[{TAG_KEY!r}] != {tag!r}"
     source = (
         "def trusted_attrs(value):\n"
@@ -1027,7 +1042,13 @@ def _trusted_attrs(cls: type) -> _Fast:
         "    obj = _new(_cls)\n" + "".join(lines) + "    return obj\n"
     )
     namespace = code.namespace
-    namespace.update(_NotFast=_NotFast, _cls=cls, _new=object.__new__, _set=object.__setattr__)
+    namespace.update(
+        _NotFast=_NotFast,
+        _cls=cls,
+        _new=object.__new__,
+        _set=object.__setattr__,
+        _view=MappingProxyType,
+    )
     exec(compile(source, f"<liqcore.codec trusted {cls.__name__}>", "exec"), namespace)
     built = cast(_Fast, namespace["trusted_attrs"])
     if cls not in _MEMOIZED or not all(_is_textual(hints[a.name]) for a in every):

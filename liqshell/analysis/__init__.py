@@ -39,10 +39,12 @@ import contextlib
 import gc
 import itertools
 import json
+import json.scanner
 import os
 import re
 import sqlite3
 import sys
+import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -60,12 +62,13 @@ from liqcore import (
     codec,
 )
 from liqcore.errors import InvalidConfig, InvalidInput, LiqcoreError
+from liqcore.inputs import Health, OpenOrder
 from liqcore.machine import apply, step
 from liqcore.reasons import Explanation, ReasonCode, explain_event
 from liqcore.reasons import explain as explain_decision
 from liqcore.state import phase_tag
-from liqshell.adapters import Pruned
-from liqshell.ports import LiqshellError, Record, RecordingHeader, RecordKind
+from liqshell.adapters import Pruned, _loads, intact
+from liqshell.ports import RECORD_SCHEMA, LiqshellError, Record, RecordingHeader, RecordKind
 
 __all__ = [
     "Comparison",
@@ -294,8 +297,15 @@ def read_entries(path: Path) -> Iterator[RecordingHeader | Record]:
     raises :class:`RecordingError` (one line, naming the line of a bad record)."""
     from liqshell.adapters import read_entries as adapter_entries
 
-    try:
+    with _reading(path):
         yield from adapter_entries(path)
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """An error while reading the recording at ``path`` as one :class:`RecordingError`."""
+    try:
+        yield
     except sqlite3.DatabaseError as error:
         raise RecordingError(f"{path}: cannot read the SQLite recording: {error}") from None
     except UnicodeDecodeError:
@@ -489,11 +499,13 @@ def replay(
     """
     if not isinstance(recording, Recording):
         text = os.fspath(recording)
-        if client is not None and not is_dsn(text) and _is_sqlite(Path(text)):
-            from liqshell.analysis.distributed import replay_store_on
+        if not is_dsn(text) and _is_sqlite(Path(text)):
+            if client is not None:
+                from liqshell.analysis.distributed import replay_store_on
 
-            stored: Trace = replay_store_on(client, text, config, keep=keep)
-            return stored
+                stored: Trace = replay_store_on(client, text, config, keep=keep)
+                return stored
+            return _replay_store(Path(text), config, keep=keep)
         recording = load(text)
     if client is not None:
         from liqshell.analysis.distributed import replay_on
@@ -521,6 +533,203 @@ def replay(
         decisions=tuple(decisions),
         mismatches=tuple(mismatches),
         config_notes=notes,
+    )
+
+
+def _replay_store(path: Path, config: Config | None, *, keep: bool) -> Trace:
+    """:func:`replay` of the SQLite store at ``path`` on this core, decoding as it goes:
+    the same trace as ``replay(load(path))`` (and the same error for a bad store), without
+    holding the decoded recording (see :func:`replay_bodies`)."""
+    from liqshell.adapters import HEADER_KIND, header_from_json, record_from_json
+    from liqshell.adapters.sqlite import read_rows
+
+    fallback = config if config is not None else Config()
+    headers: list[RecordingHeader] = []
+    positions: list[int] = []
+    configs: dict[int, Config] = {-1: fallback}
+
+    def bodies() -> Iterator[tuple[int, int, str, str]]:
+        with _reading(path):
+            for _, _, kind, body in read_rows(path):
+                if kind == HEADER_KIND:
+                    header = header_from_json(body)
+                    used = header.config or fallback
+                    configs[len(headers)] = used if config is None else config
+                    headers.append(header)
+                    continue
+                positions.append(len(headers) - 1)
+                yield len(positions) - 1, len(headers) - 1, kind, body
+
+    def decode(_: int, body: str) -> Record:
+        with _reading(path):
+            return record_from_json(body)
+
+    _pruned_file(path)  # as load() reads it: a store whose pruning record is unreadable fails
+    with without_cycle_collection():
+        decisions, mismatches = replay_bodies(
+            bodies(), configs.__getitem__, keep=keep, decode=decode
+        )
+    if not positions and not headers:
+        raise RecordingError(f"{path}: no records (an empty recording, or only a torn line)")
+    outline = Recording(
+        source=os.fspath(path), headers=tuple(headers), records=(), header_index=tuple(positions)
+    )
+    return Trace(
+        source=os.fspath(path),
+        decisions=tuple(decisions),
+        mismatches=tuple(mismatches),
+        config_notes=_config_notes(outline, config),
+    )
+
+
+def replay_bodies(
+    rows: Iterable[tuple[int, int, str, str]],
+    config_of: Callable[[int], Config],
+    *,
+    keep: bool,
+    decode: Callable[[int, str], Record] | None = None,
+) -> tuple[list[Decision], list[Mismatch]]:
+    """Decode and replay records given as stored: ``(index, header position, kind, record
+    JSON)`` in order (``kind``: the store's column, a hint — only a ``decision`` row is
+    tried on the fast path), each decided with ``config_of(header position)``. The
+    decisions (if ``keep``) and the mismatches, as :func:`replay` of the decoded records
+    gives them.
+
+    An intact decision (see :func:`liqshell.adapters.intact`) is read by
+    :func:`_fast_decision`: only what ``step`` is given and what it returned are built, and
+    a wallet's ``previous`` whose bytes are those of its last recorded ``state`` is that
+    state, already built. Anything else — a record that is not an intact decision, a
+    mismatch, ``step`` raising — is decoded whole (``decode(index, JSON)``, by default
+    :func:`~liqshell.adapters.record_from_json` of the JSON) and replayed by :func:`_replay_one`, so
+    what is reported, and any error, is the same as before.
+    """
+    from liqshell.adapters import record_from_json
+
+    whole = decode or (lambda _, body: record_from_json(body))
+    decisions: list[Decision] = []
+    mismatches: list[Mismatch] = []
+    chain: dict[str, tuple[str, AccountState]] = {}
+    for index, position, kind, body in rows:
+        config = config_of(position)
+        decision = None if kind != _DECISION else _fast_decision(index, body, config, chain)
+        if decision is not None:
+            if keep:
+                decisions.append(decision)
+            continue
+        record = whole(index, body)
+        if record.kind is not RecordKind.DECISION:
+            continue
+        result = _replay_one(index, record, config)
+        if isinstance(result, Mismatch):
+            mismatches.append(result)
+            continue
+        found, mismatch = result
+        if keep:
+            decisions.append(found)
+        if mismatch is not None:
+            mismatches.append(mismatch)
+    return decisions, mismatches
+
+
+def _record_builders() -> dict[str, Callable[[object], object]]:
+    hints = typing.get_type_hints(Record)
+    names = ("health", "orders", "commands", "events", "pending", "answers")
+    built = {name: codec.trusted_structurer(hints[name]) for name in names}
+    built["state"] = codec.trusted_structurer(AccountState)
+    return built
+
+
+_BUILD = _record_builders()
+_HEALTH, _ORDERS, _COMMANDS = _BUILD["health"], _BUILD["orders"], _BUILD["commands"]
+_EVENTS, _PENDING, _ANSWERS = _BUILD["events"], _BUILD["pending"], _BUILD["answers"]
+_STATE = _BUILD["state"]
+_RECORD_KEYS = frozenset(a.name for a in attrs.fields(Record)) | {"digest"}
+_SCHEMA_MEMBER = f',"schema":{RECORD_SCHEMA}'
+_STATE_KEY = ',"state":'
+_DECISION = RecordKind.DECISION.value
+_PREVIOUS_KEY = ',"previous":'
+_SCAN = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+"""``(value, end)`` of the JSON value at an index (the C scanner of :mod:`json`)."""
+
+
+def _fast_decision(
+    index: int, body: str, config: Config, chain: dict[str, tuple[str, AccountState]]
+) -> Decision | None:
+    """The replayed decision of an intact schema-3 decision record ``body`` when ``step``
+    reproduces it; ``None`` for anything else (the caller then decodes it whole).
+
+    It builds what the trusted record decoder would (every field that is not a scalar,
+    empty arrays skipped), and compares as :func:`_replay_one` does, by value. ``chain``
+    holds each wallet's last recorded state, as text and as built: a ``previous`` of the
+    very same bytes is that object (the trusted builder gives equal objects for equal
+    bytes); any other previous is built from its own text. The spans are exact on the
+    canonical text: ``,"version":`` is the last member but the wallet and the digest (whose
+    strings cannot hold ``,"``); the last ``,"state":`` before it is the record's own if the
+    JSON value read after it ends right there (a key nested in the state would be followed
+    by a value ending before the state's closing brace); ``,"schema":3`` must precede it,
+    and the previous state — a complete JSON value — must end there, right after
+    ``,"previous":`` (a complete value cannot end with a nested value's closing bracket).
+    """
+    if not intact(body):
+        return None
+    try:
+        data = _loads(body)
+        if (
+            type(data) is not dict
+            or data.keys() != _RECORD_KEYS
+            or data["schema"] != RECORD_SCHEMA
+            or data["kind"] != "decision"
+            or data["health"] is None
+        ):
+            return None
+        wallet, now = data["wallet"], data["now"]
+        for name, build in (("events", _EVENTS), ("pending", _PENDING), ("answers", _ANSWERS)):
+            if data[name]:
+                build(data[name])
+        health = typing.cast(Health, _HEALTH(data["health"]))
+        orders = typing.cast("tuple[OpenOrder, ...]", _ORDERS(data["orders"]))
+        recorded = data["state"]
+        recorded_state = None if recorded is None else typing.cast(AccountState, _STATE(recorded))
+        recorded_commands = data["commands"]
+        previous: AccountState | None = None
+        end = body.rfind(',"version":')
+        key = body.rfind(_STATE_KEY, 0, end)
+        stop = key - len(_SCHEMA_MEMBER)
+        exact = (
+            stop > 0
+            and body.startswith(_SCHEMA_MEMBER, stop)
+            and _SCAN(body, key + len(_STATE_KEY))[1] == end
+        )
+        if exact:
+            held = chain.get(wallet)
+            if held is not None:
+                text, state = held
+                start = stop - len(text)
+                if body.startswith(text, start) and body.startswith(
+                    _PREVIOUS_KEY, start - len(_PREVIOUS_KEY)
+                ):
+                    previous = state
+            if recorded_state is not None:
+                chain[wallet] = (body[key + len(_STATE_KEY) : end], recorded_state)
+        if previous is None and data["previous"] is not None:
+            previous = typing.cast(AccountState, _STATE(data["previous"]))
+        state, commands = step(previous, health, orders, now, config)
+        if state != recorded_state:
+            return None
+        if (commands or recorded_commands) and commands != _COMMANDS(recorded_commands):
+            return None
+    except Exception:  # the whole record decides (and raises what it would)
+        return None
+    return Decision(
+        index=index,
+        wallet=wallet,
+        now=now,
+        previous=previous,
+        state=state,
+        commands=commands,
+        health=health,
+        orders=orders,
+        config=config,
     )
 
 

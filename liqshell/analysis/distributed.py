@@ -125,9 +125,9 @@ def replay_on(client: Any, recording: Any, config: Config | None, *, keep: bool)
     )
 
 
-RawPart = tuple[str, tuple[RecordingHeader, ...], tuple[tuple[int, int, int, str], ...]]
+RawPart = tuple[str, tuple[RecordingHeader, ...], tuple[tuple[int, int, int, str, str], ...]]
 """A partition of a store's log as it is stored: the store's name (for errors), the
-headers, and ``(index, header position, seq, body JSON)`` of its wallets' records."""
+headers, and ``(index, header position, seq, kind, body JSON)`` of its wallets' records."""
 
 
 def raw_partitions(
@@ -142,16 +142,17 @@ def raw_partitions(
 
     headers: list[RecordingHeader] = []
     positions: list[int] = []
-    by_wallet: dict[str, list[tuple[int, int, int, str]]] = {}
+    by_wallet: dict[str, list[tuple[int, int, int, str, str]]] = {}
     for seq, wallet, kind, body in read_rows(path):
         if kind == HEADER_KIND:
             headers.append(header_from_json(body))
             continue
-        by_wallet.setdefault(wallet, []).append((len(positions), len(headers) - 1, seq, body))
+        row = (len(positions), len(headers) - 1, seq, kind, body)
+        by_wallet.setdefault(wallet, []).append(row)
         positions.append(len(headers) - 1)
     wallets = sorted(by_wallet)
     count = max(1, min(count, len(wallets)))
-    parts: list[list[tuple[int, int, int, str]]] = [[] for _ in range(count)]
+    parts: list[list[tuple[int, int, int, str, str]]] = [[] for _ in range(count)]
     for i, wallet in enumerate(wallets):
         parts[i % count].extend(by_wallet[wallet])
     return (
@@ -164,22 +165,39 @@ def raw_partitions(
 def _replay_raw_part(
     part: RawPart, config: Config | None, keep: bool
 ) -> tuple[list[Any], list[Any]]:
-    """Decode a raw partition on the worker, then replay it as :func:`_replay_part` does."""
+    """Decode and replay a raw partition on the worker, as
+    :func:`~liqshell.analysis.replay` of a store does on one core
+    (:func:`~liqshell.analysis.replay_bodies`); a bad row fails naming it."""
     from liqcore.errors import LiqcoreError
     from liqshell.adapters import record_from_json
-    from liqshell.analysis import RecordingError, without_cycle_collection
+    from liqshell.analysis import (
+        Recording,
+        RecordingError,
+        _configs,
+        replay_bodies,
+        without_cycle_collection,
+    )
 
     source, headers, rows = part
-    records: list[tuple[int, Record, int]] = []
+    seqs = {index: seq for index, _, seq, _, _ in rows}
+
+    def decode(index: int, body: str) -> Record:
+        try:
+            return record_from_json(body)
+        except (LiqcoreError, ValueError) as error:
+            raise RecordingError(
+                f"{source}: row {seqs[index]}: not a liqshell recording: {error}"
+            ) from None
+
+    outline = Recording(source=source, headers=headers, records=(), header_index=())
+    configs = _configs(outline, config)
     with without_cycle_collection():
-        for index, position, seq, body in rows:
-            try:
-                records.append((index, record_from_json(body), position))
-            except (LiqcoreError, ValueError) as error:
-                raise RecordingError(
-                    f"{source}: row {seq}: not a liqshell recording: {error}"
-                ) from None
-    return _replay_part((headers, tuple(records)), config, keep)
+        return replay_bodies(
+            ((index, position, kind, body) for index, position, _, kind, body in rows),
+            configs.__getitem__,
+            keep=keep,
+            decode=decode,
+        )
 
 
 def replay_store_on(client: Any, path: str, config: Config | None, *, keep: bool) -> Any:
