@@ -5,7 +5,12 @@ once with the simulator (kept in ``--cache`` to rerun quickly), then timed in th
 
 * decode — reading the SQLite recording into records (:func:`liqshell.analysis.load`);
 * step + compare — :func:`liqshell.analysis.replay` of the loaded recording on one core;
-* the whole — decode + step + compare, decisions per second on one core;
+* the whole — decode + step + compare, decisions per second on one core: ``replay(path)``,
+  which decodes as it replays (an intact decision by the fast path of
+  :func:`liqshell.analysis.replay_bodies`), and the sum of the two figures above;
+* where its time goes: each stage of the fast path timed alone over every decision;
+* with ``--baseline DIR`` (a checkout of an earlier commit): that code's
+  ``replay(load(path))`` and this one's ``replay(path)``, in turns, each in a fresh process;
 * the same on a two-worker Dask ``LocalCluster``: ``replay(path, client=)`` sends the
   store's rows undecoded, by wallet, and each worker decodes and replays its own; and its
   ratio to one core.
@@ -22,7 +27,7 @@ import gc
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from bench.common import load as machine_load
 from bench.common import machine, table
@@ -110,7 +115,88 @@ def interleaved(path: Path, rounds: int = 3) -> tuple[list[float], list[float]]:
     return before, after
 
 
+def stages(path: Path) -> dict[str, float]:
+    """CPU µs per decision of each stage of the fast path, each timed alone over every
+    decision of ``path``: reading the rows, the digest check, the JSON parse, building the
+    Health, building the rest (orders, the recorded state, commands when there are any)."""
+    from liqshell.adapters import _loads, intact
+    from liqshell.adapters.sqlite import read_rows
+
+    def cpu(fn: Callable[[], object]) -> float:
+        gc.collect()
+        with analysis.without_cycle_collection():
+            used = time.process_time()
+            fn()
+            return time.process_time() - used
+
+    rows: list[tuple[int, str, str, str]] = []
+    read = cpu(lambda: rows.extend(read_rows(path)))
+    bodies = [body for _, _, kind, body in rows if kind == "decision"]
+    count = len(bodies)
+    datas: list[Any] = []
+    times = {
+        "read the rows (SQLite)": read,
+        "digest check (BLAKE2b-128)": cpu(lambda: [intact(body) for body in bodies]),
+        "JSON parse": cpu(lambda: datas.extend(_loads(body) for body in bodies)),
+        "build the Health": cpu(lambda: [analysis._HEALTH(d["health"]) for d in datas]),
+        "build orders, state, commands": cpu(
+            lambda: [
+                (
+                    analysis._ORDERS(d["orders"]),
+                    d["state"] and analysis._STATE(d["state"]),
+                    d["commands"] and analysis._COMMANDS(d["commands"]),
+                )
+                for d in datas
+            ]
+        ),
+    }
+    return {name: seconds / count * 1e6 for name, seconds in times.items()}
+
+
+def baseline(checkout: Path, path: Path, rounds: int = 3) -> tuple[list[float], list[float]]:
+    """CPU seconds of ``replay(load(path))`` by the code at ``checkout`` and of
+    ``replay(path)`` by this code, in turns, each in a fresh process (best of 2 each)."""
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import gc, sys, time
+from liqshell import analysis
+path, whole = sys.argv[1], sys.argv[2] == "load"
+best = float("inf")
+for _ in range(2):
+    gc.collect()
+    used = time.process_time()
+    trace = analysis.replay(analysis.load(path) if whole else path, keep=False)
+    best = min(best, time.process_time() - used)
+assert trace.mismatches == ()
+print(best)
+"""
+    here = Path(__file__).resolve().parent.parent
+    before: list[float] = []
+    after: list[float] = []
+    for _ in range(rounds):
+        for root, how, out in ((checkout, "load", before), (here, "path", after)):
+            env = {**os.environ, "PYTHONPATH": str(root)}
+            done = subprocess.run(
+                [sys.executable, "-c", script, str(path), how],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            out.append(float(done.stdout.strip()))
+    return before, after
+
+
 BEFORE = """\
+Before the fast path (commit 6c12cf6, the same recording, on another machine — an Intel
+Xeon, 2 cores — at load 1.5-1.8):
+decode 19,155 records/s of CPU (about 52 µs a record), step + compare 95,358 decisions/s,
+decode + step + compare 13,202 decisions/s on one core by the wall clock, 15,037 by CPU time;
+2 workers 1.17× one core.
+
 Before the digest (schema 2, commit 99aa4ee, the same recording without digests, at load
 2.9/2.6 on 2 cores): decode 13,426 records/s of CPU (74 µs a record, the JSON parse 12 µs
 of it), step + compare 77,227 decisions/s, decode + step + compare 10,736 decisions/s on
@@ -134,6 +220,12 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(".bench-cache"))
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="a checkout of an earlier commit: its replay(load(path)) against this replay(path)",
+    )
     args = parser.parse_args()
 
     path = recording_path(args.cache, args.records)
@@ -153,6 +245,12 @@ def main() -> None:
     before_us, after_us = interleaved(path)
     step_s, step_cpu, trace = timed(lambda: analysis.replay(recording, keep=False), args.repeat)
     assert trace.mismatches == (), trace.mismatches[:3]
+    del recording
+    stream_s, stream_cpu, streamed = timed(lambda: analysis.replay(path, keep=False), args.repeat)
+    assert streamed.mismatches == ()
+    stage_us = stages(path)
+    before_after = None if args.baseline is None else baseline(args.baseline, path)
+    recording = analysis.load(path)
 
     from dask.distributed import Client, LocalCluster
 
@@ -182,12 +280,51 @@ def main() -> None:
     rows = [
         row("decode (load the SQLite recording)", decode_s, decode_cpu, len(recording), "records"),
         row("step + compare, one core", step_s, step_cpu, decisions, "decisions"),
-        row("decode + step + compare, one core", one_wall, one_cpu, decisions, "decisions"),
+        row(
+            "decode, then step + compare, one core (`replay(load(path))`)",
+            one_wall,
+            one_cpu,
+            decisions,
+            "decisions",
+        ),
+        row(
+            "**decode + step + compare as it goes, one core (`replay(path)`)**",
+            stream_s,
+            stream_cpu,
+            decisions,
+            "decisions",
+        ),
         row("decode + step + compare, 2 workers", dask_s, None, decisions, "decisions"),
     ]
-    rate_wall, rate_cpu = decisions / one_wall, decisions / one_cpu
+    rate_wall, rate_cpu = decisions / stream_s, decisions / stream_cpu
     per_record_us = decode_cpu / len(recording) * 1e6
-    met = rate_wall >= GOAL
+    met = rate_cpu >= GOAL
+    total_us = stream_cpu / decisions * 1e6
+    step_us = step_cpu / decisions * 1e6
+    rest_us = total_us - step_us - sum(stage_us.values())
+    where = [[name, f"{us:.1f}", f"{us / total_us:.0%}"] for name, us in stage_us.items()]
+    where += [
+        ["step + compare (and the Decision)", f"{step_us:.1f}", f"{step_us / total_us:.0%}"],
+        [
+            "the rest, by difference: spans and the chain, other records, the loop",
+            f"{rest_us:.1f}",
+            f"{rest_us / total_us:.0%}",
+        ],
+        ["**the whole, `replay(path)`**", f"**{total_us:.1f}**", "100%"],
+    ]
+    goal_us = 1e6 / GOAL
+    if before_after is None:
+        turns = ""
+    else:
+        old, new = before_after
+        turns = f"""
+Before and after in turns (`--baseline`, a checkout of commit 6c12cf6: its
+`replay(load(path))` against this `replay(path)`, each in a fresh process, best of 2, CPU
+seconds): {" / ".join(f"{x:.2f}" for x in old)} s before,
+{" / ".join(f"{x:.2f}" for x in new)} s after — **{min(old) / min(new):.2f}×** less CPU
+(best against best; {decisions / min(old):,.0f} against {decisions / min(new):,.0f}
+decisions/s).
+"""
     text = f"""# Replay throughput
 
 Measured by `nox -s bench-replay` (`python -m bench.replay`) in one run on
@@ -202,36 +339,52 @@ when it is not shared).
 
 {table(["what", "wall s", "rate (wall)", "CPU s", "rate (CPU)"], rows)}
 
-2 workers against one core, decode + step + compare: **{one_wall / dask_s:.2f}×** (wall
-clock). `replay(path, client=)` reads the store's rows here undecoded, sends them by
-wallet, and each worker decodes and replays its own partition — no decoded object is
-sent. On this machine the two workers share its 2 cores with the client, the scheduler
-and the other processes (the load above), so they cannot beat one core by much; on a
-cluster the figure scales with the workers.
+`replay(path)` of a SQLite store decodes as it replays: an intact decision (its digest
+matches) is read by a fast path that builds only what `step` is given and returned, takes a
+wallet's `previous` state from its last recorded `state` when the bytes are the same (the
+state is then built once, not twice), and compares by value as before; a record that is not
+an intact decision, or that does not replay equal, is decoded whole and replayed as before,
+so the trace, the mismatches and the errors are those of `replay(load(path))`.
+
+2 workers against one core, decode + step + compare: **{stream_s / dask_s:.2f}×** (wall
+clock, against `replay(path)`). `replay(path, client=)` reads the store's rows here
+undecoded, sends them by wallet, and each worker decodes and replays its own partition by the
+same fast path — no decoded object is sent. On this machine the two workers share its 2
+cores with the client, the scheduler and the other processes (the load above), so they
+cannot beat one core by much; on a cluster the figure scales with the workers.
 
 Goal: {GOAL:,} decisions/s on one core, decode + step + compare — **{"met" if met else "not met"}**:
-{rate_wall:,.0f}/s by the wall clock, {rate_cpu:,.0f}/s by CPU time. Decoding is the cost:
-{len(recording) / decode_cpu:,.0f} records/s of CPU, about {per_record_us:,.0f} µs a record of
-some 2 kB of JSON — the JSON parse itself ({parse_cpu / len(recording) * 1e6:,.0f} µs a record,
-{parse_cpu / decode_cpu:.0%} of the decode, measured alone), then some forty `Decimal`s and
-frozen objects per record (a `Health` with its portfolio, positions and quotes, two
-states, the commands). Schema 3 records carry a digest of their bytes (BLAKE2b-128, an
-integrity check, not a signature): a record that matches it is one liqshell wrote from
-validated values, and is built by `liqcore.codec.trusted_structurer` — the same objects,
-equal type for type, with each field set directly and no validator run again; a record
-without a digest or not matching it is validated as before. Stepping and comparing alone
-runs at {decisions / step_cpu:,.0f} decisions/s of CPU.
+{rate_cpu:,.0f}/s by CPU time, {rate_wall:,.0f}/s by the wall clock (`replay(path)`); the
+goal is {goal_us:.0f} µs a decision.
+{turns}
+## Where the time goes
 
-Before and after in one window (load {load_turns} at its start; every record of the
-recording decoded in turns, CPU µs a record): the validated path
-{" / ".join(f"{x:.1f}" for x in before_us)} µs, the trusted path
+CPU µs a decision of `replay(path)`, each stage of its fast path timed alone over every
+decision of the recording (step + compare: the one-core row above):
+
+{table(["stage", "µs a decision", "share"], where)}
+
+The JSON parse is the standard library's C decoder on some 1.6 kB a record; the Health is
+a `Health` with its `Portfolio`, its positions (about 2.4 a record, most of them changing
+from one record to the next: their P&L moves) and quotes (shared when they recur), built
+by `liqcore.codec.trusted_structurer` — each field set directly, no validator run; the
+digest check hashes the record's text. Decoding alone (`load`) runs at
+{len(recording) / decode_cpu:,.0f} records/s of CPU, about {per_record_us:,.0f} µs a record
+(the JSON parse {parse_cpu / len(recording) * 1e6:,.0f} µs of it, measured alone).
+
+Schema 3 records carry a digest of their bytes (BLAKE2b-128, an integrity check, not a
+signature): a record that matches it is one liqshell wrote from validated values, and is
+built by `liqcore.codec.trusted_structurer`; a record without a digest or not matching it is
+validated as before. The validated path against the trusted one in one window (load
+{load_turns} at its start; every record of the recording decoded in turns, CPU µs a
+record): {" / ".join(f"{x:.1f}" for x in before_us)} µs against
 {" / ".join(f"{x:.1f}" for x in after_us)} µs — **{min(before_us) / min(after_us):.2f}×**
 less CPU (best against best).
 
 CPU time is not load-proof on this shared machine: under a load of 10 or more the same
 code takes 2-3× the CPU seconds it takes on a quiet machine (step + compare, unchanged,
 measured 74,249 decisions/s at load 13 in one run and 27,791 at load 12 in another), so
-compare runs only at a similar load, or interleaved in one window as above.
+compare runs only at a similar load, or in turns in one window as above.
 
 {BEFORE}
 """

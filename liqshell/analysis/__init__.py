@@ -90,6 +90,7 @@ __all__ = [
     "render_report",
     "render_story",
     "replay",
+    "replay_bodies",
     "simulated",
     "summarize",
     "summarize_decisions",
