@@ -612,10 +612,10 @@ def replay_bodies(
     chain: dict[str, tuple[str, AccountState]] = {}
     for index, position, kind, body in rows:
         config = config_of(position)
-        decision = None if kind != _DECISION else _fast_decision(index, body, config, chain)
-        if decision is not None:
-            if keep:
-                decisions.append(decision)
+        fast = kind == _DECISION and _fast_decision(index, body, config, chain, keep)
+        if fast is not False:
+            if fast is not True:
+                decisions.append(fast)
             continue
         record = whole(index, body)
         if record.kind is not RecordKind.DECISION:
@@ -654,10 +654,15 @@ _SCAN = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
 
 
 def _fast_decision(
-    index: int, body: str, config: Config, chain: dict[str, tuple[str, AccountState]]
-) -> Decision | None:
+    index: int,
+    body: str,
+    config: Config,
+    chain: dict[str, tuple[str, AccountState]],
+    keep: bool,
+) -> Decision | bool:
     """The replayed decision of an intact schema-3 decision record ``body`` when ``step``
-    reproduces it; ``None`` for anything else (the caller then decodes it whole).
+    reproduces it (``True`` instead when not ``keep``: no :class:`Decision` is built);
+    ``False`` for anything else (the caller then decodes it whole).
 
     It builds what the trusted record decoder would (every field that is not a scalar,
     empty arrays skipped), and compares as :func:`_replay_one` does, by value. ``chain``
@@ -672,7 +677,7 @@ def _fast_decision(
     ``,"previous":`` (a complete value cannot end with a nested value's closing bracket).
     """
     if not intact(body):
-        return None
+        return False
     try:
         data = _loads(body)
         if (
@@ -682,7 +687,7 @@ def _fast_decision(
             or data["kind"] != "decision"
             or data["health"] is None
         ):
-            return None
+            return False
         wallet, now = data["wallet"], data["now"]
         for name, build in (("events", _EVENTS), ("pending", _PENDING), ("answers", _ANSWERS)):
             if data[name]:
@@ -716,11 +721,13 @@ def _fast_decision(
             previous = typing.cast(AccountState, _STATE(data["previous"]))
         state, commands = step(previous, health, orders, now, config)
         if state != recorded_state:
-            return None
+            return False
         if (commands or recorded_commands) and commands != _COMMANDS(recorded_commands):
-            return None
+            return False
     except Exception:  # the whole record decides (and raises what it would)
-        return None
+        return False
+    if not keep:
+        return True
     return Decision(
         index=index,
         wallet=wallet,

@@ -100,6 +100,9 @@ def test_a_what_if_through_the_fast_path_reports_the_same_mismatches(store: Path
     trace = _same_traces(store, Config(partial_bonus_start_bps=200))
     assert trace.mismatches
     assert trace.config_notes
+    kept_none = analysis.replay(store, Config(partial_bonus_start_bps=200), keep=False)
+    assert kept_none.decisions == ()
+    assert kept_none.mismatches == trace.mismatches
 
 
 def test_a_recorded_state_changed_by_one_digit_is_a_mismatch(copy: Path) -> None:
