@@ -109,7 +109,8 @@ def _repaired(
                 more = CONTEXT.subtract(_tradeable_size(wanted, available, spec), size)
                 if more > one:
                     gained = _cut(after, symbol, more, price, short=short, required_at=required_at)
-                    options.append((more, gained))
+                    if gained > 0:  # more lots can cut less, even nothing or less than nothing
+                        options.append((more, gained))
             for increment, gained in options:
                 premium = max(ZERO, CONTEXT.multiply(increment, CONTEXT.subtract(price, mark)))
                 if gained >= short:

@@ -4,19 +4,21 @@ of a round rounding left short, and the trim of what rounding over-covers."""
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import liqcore.planning.portfolio as planning_portfolio
 from liqcore import codec
 from liqcore.config import Config
 from liqcore.inputs import MarginMode, Portfolio, Position, Quote
 from liqcore.instruments import InstrumentSpec
 from liqcore.margin.base import MarginFacts, MarginModel
 from liqcore.numbers import MIN_SIZE, ONE
-from liqcore.planning import execution_prices, plan_partial_orders
+from liqcore.planning import OrderPlan, execution_prices, plan_partial_orders
 from liqcore.planning.lots import (
     _ceil_div,
     _smallest_fitting,
@@ -654,6 +656,60 @@ def test_plan_portfolio_margin_repair_takes_the_smaller_of_equally_cheap_increme
     whole = [c for c in closes if c[0] != eth_put] + [(eth_put, Decimal("5.6"), prices[eth_put])]
     assert required_after(PM, book, whole, anchor, 500, PM_NOW) <= MIN_SIZE
     assert premium(book, closes) < premium(book, whole)
+
+
+def test_plan_portfolio_margin_repair_never_adds_lots_that_cut_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The repair values one lot more and "as many lots as would cover the rest"; the
+    second can cut less than nothing (here the whole ETH put, 5.6, on top of the round's
+    BTC closes raises the need, its premium per cut negative) and must be passed over like
+    a single lot that frees nothing — never ranked first."""
+    put, call, far_put = "BTC-20260626-145000-P", "BTC-20260626-155000-C", "BTC-20261231-115000-P"
+    eth_call, eth_put = "ETH-20261231-2400-C", "ETH-20261231-5400-P"
+    entries = {
+        put: ("-0.8", "46828.6", "47765.17"),
+        call: ("-4.7", "9740", "9642.60"),
+        far_put: ("-1.9", "41153.7", "40742.16"),
+        eth_call: ("-2.1", "2148.2", "2148.20"),
+        eth_put: ("-5.6", "2052.4", "2052.40"),
+    }
+    book = Portfolio(
+        cash=Decimal(0),
+        positions={
+            s: Position(symbol=s, amount=Decimal(a), entry_price=Decimal(e))
+            for s, (a, e, _) in entries.items()
+        },
+        spot={"BTC": Decimal(100_000), "ETH": Decimal(4_000)},
+    )
+    quotes = {s: Quote(best_ask=Decimal(q), theo=Decimal(e)) for s, (_, e, q) in entries.items()}
+    spec = InstrumentSpec(size_step=Decimal("0.1"), price_tick=ONE, min_size=Decimal(2))
+    config = Config(instruments={"BTC": spec}, reference_band_bps=0)
+    anchor = MarginFacts(
+        equity=Decimal("270.95636539383838020"), mm_required=Decimal("2150.4473443955427")
+    )
+    repairs: list[tuple[list[tuple[str, Decimal]], dict[str, Decimal]]] = []
+    repaired = planning_portfolio._repaired
+
+    def spy(plans: tuple[OrderPlan, ...], **kwargs: Any) -> Any:
+        result = repaired(plans, **kwargs)
+        before = [(p.symbol, p.close_size) for p in plans]
+        repairs.append((before, {p.symbol: p.close_size for p in result[0]}))
+        return result
+
+    monkeypatch.setattr(planning_portfolio, "_repaired", spy)
+    plan_partial_orders(book, quotes, 10, config, MarginMode.PORTFOLIO, PM_NOW, anchor=anchor)
+    prices, _ = execution_prices(book, quotes, 10, config, PM_NOW)
+    round_closes = [(call, Decimal(2)), (far_put, Decimal("1.9"))]
+    assert (round_closes, {call: Decimal("2.7"), far_put: Decimal("1.9")}) == (
+        repairs[0][0],
+        {s: z for s, z in repairs[0][1].items() if s != eth_put},
+    )
+    closes = [(s, z, prices[s]) for s, z in round_closes]
+    whole_put = [*closes, (eth_put, Decimal("5.6"), prices[eth_put])]
+    need = required_after(PM, book, closes, anchor, 500, PM_NOW)
+    assert required_after(PM, book, whole_put, anchor, 500, PM_NOW) > need
+    assert repairs[0][1].get(eth_put, Decimal(0)) < Decimal("5.6")
 
 
 def test_plan_never_trims_a_close_that_pays_the_account() -> None:
