@@ -25,6 +25,7 @@ from tests.liqcore.planning.books import (
     STANDARD,
     STRANGLE_CALL,
     SYMBOL,
+    TODAY,
     CountingStandard,
     VShapedMargin,
     model_equity,
@@ -291,3 +292,45 @@ def test_slice_candidates_under_portfolio_margin_equal_evaluating_each_close() -
     found = slice_candidates(book, prices, PM, PM_NOW, 500)
     assert found
     assert found == slice_candidates(book, prices, OpaquePortfolioMargin(), PM_NOW, 500)
+
+
+@attrs.frozen
+class PerSymbolLinear:
+    """MM of ``rate`` per unit short of each symbol, behind a class of its own."""
+
+    rates: dict[str, Decimal]
+
+    def evaluate(self, book: Portfolio, now: int) -> MarginFacts:
+        mm = Decimal(0)
+        for symbol, held in book.positions.items():
+            if held.amount < 0:
+                rate = self.rates.get(symbol, Decimal(0))
+                mm = CONTEXT.add(mm, CONTEXT.multiply(rate, held.amount.copy_negate()))
+        return MarginFacts(equity=model_equity(book), mm_required=mm)
+
+
+def test_slice_candidates_skip_each_unfit_symbol_and_go_on() -> None:
+    """In symbol order: an expired short, a long, a short freeing nothing, a harmful one
+    (1 000 over its mark for 50 of relief) — each skipped, and the shorts after them, one
+    freeing only 0.5 a unit, are still candidates."""
+    expired, long, frees_nothing, harmful, small, large = (
+        "BTC-20240105-90000-P",
+        "BTC-20261231-1000-C",
+        "BTC-20261231-2000-C",
+        "BTC-20261231-3000-C",
+        "BTC-20261231-4000-C",
+        "BTC-20261231-5000-C",
+    )
+    book = portfolio(
+        position(expired, amount="-1"),
+        position(long, amount="2"),
+        *(position(s, amount="-1") for s in (frees_nothing, harmful, small, large)),
+    )
+    rates = {harmful: Decimal(50), small: Decimal("0.5"), large: Decimal(50)}
+    prices = {s: Decimal(100) for s in (expired, long, frees_nothing, small, large)}
+    prices[harmful] = Decimal(1_100)
+    found = slice_candidates(book, prices, PerSymbolLinear(rates), TODAY, 500)
+    assert [(c.symbol, c.mm_relief_per_unit) for c in found] == [
+        (small, Decimal("0.5")),
+        (large, Decimal(50)),
+    ]
