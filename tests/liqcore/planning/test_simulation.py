@@ -420,3 +420,26 @@ def test_simulations_add_their_evaluations_to_the_shared_count() -> None:
     _Simulation.of(STANDARD, mixed_book(), TODAY, counts)
     _Simulation.of(PM, pm_book(), PM_NOW, counts)
     assert counts == [2]
+
+
+def test_memo_caches_nothing_of_one_other_model_or_spot_for_the_next() -> None:
+    """Asked about two models other than its own, then two spots other than its own, one
+    after the other, the memo gives each its own values (``mm`` and ``evaluate``): what it
+    caches is for its own model at its own spot only."""
+    book = mixed_book()
+    memo = _Memo(STANDARD, book.spot)
+    short = book.positions[SYMBOL]
+    held = attrs.evolve(short, amount=Decimal(-2))
+    third = StandardMargin(rate=Decimal("0.3"), floor_rate=Decimal("0.1"))
+    cases: list[tuple[StandardMargin, dict[str, Decimal]]] = [
+        (OTHER_STANDARD, dict(book.spot)),
+        (third, dict(book.spot)),
+        (STANDARD, {"BTC": Decimal(90_000)}),
+        (STANDARD, {"BTC": Decimal(80_000)}),
+    ]
+    for model, spot in cases:
+        assert memo.mm(model, short, Decimal(-2), spot) == model.position_mm(held, spot)
+        moved = Portfolio(cash=book.cash, positions=book.positions, spot=spot)
+        assert memo.evaluate(model, moved, TODAY) == model.evaluate(moved, TODAY)
+    values = {memo.mm(model, short, Decimal(-2), spot) for model, spot in cases}
+    assert len(values) == len(cases)
