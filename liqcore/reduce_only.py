@@ -57,10 +57,6 @@ _age: Callable[[OpenOrder], tuple[int, int]] = operator.attrgetter("created_at",
 """The sort key oldest first: ``(created_at, order_id)`` (attrgetter: no Python call per order)."""
 
 
-def _signed_size(order: OpenOrder) -> Decimal:
-    return order.remaining_size if order.side is Side.BUY else order.remaining_size.copy_negate()
-
-
 def reduce_only_order_ids(
     positions: Mapping[str, Decimal],
     orders: Iterable[OpenOrder],
@@ -93,7 +89,7 @@ def _reduce_only_walk(
     for order in walk:
         current = remaining.get(order.symbol, ZERO)
         size = order.remaining_size
-        # _signed_size and is_position_reduce_only, inline (the same operations, no calls).
+        # The order's signed size and is_position_reduce_only, inline (no calls per order).
         new = add(current, size if order.side is buy else size.copy_negate())
         if current == 0 or (current > 0 and new < 0) or (current < 0 and new > 0):
             continue

@@ -3,7 +3,8 @@
 The hand cases in test_reduce_only.py use positions of ±1 and more; these use longs and
 shorts between 0 and 1 and a new amount of exactly 0, where ``current > 1`` for
 ``current > 0`` or ``new <= 0`` for ``new < 0`` would answer differently. Also the
-private ``_liquidation_orders``, which only machine.py's orphan cancels call.
+private ``_liquidation_orders``, which only machine.py's orphan cancels call, and the walk
+of ``reduce_only_order_ids`` over orders with nothing left to fill.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ from decimal import Decimal
 import pytest
 
 from liqcore.inputs import OpenOrder, Side
-from liqcore.reduce_only import _liquidation_orders, is_position_reduce_only
+from liqcore.reduce_only import (
+    _liquidation_orders,
+    is_position_reduce_only,
+    reduce_only_order_ids,
+)
 
 
 @pytest.mark.parametrize(
@@ -74,3 +79,29 @@ def test_liquidation_orders_are_the_minted_and_the_tracked_in_their_given_order(
     assert [o.order_id for o in found] == [1, 5, 6]
     assert _liquidation_orders(orders, wallet="w", tracked=()) == [orders[0], orders[5]]
     assert _liquidation_orders([], wallet="w", tracked=("tracked-x",)) == []
+
+
+# --- the walk over orders with nothing left ---------------------------------------------
+
+
+@pytest.mark.parametrize(("side", "position"), [(Side.BUY, "-10"), (Side.SELL, "10")])
+def test_an_order_with_nothing_remaining_is_not_reduce_only(side: Side, position: str) -> None:
+    """A filled-out order (remaining 0) leaves the position as it is: not reduce-only
+    (``|new| < |current|`` fails at equality), so it is not kept, and the order behind it
+    still has the whole position to reduce."""
+    symbol = "ETH-20270326-3000-P"
+
+    def order(order_id: int, remaining: str) -> OpenOrder:
+        return OpenOrder(
+            order_id=order_id,
+            symbol=symbol,
+            side=side,
+            price=Decimal(1),
+            original_size=Decimal(10),
+            remaining_size=Decimal(remaining),
+            client_id=f"user-{order_id}",
+            created_at=order_id,
+        )
+
+    positions = {symbol: Decimal(position)}
+    assert reduce_only_order_ids(positions, [order(1, "0"), order(2, "10")]) == {2}
