@@ -21,6 +21,7 @@ from liqcore.numbers import MIN_SIZE, ONE
 from liqcore.planning import OrderPlan, execution_prices, plan_partial_orders
 from liqcore.planning.lots import (
     _ceil_div,
+    _repaired,
     _smallest_fitting,
     _spec,
     _tradeable_down,
@@ -841,3 +842,63 @@ def test_smallest_fitting_bisects_whole_steps_in_logarithmic_calls() -> None:
 
         found = _smallest_fitting(fits, Decimal(20), Decimal(10), spec)
         assert found == smallest
+
+
+# --- _repaired on a stand-in simulation ----------------------------------------------------
+
+
+@attrs.frozen
+class _Relief:
+    """A stand-in for the planner's simulation: buying back ``size`` of the one symbol frees
+    ``relief[size]`` of margin at no cost to equity; after any close the account is on
+    target (so one repair step shows which increment was taken)."""
+
+    relief: dict[Decimal, Decimal]
+    facts: MarginFacts
+
+    def change(self, symbol: str, size: Decimal, price: Decimal) -> tuple[Decimal, Decimal]:
+        return self.relief[size], Decimal(0)
+
+    def after_close(self, symbol: str, size: Decimal, price: Decimal) -> _Relief:
+        return _Relief(self.relief, MarginFacts(equity=Decimal(0), mm_required=Decimal(0)))
+
+
+_OPTION = "BTC-20261231-100000-C"
+
+
+def _repair_step(short: str, relief: dict[int, str], price: str, mark: str = "10") -> Decimal:
+    """The size of the one close a repair adds to an empty plan, ``short`` of the need left,
+    lots of 1 and 20 available (the need is mm − equity)."""
+    after = _Relief(
+        {Decimal(size): Decimal(r) for size, r in relief.items()},
+        MarginFacts(equity=Decimal(0), mm_required=Decimal(short)),
+    )
+    plans, _ = _repaired(
+        (),
+        after=after,  # type: ignore[arg-type]
+        sizes={_OPTION: (Decimal(20), Decimal(price), Decimal(mark))},
+        prices={_OPTION: Decimal(price)},
+        required_at=lambda facts: max(Decimal(0), facts.mm_required - facts.equity),
+        config=Config(instruments={"BTC": InstrumentSpec(size_step=ONE, min_size=Decimal(0))}),
+    )
+    (plan,) = plans
+    return plan.close_size
+
+
+def test_repair_passes_over_more_lots_that_free_exactly_nothing() -> None:
+    """One lot frees 2 of a need of 10, so 'as many lots as would cover the rest' is 5 — which
+    here free exactly 0 (a kink of the model): passed over, not ranked by a premium per cut
+    of 0 / 0; the single lot is taken."""
+    assert _repair_step("10", {1: "2", 5: "0"}, price="5") == 1
+
+
+def test_repair_of_equally_free_increments_takes_the_single_lot() -> None:
+    """Priced below the mark, one lot and five both cost nothing per unit of the need they
+    cut (neither covers the need of 10): the first valued, the single lot, is kept."""
+    assert _repair_step("10", {1: "2", 5: "5"}, price="5") == 1
+
+
+def test_repair_ranks_more_lots_that_cover_a_need_below_one() -> None:
+    """A need of 0.5: one lot frees 0.1, five free 0.6 and cover it — the covering increment
+    is taken, however small the numbers (a gain below 1 is a gain)."""
+    assert _repair_step("0.5", {1: "0.1", 5: "0.6"}, price="12") == 5
