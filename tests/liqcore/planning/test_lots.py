@@ -619,20 +619,20 @@ def test_plan_portfolio_margin_repair_stops_exactly_min_size_short() -> None:
     assert required_after(PM, book, closes_of(plan), anchor, 0, PM_NOW) == MIN_SIZE
 
 
-def test_plan_portfolio_margin_repair_takes_the_smaller_of_equally_cheap_increments() -> None:
-    """The BTC call is quoted below its mark, so its lots are free: one lot more and the lots
-    that would cover the rest at that rate both cost nothing per unit of the need they cut.
-    Of equally cheap increments the repair takes the smaller (one lot at a time) rather than
-    overshooting; the plan then pays less than the same BTC closes with the ETH put closed
-    whole, which is on target too."""
-    put, call, far_put = "BTC-20260626-145000-P", "BTC-20260626-155000-C", "BTC-20261231-115000-P"
-    eth_call, eth_put = "ETH-20261231-2400-C", "ETH-20261231-5400-P"
+_PUT, _CALL, _FAR_PUT = "BTC-20260626-145000-P", "BTC-20260626-155000-C", "BTC-20261231-115000-P"
+_ETH_PUT = "ETH-20261231-5400-P"
+
+
+def _free_call_book() -> tuple[Portfolio, dict[str, Quote], Config, MarginFacts]:
+    """Portfolio margin, BTC in lots of 0.1 (minimum order 2), ETH without lots: the BTC
+    call quoted below its mark (its lots are free), an ETH put that, closed whole on top of
+    the BTC closes, raises the need."""
     entries = {
-        put: ("-0.8", "46828.6", "47765.17"),
-        call: ("-4.7", "9740", "9642.60"),
-        far_put: ("-1.9", "41153.7", "40742.16"),
-        eth_call: ("-2.1", "2148.2", "2148.20"),
-        eth_put: ("-5.6", "2052.4", "2052.40"),
+        _PUT: ("-0.8", "46828.6", "47765.17"),
+        _CALL: ("-4.7", "9740", "9642.60"),
+        _FAR_PUT: ("-1.9", "41153.7", "40742.16"),
+        "ETH-20261231-2400-C": ("-2.1", "2148.2", "2148.20"),
+        _ETH_PUT: ("-5.6", "2052.4", "2052.40"),
     }
     book = Portfolio(
         cash=Decimal(0),
@@ -648,6 +648,17 @@ def test_plan_portfolio_margin_repair_takes_the_smaller_of_equally_cheap_increme
     anchor = MarginFacts(
         equity=Decimal("270.95636539383838020"), mm_required=Decimal("2150.4473443955427")
     )
+    return book, quotes, config, anchor
+
+
+def test_plan_portfolio_margin_repair_takes_the_smaller_of_equally_cheap_increments() -> None:
+    """The BTC call is quoted below its mark, so its lots are free: one lot more and the lots
+    that would cover the rest at that rate both cost nothing per unit of the need they cut.
+    Of equally cheap increments the repair takes the smaller (one lot at a time) rather than
+    overshooting; the plan then pays less than the same BTC closes with the ETH put closed
+    whole, which is on target too."""
+    book, quotes, config, anchor = _free_call_book()
+    eth_put = _ETH_PUT
     plan = plan_partial_orders(
         book, quotes, 10, config, MarginMode.PORTFOLIO, PM_NOW, anchor=anchor
     )
@@ -666,31 +677,10 @@ def test_plan_portfolio_margin_repair_never_adds_lots_that_cut_nothing(
     second can cut less than nothing (here the whole ETH put, 5.6, on top of the round's
     BTC closes raises the need, its premium per cut negative) and must be passed over like
     a single lot that frees nothing — never ranked first."""
-    put, call, far_put = "BTC-20260626-145000-P", "BTC-20260626-155000-C", "BTC-20261231-115000-P"
-    eth_call, eth_put = "ETH-20261231-2400-C", "ETH-20261231-5400-P"
-    entries = {
-        put: ("-0.8", "46828.6", "47765.17"),
-        call: ("-4.7", "9740", "9642.60"),
-        far_put: ("-1.9", "41153.7", "40742.16"),
-        eth_call: ("-2.1", "2148.2", "2148.20"),
-        eth_put: ("-5.6", "2052.4", "2052.40"),
-    }
-    book = Portfolio(
-        cash=Decimal(0),
-        positions={
-            s: Position(symbol=s, amount=Decimal(a), entry_price=Decimal(e))
-            for s, (a, e, _) in entries.items()
-        },
-        spot={"BTC": Decimal(100_000), "ETH": Decimal(4_000)},
-    )
-    quotes = {s: Quote(best_ask=Decimal(q), theo=Decimal(e)) for s, (_, e, q) in entries.items()}
-    spec = InstrumentSpec(size_step=Decimal("0.1"), price_tick=ONE, min_size=Decimal(2))
-    config = Config(instruments={"BTC": spec}, reference_band_bps=0)
-    anchor = MarginFacts(
-        equity=Decimal("270.95636539383838020"), mm_required=Decimal("2150.4473443955427")
-    )
+    book, quotes, config, anchor = _free_call_book()
+    call, far_put, eth_put = _CALL, _FAR_PUT, _ETH_PUT
     repairs: list[tuple[list[tuple[str, Decimal]], dict[str, Decimal]]] = []
-    repaired = planning_portfolio._repaired
+    repaired = _repaired  # what planning.portfolio imported from lots
 
     def spy(plans: tuple[OrderPlan, ...], **kwargs: Any) -> Any:
         result = repaired(plans, **kwargs)
