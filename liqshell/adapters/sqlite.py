@@ -314,6 +314,14 @@ def _settle(
         done.set_result(result)  # type: ignore[arg-type]
 
 
+def _insert_record(db: sqlite3.Connection, record: Record, body: str) -> None:
+    """Append ``record`` (encoded as ``body``) to the log, keyed by its own wallet."""
+    db.execute(
+        _INSERT_RECORD,
+        (storage_key(record.wallet), record.kind.value, record.version, record.now, body),
+    )
+
+
 def _check_commit(wallet: str, state: AccountState, expected_version: int) -> None:
     if state.wallet != wallet:
         raise ValueError(f"commit of wallet {wallet!r} got a state of {state.wallet!r}")
@@ -648,16 +656,7 @@ class SqliteStore(AsyncClosing):
         body = record_to_json(record)
 
         def run(db: sqlite3.Connection) -> None:
-            db.execute(
-                _INSERT_RECORD,
-                (
-                    storage_key(record.wallet),
-                    record.kind.value,
-                    record.version,
-                    record.now,
-                    body,
-                ),
-            )
+            _insert_record(db, record, body)
             db.execute(_SET_CURSOR, (cursor_json,))
             if record.event_id is not None:
                 db.execute(_MARK_APPLIED, (storage_key(record.event_id),))
@@ -809,16 +808,7 @@ class SqliteStore(AsyncClosing):
         body = record_to_json(record)
 
         def run(db: sqlite3.Connection) -> None:
-            db.execute(
-                _INSERT_RECORD,
-                (
-                    storage_key(record.wallet),
-                    record.kind.value,
-                    record.version,
-                    record.now,
-                    body,
-                ),
-            )
+            _insert_record(db, record, body)
 
         await self._write(run)
 
