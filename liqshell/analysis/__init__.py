@@ -520,15 +520,7 @@ def replay(
     with without_cycle_collection():
         for index, record in recording.decisions():
             used = configs[recording.header_index[index]]
-            result = _replay_one(index, record, used)
-            if isinstance(result, Mismatch):
-                mismatches.append(result)
-                continue
-            decision, mismatch = result
-            if keep:
-                decisions.append(decision)
-            if mismatch is not None:
-                mismatches.append(mismatch)
+            _collect(_replay_one(index, record, used), keep, decisions, mismatches)
     return Trace(
         source=recording.source,
         decisions=tuple(decisions),
@@ -620,16 +612,26 @@ def replay_bodies(
         record = whole(index, body)
         if record.kind is not RecordKind.DECISION:
             continue
-        result = _replay_one(index, record, config)
-        if isinstance(result, Mismatch):
-            mismatches.append(result)
-            continue
-        found, mismatch = result
-        if keep:
-            decisions.append(found)
-        if mismatch is not None:
-            mismatches.append(mismatch)
+        _collect(_replay_one(index, record, config), keep, decisions, mismatches)
     return decisions, mismatches
+
+
+def _collect(
+    result: Mismatch | tuple[Decision, Mismatch | None],
+    keep: bool,
+    decisions: list[Decision],
+    mismatches: list[Mismatch],
+) -> None:
+    """Add what replaying one decision gave: its mismatch (a record that could not be
+    replayed, or one replayed otherwise) and, with ``keep``, the decision."""
+    if isinstance(result, Mismatch):
+        mismatches.append(result)
+        return
+    decision, mismatch = result
+    if keep:
+        decisions.append(decision)
+    if mismatch is not None:
+        mismatches.append(mismatch)
 
 
 def _record_builders() -> dict[str, Callable[[object], object]]:
