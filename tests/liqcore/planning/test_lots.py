@@ -460,26 +460,39 @@ def test_plan_portfolio_margin_repair_tops_up_with_an_underlying_without_lots() 
     assert premium(book, closes) < premium(book, whole_lots)
 
 
-def test_plan_portfolio_margin_rounding_past_a_tie_covered_by_many_cheap_lots() -> None:
-    """The traced call, rounded up to a whole lot, passes the point where the down-shock
-    scenario starts to bind; covering that takes fourteen lots of a cheap put, valued as
-    one increment. No plan of lots is cheaper (every pair of lot counts tried)."""
-    long_call, call, put = "BTC-20260925-160000-C", "BTC-20270625-160000-C", "BTC-20260925-65000-P"
+_TIE_CALL, _TIE_PUT = "BTC-20270625-160000-C", "BTC-20260925-65000-P"
+
+
+def _tie_book(*, put: str) -> tuple[Portfolio, dict[str, Quote]]:
+    """A long call, a short call whose rounding passes a scenario tie, and ``put`` of a
+    cheap short put (portfolio margin, BTC at 105,000)."""
+    long_call = "BTC-20260925-160000-C"
     book = Portfolio(
         cash=Decimal("42783.6785"),
         positions={
             long_call: Position(
                 symbol=long_call, amount=Decimal("0.9"), entry_price=Decimal("309.21")
             ),
-            call: Position(symbol=call, amount=Decimal("-2.2"), entry_price=Decimal("16866.77")),
-            put: Position(symbol=put, amount=Decimal("-9.9"), entry_price=Decimal("91.16")),
+            _TIE_CALL: Position(
+                symbol=_TIE_CALL, amount=Decimal("-2.2"), entry_price=Decimal("16866.77")
+            ),
+            _TIE_PUT: Position(symbol=_TIE_PUT, amount=Decimal(put), entry_price=Decimal("91.16")),
         },
         spot={"BTC": Decimal(105_000)},
     )
     quotes = {
-        put: Quote(best_ask=Decimal("92.9723"), theo=Decimal("90.0403")),
-        call: Quote(best_ask=Decimal("17374.7693"), theo=Decimal("16956.5414")),
+        _TIE_PUT: Quote(best_ask=Decimal("92.9723"), theo=Decimal("90.0403")),
+        _TIE_CALL: Quote(best_ask=Decimal("17374.7693"), theo=Decimal("16956.5414")),
     }
+    return book, quotes
+
+
+def test_plan_portfolio_margin_rounding_past_a_tie_covered_by_many_cheap_lots() -> None:
+    """The traced call, rounded up to a whole lot, passes the point where the down-shock
+    scenario starts to bind; covering that takes fourteen lots of a cheap put, valued as
+    one increment. No plan of lots is cheaper (every pair of lot counts tried)."""
+    call, put = _TIE_CALL, _TIE_PUT
+    book, quotes = _tie_book(put="-9.9")
     spec = InstrumentSpec(size_step=Decimal("0.1"), price_tick=Decimal(5), min_size=Decimal("0.1"))
     config = Config(instruments={"BTC": spec})
     anchor = MarginFacts(equity=Decimal("5052.5895"), mm_required=Decimal("14665.71"))
@@ -547,22 +560,8 @@ def test_plan_portfolio_margin_many_lots_increment_leaves_no_remainder_below_min
     with 3.1 of the cheap put, a minimum order of 1 and a need 740.5 larger: the lots of the
     put that would cover the rest at its rate would leave 0.3 of it, below the minimum
     order, so that increment closes the put whole. Nothing stranded."""
-    long_call, call, put = "BTC-20260925-160000-C", "BTC-20270625-160000-C", "BTC-20260925-65000-P"
-    book = Portfolio(
-        cash=Decimal("42783.6785"),
-        positions={
-            long_call: Position(
-                symbol=long_call, amount=Decimal("0.9"), entry_price=Decimal("309.21")
-            ),
-            call: Position(symbol=call, amount=Decimal("-2.2"), entry_price=Decimal("16866.77")),
-            put: Position(symbol=put, amount=Decimal("-3.1"), entry_price=Decimal("91.16")),
-        },
-        spot={"BTC": Decimal(105_000)},
-    )
-    quotes = {
-        put: Quote(best_ask=Decimal("92.9723"), theo=Decimal("90.0403")),
-        call: Quote(best_ask=Decimal("17374.7693"), theo=Decimal("16956.5414")),
-    }
+    put = _TIE_PUT
+    book, quotes = _tie_book(put="-3.1")
     spec = InstrumentSpec(size_step=Decimal("0.1"), price_tick=Decimal(5), min_size=ONE)
     config = Config(instruments={"BTC": spec})
     anchor = MarginFacts(equity=Decimal("4312.0895"), mm_required=Decimal("14665.71"))
