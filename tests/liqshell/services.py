@@ -88,6 +88,27 @@ def _service_user() -> str | None:
     unavailable("running as root and neither a 'postgres' nor a 'nobody' user exists")
 
 
+def _reachable_tmp(entry: pwd.struct_passwd) -> str:
+    """A temporary folder the service user can reach: the usual one, unless a folder above
+    it is closed to that user (a ``TMPDIR`` inside a root-only folder, as nox's session
+    ``tmp`` in a clone under ``mktemp -d``), then ``/tmp`` or ``/var/tmp``."""
+    for candidate in (tempfile.gettempdir(), "/tmp", "/var/tmp"):
+        path = Path(candidate).resolve()
+        if path.is_dir() and all(_enterable(p, entry) for p in (path, *path.parents)):
+            return str(path)
+    unavailable(f"no temporary folder that the user {entry.pw_name!r} can enter")
+
+
+def _enterable(path: Path, entry: pwd.struct_passwd) -> bool:
+    """Whether ``entry``'s user may pass through the folder ``path`` (its x bit)."""
+    info = path.stat()
+    if info.st_uid == entry.pw_uid:
+        return bool(info.st_mode & 0o100)
+    if info.st_gid == entry.pw_gid:
+        return bool(info.st_mode & 0o010)
+    return bool(info.st_mode & 0o001)
+
+
 class PostgresServer:
     """A PostgreSQL cluster in a temporary directory, on a free loopback port."""
 
@@ -227,9 +248,11 @@ def start_postgres(password_roles: Mapping[str, str] | None = None) -> PostgresS
     if not (bindir / "pg_ctl").is_file():
         unavailable(f"pg_ctl not found next to {initdb}")
     user = _service_user()
-    root = Path(tempfile.mkdtemp(prefix="liqshell-pg-"))
-    if user is not None:
+    if user is None:
+        root = Path(tempfile.mkdtemp(prefix="liqshell-pg-"))
+    else:
         entry = pwd.getpwnam(user)
+        root = Path(tempfile.mkdtemp(prefix="liqshell-pg-", dir=_reachable_tmp(entry)))
         os.chown(root, entry.pw_uid, entry.pw_gid)
     server = PostgresServer(bindir, root, free_port(), user)
     try:
