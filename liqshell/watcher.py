@@ -1236,9 +1236,7 @@ class Watcher:
         if wallet in self._closed:  # a liquidation order of ours rests
             for underlying, contracts in self._closed.observe(health, orders).items():
                 self._metrics.closed(underlying, contracts)
-        now = self._clock.now_ms()
-        if previous is not None and now <= previous.updated_at:
-            now = previous.updated_at + 1  # strictly after the stored state (see _now)
+        now = self._now(previous)
         try:
             state, commands = step(previous, health, orders, now, self._config)
         except Exception:
@@ -1252,26 +1250,8 @@ class Watcher:
             return None
         if commands or wallet in self._stuck:
             self._note_stuck(wallet, commands)
-        if (
-            self._compact
-            and not commands
-            and type(state.phase) is Healthy
-            and (stored is None or not stored.unfinished)
-            and (
-                previous is None
-                or (
-                    type(previous.phase) is Healthy
-                    and previous.margin_mode is state.margin_mode
-                    and previous.last_closed_auction_id == state.last_closed_auction_id
-                )
-            )
-        ):
-            # A healthy no-op: a decision without commands that changed nothing the next
-            # step depends on — healthy before (or untracked) and after, the same margin
-            # mode and last closed auction, nothing unfinished. The healthy step reads only
-            # those of the previous state (its figures and updated_at are the
-            # observation's), so stepping from the older state decides exactly the same:
-            # no commit, no record of its own (inlined: it runs for every healthy wallet).
+        if self._compact and not commands and _healthy_noop(stored, previous, state):
+            # Nothing the next step depends on changed: no commit, no record of its own.
             tally.stepped += 0 if again else 1
             tally.noop(health)
             return None
@@ -1514,15 +1494,13 @@ class Watcher:
             portfolios: dict[str, Portfolio | None] = {}
             for wallet in wanted:
                 portfolio = listed.get(wallet, _MISSING)
-                if portfolio is None or type(portfolio) is Portfolio:
-                    portfolios[wallet] = portfolio
-                elif portfolio is _MISSING:
+                if portfolio is _MISSING:
                     result[wallet] = LookupError(f"no portfolio answer for {wallet!r}")
-                else:
-                    try:
-                        portfolios[wallet] = _checked_portfolio(wallet, portfolio)
-                    except InvalidInput as error:
-                        result[wallet] = error
+                    continue
+                try:
+                    portfolios[wallet] = _checked_portfolio(wallet, portfolio)
+                except InvalidInput as error:
+                    result[wallet] = error
             reports = await self._observe_call(self._margin.margins(portfolios))  # type: ignore[attr-defined]
             orders = await self._observe_call(self._orders.open_orders_many(list(portfolios)))  # type: ignore[attr-defined]
         except Exception as error:
@@ -2014,6 +1992,21 @@ _MISSING: Any = object()
 """An answer a batch call left out."""
 
 
+def _healthy_noop(stored: Stored | None, previous: AccountState | None, new: AccountState) -> bool:
+    """Whether a decision without commands changed nothing the next step depends on:
+    healthy before (or untracked) and after, the same margin mode and last closed auction,
+    nothing unfinished. The healthy step reads only those of the previous state (its
+    figures and ``updated_at`` are the observation's), so stepping from the older state
+    decides exactly the same."""
+    if type(new.phase) is not Healthy or (stored is not None and stored.unfinished):
+        return False
+    return previous is None or (
+        type(previous.phase) is Healthy
+        and previous.margin_mode is new.margin_mode
+        and previous.last_closed_auction_id == new.last_closed_auction_id
+    )
+
+
 def _checked_portfolio(wallet: str, portfolio: object) -> Portfolio | None:
     if portfolio is not None and not isinstance(portfolio, Portfolio):
         raise InvalidInput(f"portfolio of {wallet!r} is not a Portfolio: {portfolio!r}")
@@ -2028,19 +2021,13 @@ def _observation(
     open_orders: Iterable[object],
 ) -> tuple[Health, tuple[OpenOrder, ...]]:
     """The wallet's ``Health`` (its quotes picked from ``quotes``) and open orders, checked."""
-    if type(report) is not MarginReport and not isinstance(report, MarginReport):
+    if not isinstance(report, MarginReport):
         raise InvalidInput(f"margin report of {wallet!r} is not a MarginReport: {report!r}")
-    if type(open_orders) is tuple and (
-        not open_orders or all(type(order) is OpenOrder for order in open_orders)
-    ):
-        orders: tuple[OpenOrder, ...] = open_orders
-    else:
-        checked: list[OpenOrder] = []
-        for order in open_orders:
-            if not isinstance(order, OpenOrder):
-                raise InvalidInput(f"open orders of {wallet!r} hold a non-OpenOrder: {order!r}")
-            checked.append(order)
-        orders = tuple(checked)
+    orders: list[OpenOrder] = []
+    for order in open_orders:
+        if not isinstance(order, OpenOrder):
+            raise InvalidInput(f"open orders of {wallet!r} hold a non-OpenOrder: {order!r}")
+        orders.append(order)
     wanted: dict[str, Quote] = (
         {}
         if portfolio is None
@@ -2057,4 +2044,4 @@ def _observation(
         # it is (a plain dict would be copied first).
         quotes=MappingProxyType(wanted),
     )
-    return health, orders
+    return health, tuple(orders)
