@@ -693,7 +693,7 @@ class SqliteStore(AsyncClosing):
             if not group:
                 continue
             try:
-                results = await asyncio.to_thread(self._locked, _group_writer(group))
+                results = await self._call(_group_writer(group))
             except asyncio.CancelledError:
                 for _, done in group + self._queue:
                     done.cancel()
@@ -705,15 +705,17 @@ class SqliteStore(AsyncClosing):
                         _settle(done, error=error)
                     continue
                 # Something in one write failed the group: each alone, so it fails alone.
+                wrote = False
                 for write, done in group:
                     try:
-                        alone = await asyncio.to_thread(
-                            self._locked, _group_writer([(write, done)])
-                        )
+                        (alone,) = await self._call(_group_writer([(write, done)]))
                     except Exception as failure:
                         _settle(done, error=failure)
                     else:
-                        _settle(done, alone[0])
+                        wrote = True
+                        _settle(done, alone)
+                if wrote:
+                    self._after_write()
                 continue
             self._after_write()
             for (_, done), result in zip(group, results, strict=True):
