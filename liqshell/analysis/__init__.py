@@ -536,18 +536,16 @@ def _replay_store(path: Path, config: Config | None, *, keep: bool) -> Trace:
     from liqshell.adapters import HEADER_KIND, header_from_json, record_from_json
     from liqshell.adapters.sqlite import read_rows
 
-    fallback = config if config is not None else Config()
     headers: list[RecordingHeader] = []
     positions: list[int] = []
-    configs: dict[int, Config] = {-1: fallback}
+    configs: dict[int, Config] = {-1: config if config is not None else Config()}
 
     def bodies() -> Iterator[tuple[int, int, str, str]]:
         with _reading(path):
             for _, _, kind, body in read_rows(path):
                 if kind == HEADER_KIND:
                     header = header_from_json(body)
-                    used = header.config or fallback
-                    configs[len(headers)] = used if config is None else config
+                    configs[len(headers)] = _header_config(header, config)
                     headers.append(header)
                     continue
                 positions.append(len(headers) - 1)
@@ -745,11 +743,18 @@ def _fast_decision(
 
 def _configs(recording: Recording, config: Config | None) -> dict[int, Config]:
     """The config each header position (``-1``: none) replays with."""
-    fallback = config if config is not None else Config()
-    configs = {-1: fallback}
+    configs = {-1: config if config is not None else Config()}
     for position, header in enumerate(recording.headers):
-        configs[position] = config if config is not None else (header.config or fallback)
+        configs[position] = _header_config(header, config)
     return configs
+
+
+def _header_config(header: RecordingHeader, config: Config | None) -> Config:
+    """The config the records after ``header`` replay with: ``config`` if given, else the
+    header's own, else the defaults."""
+    if config is not None:
+        return config
+    return header.config or Config()
 
 
 def _config_notes(recording: Recording, config: Config | None) -> tuple[str, ...]:
