@@ -49,7 +49,7 @@ from bench.throughput import NOW, Poll, poll, sweep
 from liqcore import Config
 from liqcore.codec import to_json
 from liqshell.clock import SystemClock
-from liqshell.ports import MarginReport, Record, RecordKind, StateStore
+from liqshell.ports import Clock, MarginReport, Record, RecordKind, StateStore
 from liqshell.testing import FakeExchange, MemorySink, MemoryStore
 from liqshell.watcher import Watcher
 
@@ -90,6 +90,26 @@ def exchange_of(data: Poll) -> FakeExchange:
     for wallet, orders in data.orders.items():
         exchange.set_open_orders(wallet, orders)
     return exchange
+
+
+def watcher_over(
+    exchange: FakeExchange, store: StateStore, clock: Clock, config: Config, sink: MemorySink
+) -> Watcher:
+    """The benchmarked watcher: every exchange port served by ``exchange``, ``store`` also
+    its recorder."""
+    return Watcher(
+        portfolios=exchange,
+        margin=exchange,
+        quotes=exchange,
+        orders=exchange,
+        gateway=exchange,
+        auctions=exchange,
+        store=store,
+        sink=sink,
+        recorder=store,  # type: ignore[arg-type]
+        clock=clock,
+        config=config,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -182,19 +202,7 @@ async def measure(kind: str, size: int, *, profile: bool) -> dict[str, object]:
         directory = Path(tmp)
         async with opened_store(kind, directory) as store:
             sink = MemorySink()
-            watcher = Watcher(
-                portfolios=exchange,
-                margin=exchange,
-                quotes=exchange,
-                orders=exchange,
-                gateway=exchange,
-                auctions=exchange,
-                store=store,
-                sink=sink,
-                recorder=store,  # type: ignore[arg-type]
-                clock=SystemClock(),
-                config=config,
-            )
+            watcher = watcher_over(exchange, store, SystemClock(), config, sink)
             for _ in range(WARM_POLLS):
                 await watcher.run_once()
             before, before_polls = await recorded_bytes(store)

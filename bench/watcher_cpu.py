@@ -23,10 +23,9 @@ import time
 from pathlib import Path
 
 from bench.throughput import NOW, poll, sweep
-from bench.watcher import exchange_of, opened_store
+from bench.watcher import exchange_of, opened_store, watcher_over
 from liqcore import Config
 from liqshell.testing import MemorySink, VirtualClock
-from liqshell.watcher import Watcher
 
 POLL_MS = 5_000
 
@@ -47,19 +46,7 @@ async def measure(kind: str, size: int, liquidating: float = 0.01) -> str:
     with tempfile.TemporaryDirectory() as folder:
         async with opened_store(kind, Path(folder)) as store:
             clock = VirtualClock(NOW)
-            watcher = Watcher(
-                portfolios=exchange,
-                margin=exchange,
-                quotes=exchange,
-                orders=exchange,
-                gateway=exchange,
-                auctions=exchange,
-                store=store,
-                sink=MemorySink(),
-                recorder=store,  # type: ignore[arg-type]
-                clock=clock,
-                config=config,
-            )
+            watcher = watcher_over(exchange, store, clock, config, MemorySink())
             for _ in range(2):
                 clock.advance(POLL_MS)
                 await watcher.run_once()
