@@ -356,12 +356,14 @@ def test_plan_portfolio_margin_short_below_one_lot_closed_whole() -> None:
         assert order.close_size == -book.positions[order.symbol].amount
 
 
-def test_plan_portfolio_margin_strangle_tie_in_whole_lots() -> None:
-    """A BTC strangle whose shock scenarios bind together, in lots of 0.1 (minimum order
-    0.5): the traced call and put rounded up to lots move the scenarios apart and leave the
-    round short; one more lot covers it in the same round. No plan of BTC lots is cheaper
-    (every pair of tradeable lot counts tried), and the ETH call is left alone."""
-    call, put, other = "BTC-20260925-160000-C", "BTC-20260925-75000-P", "ETH-20260925-3000-C"
+_STRANGLE_CALL, _STRANGLE_PUT = "BTC-20260925-160000-C", "BTC-20260925-75000-P"
+_STRANGLE_ETH = "ETH-20260925-3000-C"
+
+
+def _strangle_tie_book() -> tuple[Portfolio, dict[str, Quote]]:
+    """A BTC strangle whose shock scenarios bind together, beside a short ETH call
+    (portfolio margin, BTC at 105,000, ETH at 3,500)."""
+    call, put, other = _STRANGLE_CALL, _STRANGLE_PUT, _STRANGLE_ETH
     book = Portfolio(
         cash=Decimal("17904.4085"),
         positions={
@@ -376,6 +378,16 @@ def test_plan_portfolio_margin_strangle_tie_in_whole_lots() -> None:
         put: Quote(best_ask=Decimal("200.5580")),
         other: Quote(best_ask=Decimal("629.1565"), theo=Decimal("602.1730")),
     }
+    return book, quotes
+
+
+def test_plan_portfolio_margin_strangle_tie_in_whole_lots() -> None:
+    """A BTC strangle whose shock scenarios bind together, in lots of 0.1 (minimum order
+    0.5): the traced call and put rounded up to lots move the scenarios apart and leave the
+    round short; one more lot covers it in the same round. No plan of BTC lots is cheaper
+    (every pair of tradeable lot counts tried), and the ETH call is left alone."""
+    call, put = _STRANGLE_CALL, _STRANGLE_PUT
+    book, quotes = _strangle_tie_book()
     config = Config(
         instruments={
             "BTC": InstrumentSpec(
@@ -426,21 +438,8 @@ def test_plan_portfolio_margin_repair_tops_up_with_an_underlying_without_lots() 
     would leave 0.4, below the minimum order, so the call could only be closed whole (0.5
     more); the whole put has nothing left to add. The repair weighs the ETH call after both
     and covers the rest with a part of it, for less premium than the whole call."""
-    call, put, other = "BTC-20260925-160000-C", "BTC-20260925-75000-P", "ETH-20260925-3000-C"
-    book = Portfolio(
-        cash=Decimal("17904.4085"),
-        positions={
-            call: Position(symbol=call, amount=Decimal("-9.4"), entry_price=Decimal("430.79")),
-            put: Position(symbol=put, amount=Decimal("-5.7"), entry_price=Decimal("197.78")),
-            other: Position(symbol=other, amount=Decimal(-10), entry_price=Decimal("606.42")),
-        },
-        spot={"BTC": Decimal(105_000), "ETH": Decimal(3_500)},
-    )
-    quotes = {
-        call: Quote(best_ask=Decimal("444.6805"), theo=Decimal("426.7818")),
-        put: Quote(best_ask=Decimal("200.5580")),
-        other: Quote(best_ask=Decimal("629.1565"), theo=Decimal("602.1730")),
-    }
+    call, put, other = _STRANGLE_CALL, _STRANGLE_PUT, _STRANGLE_ETH
+    book, quotes = _strangle_tie_book()
     spec = InstrumentSpec(size_step=Decimal("0.1"), price_tick=Decimal(5), min_size=Decimal("0.5"))
     config = Config(instruments={"BTC": spec})
     anchor = MarginFacts(equity=Decimal("5751.4365"), mm_required=Decimal("10794.70"))
